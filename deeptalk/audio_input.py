@@ -1,0 +1,55 @@
+"""Geometry of the speech input path: waveform → log-mel → Whisper encoder (50 Hz) → projector → positions.
+
+Shared by feature extraction, sequence packing and the model, so the number of sequence positions a
+user utterance occupies is computed in exactly one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+ENCODER_FRAMES_PER_SECOND = 50  # Whisper: 100 mel frames/s, conv stride 2
+
+
+@dataclass(frozen=True)
+class AudioInputConfig:
+    """Whisper-style encoder + projector. ``projector_stride`` stacks that many 50 Hz encoder frames into one
+    LLM position (1 = the reference's 50 Hz; 4 = 12.5 Hz as in LUCY, cheap enough for CPU profiles)."""
+
+    sample_rate: int = 16000
+    n_mels: int = 80
+    max_seconds: float = 8.0  # encoder input is padded/truncated to this length
+    encoder_layers: int = 2
+    encoder_dim: int = 128
+    encoder_heads: int = 4
+    encoder_ffn_dim: int = 256
+    projector_stride: int = 4
+    projector_hidden: int = 256
+    encoder_checkpoint: str | None = None  # local HF Whisper directory (paper profile); None = from config
+
+    @property
+    def mel_frames(self) -> int:
+        """Fixed encoder input length in mel frames (Whisper: 2 × max_source_positions)."""
+        return 2 * self.max_source_positions
+
+    @property
+    def max_source_positions(self) -> int:
+        return int(round(self.max_seconds * ENCODER_FRAMES_PER_SECOND))
+
+    @property
+    def positions_per_second(self) -> float:
+        return ENCODER_FRAMES_PER_SECOND / self.projector_stride
+
+    @property
+    def max_positions(self) -> int:
+        return self.max_source_positions // self.projector_stride
+
+    def n_positions(self, n_samples: int) -> int:
+        """LLM positions carrying features for ``n_samples`` of 16 kHz audio (BOA/EOA positions not included)."""
+        if n_samples <= 0:
+            raise ValueError(f"audio segment must have samples, got {n_samples}")
+        seconds = n_samples / self.sample_rate
+        if seconds > self.max_seconds:
+            raise ValueError(f"audio segment of {seconds:.2f} s exceeds the encoder's {self.max_seconds} s")
+        return max(1, min(self.max_positions, math.ceil(seconds * self.positions_per_second)))
