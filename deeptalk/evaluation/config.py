@@ -1,0 +1,88 @@
+"""Evaluation settings and the quality gates a model must pass before it is packaged.
+
+Thresholds differ per profile because the models differ by orders of magnitude in size and training time:
+
+- ``tiny`` is a pipeline smoke test (a 0.5 M-parameter model trained for minutes on 2 CPU cores). Its gates only
+  catch a *broken* pipeline (text ability destroyed, the model emitting nothing, latency blow-ups); they are NOT
+  quality claims. Speech quality of such a model is near chance and the thresholds say so.
+- ``small`` is sized to reproduce the paper's comparison; its gates are loose quality bars.
+- ``paper`` uses the paper's claims: text drop ≤ 5.5 % (abstract) and end-to-end latency ≤ 0.5 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Self
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """Pass/fail bars on ``reports/metrics.json``. ``None`` disables a gate (it is then reported as skipped).
+
+    Accuracies are fractions in [0, 1]; WERs are fractions (1.0 = 100 %); the text drop is in percent.
+    """
+
+    max_text_drop_pct: float | None = 50.0  # relative drop vs the original LLM (see text_ability.relative_drop_pct)
+    min_text_qa_acc: float | None = None  # absolute held-out text-QA accuracy of the model (text-only mode)
+    min_spoken_qa_s2t: float | None = 0.0  # speech question → text answer, reference contained
+    min_spoken_qa_s2s: float | None = None  # speech question → speech answer (ASR of the generated audio)
+    max_asr_wer: float | None = 1.5  # model as recogniser
+    max_tts_wer: float | None = 1.5  # generated speech vs ground-truth text
+    max_first_audio_ms: float | None = 5000.0  # end of user input → first audio chunk, median
+    max_rtf: float | None = 5.0  # generation wall time / generated audio duration
+
+    @classmethod
+    def for_profile(cls, profile: str) -> Self:
+        if profile == "tiny":
+            # Smoke bars: a minutes-trained tiny model must keep most of its text knowledge, answer in text at all
+            # and run in bounded time; its speech output is not expected to be intelligible (WER may exceed 1).
+            return cls()
+        if profile == "small":
+            return cls(
+                max_text_drop_pct=30.0, min_text_qa_acc=None, min_spoken_qa_s2t=0.05, min_spoken_qa_s2s=None,
+                max_asr_wer=1.0, max_tts_wer=1.2, max_first_audio_ms=3000.0, max_rtf=3.0,
+            )
+        if profile == "paper":
+            return cls(
+                max_text_drop_pct=5.5, min_text_qa_acc=None, min_spoken_qa_s2t=0.3, min_spoken_qa_s2s=0.25,
+                max_asr_wer=0.15, max_tts_wer=0.1, max_first_audio_ms=500.0, max_rtf=1.0,
+            )
+        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How much held-out data each benchmark uses and how generation is bounded.
+
+    ``max_*`` sample counts cap the held-out split (0 = all); the same caps are applied to the base model so the
+    relative text drop compares like with like.
+    """
+
+    max_text_qa: int = 64  # held-out text questions (task tqa; rqa/aqa questions given as text are added)
+    max_ppl_samples: int = 64  # held-out text sequences for perplexity
+    max_spoken_qa: int = 24  # held-out spoken questions (task aqa/rqa with user audio)
+    max_asr: int = 24
+    max_tts: int = 16
+    max_latency: int = 4  # spoken questions streamed through the service generator
+    max_answer_tokens: int = 16  # greedy text answer length cap (text-only mode)
+    max_audio_frames: int = 150  # cap on generated codec frames per answer (~12.8 s at 85 ms)
+    latency_warmup: int = 1  # untimed generator runs before timing (first-call allocations)
+    stages: tuple[str, ...] = ("s3",)  # the stage(s) whose model the evaluate step scores; the last is gated
+    gates: GateThresholds = field(default_factory=GateThresholds)
+
+    @classmethod
+    def for_profile(cls, profile: str) -> Self:
+        gates = GateThresholds.for_profile(profile)
+        if profile == "tiny":
+            return cls(gates=gates)
+        if profile == "small":
+            return cls(
+                max_text_qa=200, max_ppl_samples=200, max_spoken_qa=100, max_asr=100, max_tts=50, max_latency=8,
+                max_answer_tokens=24, max_audio_frames=200, gates=gates,
+            )
+        if profile == "paper":
+            return cls(
+                max_text_qa=0, max_ppl_samples=1000, max_spoken_qa=0, max_asr=0, max_tts=0, max_latency=32,
+                max_answer_tokens=64, max_audio_frames=1000, gates=gates,
+            )
+        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
