@@ -1,0 +1,72 @@
+"""Serving and decoding settings: sampling defaults, request limits, capacity, which packaged model to load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Self
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Decoding settings from the reference's eval_qa.py (paper.md §6): greedy text with a repetition
+    penalty of 1.2, top-k 10 sampling for audio codes. ``audio_top_k = 1`` makes audio greedy (TTS/ASR
+    scripts of the reference) and the whole generation deterministic."""
+
+    text_top_k: int = 1
+    text_temperature: float = 1.0
+    text_repetition_penalty: float = 1.2
+    audio_top_k: int = 10
+    audio_temperature: float = 1.0
+    seed: int | None = None  # per-request generator seed; None = nondeterministic audio sampling
+
+    def __post_init__(self) -> None:
+        if self.text_top_k < 1 or self.audio_top_k < 1:
+            raise ValueError(f"top-k must be >= 1, got text {self.text_top_k}, audio {self.audio_top_k}")
+        if self.text_temperature <= 0 or self.audio_temperature <= 0:
+            raise ValueError("temperatures must be > 0 (use top_k=1 for greedy decoding)")
+        if self.text_repetition_penalty < 1.0:
+            raise ValueError(f"repetition penalty must be >= 1, got {self.text_repetition_penalty}")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the streaming generator and the BentoML service need besides the model itself."""
+
+    model_tag: str = "deeptalk:latest"  # BentoML model-store tag written by the `package` step
+    bento_name: str = "deeptalk"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    max_steps: int = 400  # decode steps per spoken/text answer (reference: 1000 ≈ 85 s of audio)
+    max_asr_steps: int = 100  # reference: 100 for ASR
+    chunk_frames: int = 1  # codec frames per pushed decode chunk (1 = emit audio as early as possible)
+    max_history_turns: int = 8  # user+assistant turns kept as context in a session
+    default_voice: str | None = None  # None = ANS_A (the default voice)
+    # request limits
+    max_upload_bytes: int = 2_000_000
+    max_upload_seconds: float = 8.0  # must not exceed the encoder window (AudioInputConfig.max_seconds)
+    max_text_chars: int = 500
+    # capacity: sessions generating at once; others wait up to queue_timeout_s, then get 503 + Retry-After
+    max_concurrency: int = 2
+    queue_timeout_s: float = 5.0
+    retry_after_s: int = 2
+    pcm_format: str = "int16"  # "int16" | "float32": sample format of streamed audio chunks
+    api_key_env: str = "DEEPTALK_API_KEY"  # when this env var is set, requests must carry the key
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pcm_format not in ("int16", "float32"):
+            raise ValueError(f"pcm_format must be 'int16' or 'float32', got {self.pcm_format!r}")
+        if min(self.max_steps, self.max_asr_steps, self.chunk_frames, self.max_concurrency) < 1:
+            raise ValueError(f"step limits, chunk_frames and max_concurrency must be >= 1: {self}")
+        if self.max_upload_bytes <= 0 or self.max_upload_seconds <= 0 or self.max_text_chars <= 0:
+            raise ValueError(f"upload limits must be positive: {self}")
+
+    @classmethod
+    def for_profile(cls, profile: str) -> Self:
+        if profile == "tiny":
+            return cls()
+        if profile == "small":
+            return cls(max_steps=600, max_concurrency=4, max_upload_bytes=4_000_000)
+        if profile == "paper":
+            return cls(max_steps=1000, max_concurrency=8, max_upload_bytes=20_000_000, max_upload_seconds=30.0,
+                       max_text_chars=4000, chunk_frames=2)
+        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
