@@ -1,0 +1,123 @@
+"""Quality gates: compare ``reports/metrics.json`` with the thresholds in ``EvalConfig.gates``.
+
+The evaluate step writes metrics and the report first, then the verdict (``reports/gate.json``), and only then
+raises :class:`GateFailed`, so a failing model can still be inspected. The package step reads ``gate.json`` and
+refuses to package unless ``passed`` is true.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from deeptalk.evaluation.config import GateThresholds
+
+# threshold field → (dotted metric path in metrics.json, comparison). "max" passes when value <= threshold.
+GATE_METRICS: dict[str, tuple[str, str]] = {
+    "max_text_drop_pct": ("text.drop_pct", "max"),
+    "min_text_qa_acc": ("text.qa_acc", "min"),
+    "min_spoken_qa_s2t": ("spoken_qa.s2t_acc", "min"),
+    "min_spoken_qa_s2s": ("spoken_qa.s2s_acc", "min"),
+    "max_asr_wer": ("asr.wer", "max"),
+    "max_tts_wer": ("tts.wer_vs_truth", "max"),
+    "max_first_audio_ms": ("latency.first_audio_ms_median", "max"),
+    "max_rtf": ("latency.rtf", "max"),
+}
+
+
+class GateFailure(NamedTuple):
+    metric: str
+    value: float | None
+    threshold: float
+    message: str
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One row of the gate table (also the report's metrics-vs-thresholds table)."""
+
+    gate: str  # threshold field name, e.g. "max_asr_wer"
+    metric: str  # dotted metric path
+    op: str  # "<=" or ">="
+    threshold: float | None  # None: gate disabled
+    value: float | None  # None: metric missing
+    status: str  # "pass" | "fail" | "skipped"
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    failures: list[GateFailure]
+    checks: list[GateCheck]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "failures": [f._asdict() for f in self.failures],
+            "checks": [dataclasses.asdict(c) for c in self.checks],
+        }
+
+
+class GateFailed(RuntimeError):
+    """Raised by the evaluate step after writing the report when at least one gate fails."""
+
+    def __init__(self, verdict: GateVerdict):
+        self.verdict = verdict
+        lines = "; ".join(f.message for f in verdict.failures)
+        super().__init__(f"quality gate failed ({len(verdict.failures)} metric(s)): {lines}")
+
+
+def lookup(metrics: dict[str, Any], path: str) -> float | None:
+    """Value at a dotted path (``"asr.wer"``) as a float; None when absent, null or NaN."""
+    node: Any = metrics
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    if node is None or isinstance(node, bool) or not isinstance(node, (int, float)):
+        return None
+    value = float(node)
+    return None if math.isnan(value) else value
+
+
+def check_gates(metrics: dict[str, Any], gates: GateThresholds) -> GateVerdict:
+    """Check every enabled threshold. A missing (or NaN) metric fails its gate: no number, no pass."""
+    failures: list[GateFailure] = []
+    checks: list[GateCheck] = []
+    for gate, (path, kind) in GATE_METRICS.items():
+        threshold = getattr(gates, gate)
+        op = "<=" if kind == "max" else ">="
+        value = lookup(metrics, path)
+        if threshold is None:
+            checks.append(GateCheck(gate, path, op, None, value, "skipped"))
+            continue
+        threshold = float(threshold)
+        if value is None:
+            message = f"{path} is missing from the metrics (gate {gate} requires {op} {threshold:g})"
+            ok = False
+        else:
+            ok = value <= threshold if kind == "max" else value >= threshold
+            message = f"{path} = {value:.4g} violates {gate}: must be {op} {threshold:g}"
+        checks.append(GateCheck(gate, path, op, threshold, value, "pass" if ok else "fail"))
+        if not ok:
+            failures.append(GateFailure(path, value, threshold, message))
+    return GateVerdict(passed=not failures, failures=failures, checks=checks)
+
+
+def write_verdict(verdict: GateVerdict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(verdict.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_verdict(path: str | Path) -> dict[str, Any]:
+    """The stored verdict; raises FileNotFoundError when the evaluate step has not run."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("passed"), bool):
+        raise ValueError(f"{path}: not a gate verdict (expected an object with a boolean 'passed')")
+    return data
