@@ -1,0 +1,105 @@
+"""Pipeline steps: the one registry that `dvc.yaml`, the Prefect flow and the CLI are all built from.
+
+Each step is a module ``deeptalk.steps.<module>`` with ``run(cfg, **args) -> dict``. A ``StepSpec`` names
+what the step reads (``deps``), writes (``outs``) and which ``params.yaml`` sections it depends on, so that
+``dvc.yaml`` is generated from here (``python -m deeptalk dvc-yaml``) and the Prefect cache key hashes exactly
+the same inputs DVC does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deeptalk.config import ProjectConfig
+
+log = logging.getLogger(__name__)
+
+CODE_DEPS = ("deeptalk/tokens.py", "deeptalk/config.py")  # every step depends on the layout and config code
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str  # unique; the DVC stage name and the Prefect task name
+    module: str  # deeptalk.steps.<module>
+    deps: tuple[str, ...]  # files/dirs read (relative to the project root)
+    outs: tuple[str, ...]  # files/dirs written
+    params: tuple[str, ...]  # params.yaml sections (or section.key) it depends on
+    args: dict = field(default_factory=dict)  # extra keyword arguments for run()
+    metrics: tuple[str, ...] = ()  # outs that are DVC metrics (not cached)
+    plots: tuple[str, ...] = ()  # outs that are DVC plots
+    heavy: bool = False  # training: may be sent to a GPU work pool
+
+    def run(self, cfg: ProjectConfig) -> dict:
+        module = importlib.import_module(f"deeptalk.steps.{self.module}")
+        start = time.perf_counter()
+        log.info("step %s: start (profile %s)", self.name, cfg.profile)
+        summary = module.run(cfg, **self.args) or {}
+        summary = {**summary, "step": self.name, "wall_s": round(time.perf_counter() - start, 2)}
+        log.info("step %s: done in %.1f s", self.name, summary["wall_s"])
+        return summary
+
+
+def _stage(name: str, init: str, needs_split: bool = False) -> StepSpec:
+    deps = ("deeptalk/model", "deeptalk/training", "data/sequences", f"models/stages/{init}")
+    if needs_split:
+        deps += ("models/expert_split.json",)
+    return StepSpec(
+        name=f"train_{name}",
+        module="train_stage",
+        deps=deps,
+        outs=(f"models/stages/{name}",),
+        params=("model", "training", "seed"),
+        args={"stage": name},
+        heavy=True,
+    )
+
+
+STEPS: tuple[StepSpec, ...] = (
+    StepSpec("generate_data", "generate_data", ("deeptalk/data",), ("data/raw",), ("data", "seed")),
+    StepSpec(
+        "validate_data", "validate_data", ("deeptalk/data/validation.py", "data/raw"),
+        ("data/validated",), ("data",),
+    ),
+    StepSpec("fit_codec", "fit_codec", ("deeptalk/codec", "data/raw", "data/validated"), ("models/codec",),
+             ("codec", "seed")),
+    StepSpec("encode", "encode", ("deeptalk/data/features.py", "deeptalk/codec", "data/raw", "models/codec"),
+             ("data/processed",), ("audio_input", "codec")),
+    StepSpec("pack", "pack", ("deeptalk/data/packing.py", "deeptalk/data/dataset.py", "data/processed", "data/raw"),
+             ("data/sequences",), ("data", "audio_input", "seed")),
+    StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "data/sequences"),
+             ("models/base",), ("model", "training", "seed"), heavy=True),
+    StepSpec("align", "align", ("deeptalk/model", "deeptalk/training", "data/sequences", "models/base"),
+             ("models/stages/s1",), ("model", "training", "audio_input", "seed"), heavy=True),
+    StepSpec("profile_experts", "profile_experts", ("deeptalk/profiling.py", "data/sequences", "models/stages/s1"),
+             ("models/expert_split.json", "reports/profile"), ("training",)),
+    _stage("s2a", "s1", needs_split=True),
+    _stage("s2b", "s2a", needs_split=True),
+    _stage("s3", "s2b", needs_split=True),
+    _stage("plain", "s1"),
+    _stage("fixed", "s1"),
+    _stage("moextend", "s1"),
+    StepSpec(
+        "evaluate", "evaluate",
+        ("deeptalk/evaluation", "deeptalk/inference", "data/sequences", "data/raw", "models/base", "models/codec",
+         "models/stages/s3"),
+        ("reports/index.html", "reports/gate.json"), ("evaluation", "gates"),
+        metrics=("reports/metrics.json",),
+    ),
+    StepSpec("package", "package", ("models/stages/s3", "models/codec", "data/raw/tokenizer", "reports/gate.json"),
+             ("reports/package.json",), ("service",)),
+)
+
+BY_NAME = {step.name: step for step in STEPS}
+BASELINES = ("plain", "fixed", "moextend")
+
+
+def get_step(name: str) -> StepSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown step {name!r}; steps: {', '.join(BY_NAME)}") from None
