@@ -1,0 +1,141 @@
+"""Training budgets and switches per profile (``cfg.training``).
+
+Only *how much* and *how* to train lives here (steps, batch, learning rate, split rule, checkpoint cadence,
+DeepSpeed config, precision). *What* each stage trains (parameter groups, routing mask, data tasks) is the
+stage spec's job (``deeptalk.training.stages``), so that no stage choice can leak into a checkpoint config.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+SPLIT_RULE = re.compile(r"^(adaptive|fixed:\d+|random:\d+)$")
+BASELINES = ("plain", "fixed", "moextend", "strict")
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    """Optimisation budget of one training stage (or of each phase of a baseline)."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    max_len: int = 256  # sequences are truncated to this many positions at collate time
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0 or self.max_len <= 0:
+            raise ValueError(f"stage budget needs positive steps, batch_size and max_len, got {self}")
+        if not self.lr > 0:
+            raise ValueError(f"stage budget needs a positive learning rate, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Per-stage budgets and runner switches.
+
+    The learning-rate ordering follows the reference (paper.md §3, §9): S2a 1e-4 > S3 5e-5 > S1, S2b 2e-5,
+    scaled up for the tiny/small profiles, which train for hundreds rather than thousands of steps.
+    """
+
+    text_pretrain: StageBudget
+    s1: StageBudget
+    s2a: StageBudget
+    s2b: StageBudget
+    s3: StageBudget
+    plain: StageBudget  # the no-split baseline runs once, with S2a+S2b+S3's total steps by default
+    split_rule: str = "adaptive"  # adaptive | fixed:N | random:N (profile_experts writes this split)
+    fixed_split: str = "fixed:4"  # the rule of the "fixed" baseline (the reference's audio20 at 64 experts)
+    min_speech_fraction: float = 0.25  # adaptive rule: at least / at most this share of a layer's experts
+    max_speech_fraction: float = 0.5
+    moextend_experts: int = 4  # experts added per MoE layer by the MoExtend baseline
+    baselines: tuple[str, ...] = BASELINES
+    checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    warmup_ratio: float = 0.03
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0  # the reference trains with weight decay 0
+    deepspeed_config: str = "zero2"  # configs/deepspeed/<name>.json
+    gradient_checkpointing: bool = False  # trades compute for memory; used on GPU profiles
+    bf16: bool = False  # honoured only on CUDA devices; CPU trains in fp32
+    profile_batches: int = 8  # held-out batches the expert-load profiler runs over
+    eval_batches: int = 8  # held-out batches for perplexity
+
+    def __post_init__(self) -> None:
+        for rule in (self.split_rule, self.fixed_split):
+            if not SPLIT_RULE.match(rule):
+                raise ValueError(f"split rule {rule!r} is not one of adaptive | fixed:N | random:N")
+        if not 0 < self.min_speech_fraction <= self.max_speech_fraction < 1:
+            raise ValueError(
+                f"need 0 < min_speech_fraction <= max_speech_fraction < 1, got "
+                f"{self.min_speech_fraction}, {self.max_speech_fraction}"
+            )
+        unknown = sorted(set(self.baselines) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
+        if self.checkpoint_every <= 0 or self.log_every <= 0 or self.keep_checkpoints <= 0:
+            raise ValueError("checkpoint_every, log_every and keep_checkpoints must be positive")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+    def budget(self, stage: str) -> StageBudget:
+        """Budget of a stage by name; baseline phases reuse the budget of the stage they mirror."""
+        if stage not in {"text_pretrain", "s1", "s2a", "s2b", "s3", "plain"}:
+            raise ValueError(f"no budget named {stage!r}")
+        return getattr(self, stage)
+
+    @classmethod
+    def for_profile(cls, profile: str) -> TrainingConfig:
+        if profile == "tiny":
+            # Sized on 2 CPU cores: text_pretrain needs several hundred steps to learn the quiz facts
+            # (STACK.md sizing table); the speech stages are short, the comparison is about direction.
+            return cls(
+                text_pretrain=StageBudget(steps=600, batch_size=16, lr=4e-3, max_len=64),
+                s1=StageBudget(steps=60, batch_size=8, lr=2e-3, max_len=160),
+                s2a=StageBudget(steps=60, batch_size=8, lr=2e-3, max_len=160),
+                s2b=StageBudget(steps=40, batch_size=8, lr=5e-4, max_len=160),
+                s3=StageBudget(steps=40, batch_size=8, lr=1e-3, max_len=160),
+                plain=StageBudget(steps=140, batch_size=8, lr=1e-3, max_len=160),
+                fixed_split="fixed:4",
+                moextend_experts=4,
+                checkpoint_every=20,
+                log_every=10,
+                profile_batches=6,
+                eval_batches=6,
+            )
+        if profile == "small":
+            return cls(
+                text_pretrain=StageBudget(steps=2000, batch_size=32, lr=2e-3, max_len=96),
+                s1=StageBudget(steps=400, batch_size=16, lr=1e-3, max_len=256),
+                s2a=StageBudget(steps=400, batch_size=16, lr=1e-3, max_len=256),
+                s2b=StageBudget(steps=300, batch_size=16, lr=2e-4, max_len=256),
+                s3=StageBudget(steps=300, batch_size=16, lr=5e-4, max_len=256),
+                plain=StageBudget(steps=1000, batch_size=16, lr=5e-4, max_len=256),
+                fixed_split="fixed:8",
+                moextend_experts=8,
+                checkpoint_every=100,
+                log_every=20,
+                profile_batches=16,
+                eval_batches=16,
+            )
+        if profile == "paper":
+            # The reference's global batches and learning rates (paper.md §3) on 8 GPUs, ZeRO-2 with offload.
+            return cls(
+                text_pretrain=StageBudget(steps=1, batch_size=1, lr=1e-5, max_len=1024),  # unused: real checkpoint
+                s1=StageBudget(steps=16800, batch_size=18, lr=2e-5, max_len=500),
+                s2a=StageBudget(steps=7000, batch_size=56, lr=1e-4, max_len=1200),
+                s2b=StageBudget(steps=7200, batch_size=20, lr=2e-5, max_len=1000),
+                s3=StageBudget(steps=22800, batch_size=32, lr=5e-5, max_len=1000),
+                plain=StageBudget(steps=22800, batch_size=16, lr=2e-5, max_len=1000),
+                fixed_split="fixed:20",
+                moextend_experts=8,
+                checkpoint_every=400,
+                log_every=50,
+                deepspeed_config="zero2_offload",
+                gradient_checkpointing=True,
+                bf16=True,
+                profile_batches=256,
+                eval_batches=128,
+            )
+        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
