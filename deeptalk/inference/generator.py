@@ -1,0 +1,277 @@
+"""Batch-parallel text + delayed multi-stream audio decoding (paper.md §6), separate from the network.
+
+The network (``SpeechLM``) maps ids to logits; this module decides what to feed it next, the way moshi's
+``LMGen`` wraps ``LMModel``. For a spoken answer the prompt runs as a batch of two:
+
+* item ``audio`` carries the answer token (``ANS_A`` or a voice) on every audio stream at the last prompt
+  position and produces the audio codes;
+* item ``text`` carries ``PAD_A`` there and produces the text (a text-only continuation of the same prompt).
+
+The sampled text token is written into both items. After the text's ``EOT`` the text item and its KV cache
+are dropped and the audio item continues with ``PAD_T`` on the text stream. Audio stream ``i`` lags the text
+by ``i + 1`` steps, so at step ``t`` streams ``i >= t`` are forced to ``PAD_A``; when stream 0 emits ``EOA`` at
+step ``t0``, stream ``i`` is closed with ``EOA`` at step ``t0 + i``. Generation stops once every stream of the
+surviving items has closed or ``max_steps`` is reached. Code ``j`` of stream ``i`` is produced at step
+``j + i + 1``, so codec frame ``j`` is complete at step ``j + K``; :class:`StepOutput` carries it then.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from deeptalk.batch import AudioSegments, SpeechBatch
+from deeptalk.inference.config import SamplingConfig
+from deeptalk.inference.sampling import allowed_mask, apply_repetition_penalty, sample_top_k
+from deeptalk.tokens import TokenLayout
+
+log = logging.getLogger(__name__)
+
+
+class SpeechNetwork(Protocol):
+    """The part of ``deeptalk.model.SpeechLM`` the generator uses."""
+
+    layout: TokenLayout
+
+    def __call__(self, batch: SpeechBatch, cache: Any = None, use_cache: bool = False) -> Any: ...
+
+
+@dataclass
+class Prompt:
+    """A packed prompt for one conversation (from ``deeptalk.data.packing``'s prompt builder).
+
+    ``input_ids`` [T, S] ends with the answer-opening position; its audio streams are rewritten by the
+    generator (answer/voice token for the audio item, ``PAD_A`` for the text item) unless ``task_code``
+    is set, as for ASR, where that position carries the task token and only text is generated.
+    """
+
+    input_ids: torch.Tensor  # [T, S] global ids
+    audio: AudioSegments | None = None  # user-audio segments of this one sequence (batch_index 0)
+    task_code: int | None = None  # local audio special on the last position (ASR); None = answer position
+
+
+@dataclass
+class StepOutput:
+    """One decode step: the text token written at this position (None once the text has ended) and the
+    codec frame completed by this step (codes ``[K]``) if any."""
+
+    step: int
+    text_token: int | None  # local text id, EOT included; None when the text stream only pads
+    frame: torch.Tensor | None  # [K] codec codes of the frame completed at this step
+
+
+@dataclass
+class DecodeState:
+    """Mutable per-generation state (moshi-style): KV cache, which items are alive, per-stream progress."""
+
+    cache: Any = None
+    step: int = 0
+    items: list[str] = field(default_factory=list)  # names of the live batch items, in batch order
+    text_tokens: list[int] = field(default_factory=list)  # local text ids generated so far (penalty history)
+    codes: list[list[int]] = field(default_factory=list)  # per audio stream: codes generated (de-delayed)
+    eoa_step: int | None = None  # step at which stream 0 emitted EOA
+    frames_emitted: int = 0
+    length: int = 0  # positions in the cache
+    reason: str = ""
+
+    def reset(self) -> None:
+        self.cache = None
+        self.step = 0
+        self.items = []
+        self.text_tokens = []
+        self.codes = []
+        self.eoa_step = None
+        self.frames_emitted = 0
+        self.length = 0
+        self.reason = ""
+
+
+class Generator:
+    """Streams decode steps from a :class:`SpeechNetwork` for one prompt at a time.
+
+    Stateless between calls except for ``state`` (reset on each :meth:`generate`), so one Generator belongs
+    to one session; the network itself is shared read-only.
+    """
+
+    def __init__(self, model: SpeechNetwork, sampling: SamplingConfig, device: str | torch.device = "cpu"):
+        self.model = model
+        self.layout: TokenLayout = model.layout
+        self.sampling = sampling
+        self.device = torch.device(device)
+        self.state = DecodeState()
+        lay = self.layout
+        K = lay.n_audio_streams
+        self._eot = lay.text_special("EOT")
+        self._pad_t = lay.text_special("PAD_T")
+        self._pad_a_code = lay.audio_special_code("PAD_A")
+        self._eoa_code = lay.audio_special_code("EOA")
+        self._pad_a = torch.tensor([lay.audio_special("PAD_A", i) for i in range(K)])
+        # the text stream may produce words and EOT; audio streams codes, and stream 0 also EOA
+        self._text_mask = allowed_mask(lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot])
+        self._code_mask = allowed_mask(lay.audio_block_size, [range(lay.codebook_size)])
+        self._code_eoa_mask = allowed_mask(lay.audio_block_size, [range(lay.codebook_size), self._eoa_code])
+
+    # ---- public -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        speak: bool,
+        answer_code: int | None = None,
+        max_steps: int,
+        stop: threading.Event | None = None,
+        rng: torch.Generator | None = None,
+    ) -> Iterator[StepOutput]:
+        """Decode an answer to ``prompt``; with ``speak`` produce audio in the voice ``answer_code``
+        (``layout.answer_code(voice)``), else text only. Sets ``state.reason`` to ``complete``,
+        ``max_steps`` or ``interrupted`` when the iterator ends. ``stop`` is checked before every step."""
+        lay, st = self.layout, self.state
+        st.reset()
+        K = lay.n_audio_streams
+        ids = prompt.input_ids.to(self.device)
+        if ids.ndim != 2 or ids.shape[1] != lay.n_streams:
+            raise ValueError(f"prompt ids must be [T, {lay.n_streams}], got {tuple(ids.shape)}")
+        if speak and prompt.task_code is not None:
+            raise ValueError("a prompt with a task token (ASR) cannot have a spoken answer")
+        rows = []
+        if speak:
+            code = lay.answer_code(None) if answer_code is None else answer_code
+            rows.append(self._with_last_audio(ids, code))
+            st.items.append("audio")
+        rows.append(self._with_last_audio(ids, prompt.task_code if prompt.task_code is not None else self._pad_a_code))
+        st.items.append("text")
+        st.codes = [[] for _ in range(K)]
+
+        batch = SpeechBatch(
+            input_ids=torch.stack(rows),
+            attention_mask=torch.ones(len(rows), ids.shape[0], dtype=torch.long, device=self.device),
+            audio=_replicate_segments(prompt.audio, len(rows)),
+        )
+        out = self.model(batch, use_cache=True)
+        st.cache, st.length = out.cache, ids.shape[0]
+        logits = out.logits[:, -1]  # [B, V]
+
+        for t in range(max_steps):
+            if stop is not None and stop.is_set():
+                st.reason = "interrupted"
+                return
+            st.step = t
+            text_tok = self._next_text(logits) if "text" in st.items else None
+            audio_tok = self._next_audio(logits, t, rng) if "audio" in st.items else None
+            frame = self._complete_frame()
+
+            next_rows = []
+            text_global = self._pad_t if text_tok is None else text_tok
+            for name in st.items:
+                audio_ids = audio_tok if name == "audio" else self._pad_a.to(self.device)
+                next_rows.append(torch.cat([audio_ids, torch.tensor([text_global], device=self.device)]))
+            yield StepOutput(step=t, text_token=text_tok, frame=frame)
+
+            keep = [n for n in st.items if not self._finished(n, text_tok, t)]
+            if not keep:
+                st.reason = "complete"
+                return
+            if keep != st.items:
+                index = torch.tensor([st.items.index(n) for n in keep], device=self.device)
+                st.cache.batch_select_indices(index)
+                next_rows = [next_rows[st.items.index(n)] for n in keep]
+                st.items = keep
+            if t + 1 == max_steps:
+                break
+            step_ids = torch.stack(next_rows)[:, None, :]  # [B, 1, S]
+            st.length += 1
+            batch = SpeechBatch(
+                input_ids=step_ids,
+                attention_mask=torch.ones(len(st.items), st.length, dtype=torch.long, device=self.device),
+            )
+            out = self.model(batch, cache=st.cache, use_cache=True)
+            st.cache = out.cache
+            logits = out.logits[:, -1]
+        st.reason = "max_steps"
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def _next_text(self, logits: torch.Tensor) -> int | None:
+        """Text token from the text item (None once it has ended: the stream then pads)."""
+        st, lay = self.state, self.layout
+        if st.text_tokens and st.text_tokens[-1] == self._eot:
+            return None
+        row = logits[st.items.index("text"), lay.stream_slice(lay.text_stream)].float()
+        row = row + self._text_mask.to(row.device)
+        row = apply_repetition_penalty(
+            row, torch.tensor(st.text_tokens, dtype=torch.long, device=row.device), self.sampling.text_repetition_penalty
+        )
+        tok = int(sample_top_k(row, self.sampling.text_top_k, self.sampling.text_temperature))
+        st.text_tokens.append(tok)
+        return lay.text_id(tok) if tok != self._eot else tok
+
+    def _next_audio(self, logits: torch.Tensor, t: int, rng: torch.Generator | None) -> torch.Tensor:
+        """Global ids for the K audio streams at step ``t``: delay pads, sampled codes, staged EOA closure."""
+        st, lay = self.state, self.layout
+        K = lay.n_audio_streams
+        row_logits = logits[st.items.index("audio")]
+        out = torch.empty(K, dtype=torch.long, device=self.device)
+        for i in range(K):
+            if t <= i:  # delay: stream i starts at step i + 1
+                local = self._pad_a_code
+            elif st.eoa_step is not None and t > st.eoa_step + i:
+                local = self._pad_a_code  # closed
+            elif st.eoa_step is not None and t == st.eoa_step + i:
+                local = self._eoa_code
+            else:
+                mask = self._code_eoa_mask if i == 0 else self._code_mask
+                row = row_logits[lay.stream_slice(i)].float() + mask.to(row_logits.device)
+                local = int(sample_top_k(row, self.sampling.audio_top_k, self.sampling.audio_temperature, rng))
+                if local == self._eoa_code:
+                    st.eoa_step = t
+                else:
+                    st.codes[i].append(local)
+            out[i] = lay.stream_offset(i) + local
+        return out
+
+    def _complete_frame(self) -> torch.Tensor | None:
+        st = self.state
+        j = st.frames_emitted
+        if not st.codes or any(len(c) <= j for c in st.codes):
+            return None
+        st.frames_emitted += 1
+        return torch.tensor([c[j] for c in st.codes], dtype=torch.long)
+
+    def _finished(self, item: str, text_tok: int | None, t: int) -> bool:
+        st = self.state
+        if item == "text":
+            return text_tok is None or text_tok == self._eot
+        # audio item: every stream has emitted its EOA (stream K-1 at eoa_step + K - 1)
+        return st.eoa_step is not None and t >= st.eoa_step + self.layout.n_audio_streams - 1
+
+    def _with_last_audio(self, ids: torch.Tensor, code: int) -> torch.Tensor:
+        """Copy of ``ids`` with the last position's audio streams set to local audio special ``code``."""
+        ids = ids.clone()
+        for i in range(self.layout.n_audio_streams):
+            ids[-1, i] = self.layout.stream_offset(i) + code
+        return ids
+
+
+def _replicate_segments(seg: AudioSegments | None, n: int) -> AudioSegments | None:
+    """The same user-audio segments for each of ``n`` batch items."""
+    if seg is None or n == 1:
+        return seg
+    reps = seg.batch_index.numel()
+    return AudioSegments(
+        mels=seg.mels.repeat(n, *([1] * (seg.mels.ndim - 1))),
+        n_positions=seg.n_positions.repeat(n),
+        batch_index=torch.arange(n, device=seg.batch_index.device).repeat_interleave(reps),
+        start=seg.start.repeat(n),
+    )
+
+
+def undelay_frames(frames: list[torch.Tensor], n_streams: int) -> torch.Tensor:
+    """Stack per-step frames [K] into codes [K, T] (the codec's layout)."""
+    if not frames:
+        return torch.zeros(n_streams, 0, dtype=torch.long)
+    return torch.stack(frames, dim=1)

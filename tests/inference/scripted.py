@@ -1,0 +1,57 @@
+"""A scripted stand-in network: its logits follow a fixed script, so decode-protocol tests can assert exact
+positions (delay pads, EOA closure, item dropping). Model-level behaviour is tested with a real tiny SpeechLM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from deeptalk.batch import SpeechBatch
+from deeptalk.tokens import TokenLayout
+
+
+class ScriptedCache:
+    def __init__(self, batch: int, length: int):
+        self.batch, self.length = batch, length
+        self.selected: list[list[int]] = []
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.selected.append(indices.tolist())
+        self.batch = len(indices)
+
+
+@dataclass
+class ScriptedOutput:
+    logits: torch.Tensor
+    cache: ScriptedCache
+
+
+@dataclass
+class ScriptedNetwork:
+    """Step t (0 = logits after the prompt) prefers text token ``text[t]`` (EOT after the script) and audio
+    code ``(t * 7 + i) % codebook`` on stream i; stream 0 prefers EOA from step ``eoa_step`` on."""
+
+    layout: TokenLayout
+    text: list[int]
+    eoa_step: int | None
+    calls: list[SpeechBatch] = field(default_factory=list)
+
+    def __call__(self, batch: SpeechBatch, cache=None, use_cache=False):
+        self.calls.append(batch)
+        B, T, _ = batch.input_ids.shape
+        if cache is None:
+            cache = ScriptedCache(B, T)
+        else:
+            cache.length += T
+        assert cache.batch == B, "cache batch size must follow the input batch"
+        t = len(self.calls) - 1  # decode step these logits are for
+        lay = self.layout
+        logits = torch.zeros(B, T, lay.vocab_size)
+        tok = self.text[t] if t < len(self.text) else lay.text_special("EOT")
+        logits[:, -1, tok] = 10.0
+        for i in range(lay.n_audio_streams):
+            code = lay.audio_special_code("EOA") if (i == 0 and self.eoa_step is not None and t >= self.eoa_step) \
+                else (t * 7 + i) % lay.codebook_size
+            logits[:, -1, lay.stream_offset(i) + code] = 10.0
+        return ScriptedOutput(logits=logits, cache=cache)
