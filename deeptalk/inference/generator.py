@@ -5,7 +5,8 @@ The network (``SpeechLM``) maps ids to logits; this module decides what to feed 
 
 * item ``audio`` carries the answer token (``ANS_A`` or a voice) on every audio stream at the last prompt
   position and produces the audio codes;
-* item ``text`` carries ``PAD_A`` there and produces the text (a text-only continuation of the same prompt).
+* item ``text`` is the prompt as packed for a text answer (the reference keeps ``PAD_A`` there; this
+  project's packing writes the ``ASR`` task token before every text answer) and produces the text.
 
 The sampled text token is written into both items. After the text's ``EOT`` the text item and its KV cache
 are dropped and the audio item continues with ``PAD_T`` on the text stream. Audio stream ``i`` lags the text
@@ -43,16 +44,15 @@ class SpeechNetwork(Protocol):
 
 @dataclass
 class Prompt:
-    """A packed prompt for one conversation (from ``deeptalk.data.packing``'s prompt builder).
+    """A packed prompt for one conversation (see :mod:`deeptalk.inference.prompt`).
 
-    ``input_ids`` [T, S] ends with the answer-opening position; its audio streams are rewritten by the
-    generator (answer/voice token for the audio item, ``PAD_A`` for the text item) unless ``task_code``
-    is set, as for ASR, where that position carries the task token and only text is generated.
+    ``input_ids`` [T, S] ends with the answer-opening ``ASSISTANT`` position exactly as packing writes it
+    for a text answer; the text item decodes from it unchanged. For a spoken answer the audio item is a
+    copy whose last position carries the answer/voice token on every audio stream.
     """
 
     input_ids: torch.Tensor  # [T, S] global ids
     audio: AudioSegments | None = None  # user-audio segments of this one sequence (batch_index 0)
-    task_code: int | None = None  # local audio special on the last position (ASR); None = answer position
 
 
 @dataclass
@@ -137,14 +137,12 @@ class Generator:
         ids = prompt.input_ids.to(self.device)
         if ids.ndim != 2 or ids.shape[1] != lay.n_streams:
             raise ValueError(f"prompt ids must be [T, {lay.n_streams}], got {tuple(ids.shape)}")
-        if speak and prompt.task_code is not None:
-            raise ValueError("a prompt with a task token (ASR) cannot have a spoken answer")
         rows = []
         if speak:
             code = lay.answer_code(None) if answer_code is None else answer_code
             rows.append(self._with_last_audio(ids, code))
             st.items.append("audio")
-        rows.append(self._with_last_audio(ids, prompt.task_code if prompt.task_code is not None else self._pad_a_code))
+        rows.append(ids)
         st.items.append("text")
         st.codes = [[] for _ in range(K)]
 

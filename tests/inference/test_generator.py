@@ -40,7 +40,7 @@ def test_spoken_answer_follows_delay_pattern_and_closes_streams_one_per_step():
     first = net.calls[0].input_ids
     assert first.shape[0] == 2
     assert first[0, -1, 0] == LAYOUT.audio_special("ANS_A", 0)
-    assert first[1, -1, 0] == LAYOUT.audio_special("PAD_A", 0)
+    assert torch.equal(first[1], prompt(LAYOUT).input_ids)  # text item: the prompt unchanged
     # fed rows: stream i is PAD_A while t <= i (delay); text token written into both items
     for t, call in enumerate(net.calls[1:]):
         row = call.input_ids[0, 0]
@@ -83,15 +83,15 @@ def test_text_only_answer_is_one_item_and_stops_at_eot():
     assert gen.state.reason == "complete"
 
 
-def test_task_token_prompt_for_asr():
-    net = ScriptedNetwork(LAYOUT, text=[3], eoa_step=None)
+def test_text_item_keeps_the_prompt_and_audio_item_gets_the_answer_token():
+    net = ScriptedNetwork(LAYOUT, text=[3], eoa_step=2)
     gen = Generator(net, GREEDY)
     p = prompt(LAYOUT)
-    p.task_code = LAYOUT.audio_special_code("ASR")
-    list(gen.generate(p, speak=False, max_steps=5))
-    assert net.calls[0].input_ids[0, -1, 2] == LAYOUT.audio_special("ASR", 2)
-    with pytest.raises(ValueError, match="task token"):
-        list(gen.generate(p, speak=True, max_steps=5))
+    p.input_ids[-1, :7] = torch.tensor([LAYOUT.audio_special("ASR", i) for i in range(7)])
+    list(gen.generate(p, speak=True, max_steps=5))
+    fed = net.calls[0].input_ids
+    assert torch.equal(fed[1], p.input_ids)
+    assert fed[0, -1, 2] == LAYOUT.audio_special("ANS_A", 2) and torch.equal(fed[0, :-1], p.input_ids[:-1])
 
 
 def test_audio_item_dropped_when_audio_closes_before_text():
