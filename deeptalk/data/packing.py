@@ -1,0 +1,466 @@
+"""Sequence packing: a conversation → ``[T, K+1]`` ids and labels with the delay pattern (paper.md §1.4).
+
+Every position carries K audio-stream ids (0..K-1) and the text-stream id (K, last). The template, one row per
+position (``·`` = ``PAD_A`` on every audio stream, ids come from :class:`~deeptalk.tokens.TokenLayout`)::
+
+    BOT                                            sequence start
+    SYSTEM  text…                                  optional system prompt
+    USER    text…                                  user turn given as text, or as speech:
+    USER    BOA | AUDIO_PH×n_positions | EOA       (audio streams: BOA, PAD_A…, EOA; text stream: AUDIO_PH)
+    ASSISTANT[ASR]  text… EOT                      text answer (ASR task token on the audio streams)
+    ASSISTANT[ANS_A|VOICE:x]  text… EOT PAD_T…     spoken answer; audio stream i: i+1 PAD_A, codes_i, EOA, PAD_A…
+
+Labels are aligned with the inputs (the model shifts by one). Only the answer carries labels: its text, ``EOT``,
+its codes and ``EOA``; prompts, delay pads, ``PAD_T`` / ``PAD_A`` padding are ``IGNORE_INDEX``.
+
+Packing has two halves so that training can re-draw its random choices every epoch without re-tokenising:
+:func:`tokenize_sample` (done once by the pack step) and :func:`pack_tokenized` (done per epoch by the dataset
+with an ``rng`` seeded from ``(seed, epoch, index)``). :func:`pack_sample` chains them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+import numpy as np
+import torch
+
+from deeptalk.data.schema import Sample
+from deeptalk.tokens import IGNORE_INDEX, TokenLayout
+
+log = logging.getLogger(__name__)
+
+LAYOUT_FILE = "layout.json"
+
+
+class TextTokenizerLike(Protocol):
+    """What packing needs from ``deeptalk.data.text_tokenizer.TextTokenizer``."""
+
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class CodecLike(Protocol):
+    n_streams: int
+    codebook_size: int
+
+
+# ---- configuration and layout ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PackingConfig:
+    """Sequence-level choices of the reference's data loader (``data_util.py``)."""
+
+    max_length: int = 512  # positions per sequence; longer conversations lose their oldest turns first
+    user_speech_prob: float = 0.7  # reference: RQA user turns use their audio when random() > 0.3
+    random_speech_tasks: tuple[str, ...] = ("rqa",)  # tasks whose user turns draw speech vs text
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8 positions, got {self.max_length}")
+        if not 0.0 <= self.user_speech_prob <= 1.0:
+            raise ValueError(f"user_speech_prob must lie in [0, 1], got {self.user_speech_prob}")
+
+    @classmethod
+    def for_profile(cls, profile: str) -> PackingConfig:
+        # reference: 500 (s1), 1200 (s2a), 1000 (s2b, s3) positions at 50 Hz input features
+        lengths = {"tiny": 512, "small": 768, "paper": 1200}
+        if profile not in lengths:
+            raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(lengths)}")
+        return cls(max_length=lengths[profile])
+
+
+def layout_for(tokenizer: TextTokenizerLike, codec: CodecLike, voices: Sequence[str] = ()) -> TokenLayout:
+    """The pipeline's token layout: text vocabulary from the tokenizer, audio blocks from the codec.
+
+    Every step builds it through here (or reads the ``layout.json`` the pack step writes), so ids agree.
+    """
+    return TokenLayout(
+        text_vocab_size=int(tokenizer.vocab_size),
+        n_audio_streams=int(codec.n_streams),
+        codebook_size=int(codec.codebook_size),
+        voices=tuple(sorted(voices)),
+    )
+
+
+def save_layout(layout: TokenLayout, directory: str | Path) -> Path:
+    path = Path(directory) / LAYOUT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(layout.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_layout(directory: str | Path) -> TokenLayout:
+    path = Path(directory) / LAYOUT_FILE
+    if not path.exists():
+        raise ValueError(f"no token layout at {path}; run the pack step first")
+    return TokenLayout.from_dict(json.loads(path.read_text()))
+
+
+# ---- records ---------------------------------------------------------------------------------------------------
+
+
+class AudioRef(NamedTuple):
+    """A user-audio segment in a packed sequence: features of ``utt_id`` fill ``n_positions`` positions from
+    ``start`` (the first feature position, after ``BOA``)."""
+
+    utt_id: str
+    start: int
+    n_positions: int
+
+
+@dataclass
+class PackedSample:
+    input_ids: np.ndarray  # [T, S] int64 global ids
+    labels: np.ndarray  # [T, S] int64 global ids or IGNORE_INDEX
+    audio: list[AudioRef] = field(default_factory=list)
+    sample_id: str = ""
+    task: str = ""
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class TokenizedTurn:
+    role: str
+    ids: tuple[int, ...]  # text-tokenizer ids of the turn's text
+    audio_id: str | None = None
+    speak: bool = False
+    voice: str | None = None  # assistant speech: a name in layout.voices, or None for ANS_A
+
+
+@dataclass(frozen=True)
+class TokenizedSample:
+    id: str
+    task: str
+    turns: tuple[TokenizedTurn, ...]
+
+    def turns_json(self) -> str:
+        return json.dumps(
+            [{"role": t.role, "ids": list(t.ids), "audio_id": t.audio_id, "speak": t.speak, "voice": t.voice}
+             for t in self.turns],
+            separators=(",", ":"),
+        )
+
+    @staticmethod
+    def parse_turns(text: str) -> tuple[TokenizedTurn, ...]:
+        return tuple(
+            TokenizedTurn(role=t["role"], ids=tuple(t["ids"]), audio_id=t["audio_id"], speak=t["speak"],
+                          voice=t["voice"])
+            for t in json.loads(text)
+        )
+
+
+def tokenize_sample(
+    sample: Sample, tokenizer: TextTokenizerLike, voice_by_utt: Mapping[str, str] | None = None
+) -> TokenizedSample:
+    """Tokenise every turn's text; assistant speech turns get their voice name from ``voice_by_utt``."""
+    voice_by_utt = voice_by_utt or {}
+    turns = []
+    for turn in sample.turns:
+        voice = None
+        if turn.role == "assistant" and turn.speak and turn.audio_id is not None:
+            voice = voice_by_utt.get(turn.audio_id)
+        turns.append(TokenizedTurn(turn.role, tuple(tokenizer.encode(turn.text)), turn.audio_id, turn.speak, voice))
+    return TokenizedSample(sample.id, sample.task, tuple(turns))
+
+
+# ---- blocks: each returns (input rows [n, S], label rows [n, S]) -------------------------------------------------
+
+
+class _Block(NamedTuple):
+    inputs: np.ndarray
+    labels: np.ndarray
+    audio: tuple[tuple[str, int, int], ...] = ()  # (utt_id, start relative to the block, n_positions)
+
+
+def _audio_row(layout: TokenLayout, name: str) -> np.ndarray:
+    """Global ids of one audio special (or ``VOICE:x``) on every audio stream."""
+    return np.array([layout.audio_special(name, s) for s in range(layout.n_audio_streams)], dtype=np.int64)
+
+
+def _rows(layout: TokenLayout, text_ids: Sequence[int], audio: str = "PAD_A") -> np.ndarray:
+    """Rows with the given text-stream ids and one audio special on every audio stream."""
+    rows = np.empty((len(text_ids), layout.n_streams), dtype=np.int64)
+    rows[:, : layout.n_audio_streams] = _audio_row(layout, audio)
+    rows[:, layout.text_stream] = np.asarray(text_ids, dtype=np.int64)
+    return rows
+
+
+def _ignored(inputs: np.ndarray) -> np.ndarray:
+    return np.full_like(inputs, IGNORE_INDEX)
+
+
+def _check_text(layout: TokenLayout, ids: Sequence[int], where: str) -> None:
+    arr = np.asarray(ids, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= layout.text_vocab_size):
+        raise ValueError(f"{where}: text ids outside the text vocabulary [0, {layout.text_vocab_size})")
+
+
+def _text_turn(layout: TokenLayout, marker: str, ids: Sequence[int]) -> _Block:
+    inputs = _rows(layout, [layout.text_special(marker), *ids])
+    return _Block(inputs, _ignored(inputs))
+
+
+def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int) -> _Block:
+    """USER marker, BOA, ``n_positions`` feature positions (AUDIO_PH), EOA."""
+    if n_positions < 1:
+        raise ValueError(f"user audio {utt_id!r} must occupy at least one position, got {n_positions}")
+    ph = layout.text_special("AUDIO_PH")
+    inputs = np.concatenate([
+        _rows(layout, [layout.text_special("USER")]),
+        _rows(layout, [ph], audio="BOA"),
+        _rows(layout, [ph] * n_positions),
+        _rows(layout, [ph], audio="EOA"),
+    ])
+    return _Block(inputs, _ignored(inputs), ((utt_id, 2, n_positions),))
+
+
+def _answer_open(layout: TokenLayout, voice: str | None, speak: bool) -> np.ndarray:
+    """The ASSISTANT row, the last prompt position: answer/voice token for speech, ASR task token for text."""
+    audio = ("ANS_A" if voice is None else f"VOICE:{voice}") if speak else "ASR"
+    return _rows(layout, [layout.text_special("ASSISTANT")], audio=audio)
+
+
+def _text_answer(layout: TokenLayout, ids: Sequence[int], labelled: bool) -> _Block:
+    head = _answer_open(layout, None, speak=False)
+    body = _rows(layout, [*ids, layout.text_special("EOT")])
+    inputs = np.concatenate([head, body])
+    labels = _ignored(inputs)
+    if labelled:
+        labels[1:, layout.text_stream] = body[:, layout.text_stream]
+    return _Block(inputs, labels)
+
+
+def delay_codes(layout: TokenLayout, codes: np.ndarray, n_text: int) -> tuple[np.ndarray, np.ndarray]:
+    """Audio-stream rows of a spoken answer, from the position after the answer token.
+
+    Stream i holds i+1 ``PAD_A`` (delay, label IGNORE), its codes, ``EOA``, then ``PAD_A`` (label IGNORE) up to
+    ``max(n_text + 1, T + K + 1)`` rows, the length of the answer block. Returns ``(inputs, labels)``, ``[L, K]``.
+    """
+    codes = np.asarray(codes, dtype=np.int64)
+    k = layout.n_audio_streams
+    if codes.ndim != 2 or codes.shape[0] != k:
+        raise ValueError(f"codes must have shape [{k}, T], got {tuple(codes.shape)}")
+    if codes.size and (codes.min() < 0 or codes.max() >= layout.codebook_size):
+        raise ValueError(f"codec codes outside the codebook [0, {layout.codebook_size})")
+    t = codes.shape[1]
+    length = max(n_text + 1, t + k + 1)
+    inputs = np.empty((length, k), dtype=np.int64)
+    labels = np.full((length, k), IGNORE_INDEX, dtype=np.int64)
+    for i in range(k):
+        offset = layout.stream_offset(i)
+        pad, eoa = layout.audio_special("PAD_A", i), layout.audio_special("EOA", i)
+        inputs[:, i] = pad
+        inputs[i + 1 : i + 1 + t, i] = codes[i] + offset
+        inputs[i + 1 + t, i] = eoa
+        labels[i + 1 : i + 2 + t, i] = inputs[i + 1 : i + 2 + t, i]
+    return inputs, labels
+
+
+def _speech_answer(layout: TokenLayout, ids: Sequence[int], codes: np.ndarray, voice: str | None) -> _Block:
+    head = _answer_open(layout, voice, speak=True)
+    audio_in, audio_lab = delay_codes(layout, codes, len(ids))
+    length = audio_in.shape[0]
+    text = [*ids, layout.text_special("EOT")]
+    text_in = np.full(length, layout.text_special("PAD_T"), dtype=np.int64)
+    text_in[: len(text)] = text
+    text_lab = np.full(length, IGNORE_INDEX, dtype=np.int64)
+    text_lab[: len(text)] = text
+    body_in = np.concatenate([audio_in, text_in[:, None]], axis=1)
+    body_lab = np.concatenate([audio_lab, text_lab[:, None]], axis=1)
+    return _Block(np.concatenate([head, body_in]), np.concatenate([_ignored(head), body_lab]))
+
+
+# ---- the packer ---------------------------------------------------------------------------------------------
+
+
+def _speaks(turn: TokenizedTurn) -> bool:
+    return turn.role == "assistant" and turn.speak and turn.audio_id is not None
+
+
+def choose_target(sample: TokenizedSample, rng: random.Random, train: bool) -> int:
+    """Index of the assistant turn the sequence ends with (reference ``get_item``).
+
+    Conversations with speech answers end at a random spoken assistant turn in training, the last in eval;
+    text-only conversations end at their last assistant turn.
+    """
+    assistant = [i for i, t in enumerate(sample.turns) if t.role == "assistant"]
+    if not assistant:
+        raise ValueError(f"sample {sample.id!r} has no assistant turn to learn from")
+    spoken = [i for i in assistant if _speaks(sample.turns[i])]
+    if spoken:
+        return rng.choice(spoken) if train else spoken[-1]
+    return assistant[-1]
+
+
+def _user_speaks(turn: TokenizedTurn, task: str, rng: random.Random, config: PackingConfig) -> bool:
+    if turn.audio_id is None:
+        if turn.speak:
+            raise ValueError(f"user turn {turn!r} asks for speech input but has no audio_id")
+        return False
+    if task in config.random_speech_tasks:
+        return rng.random() < config.user_speech_prob
+    return turn.speak
+
+
+def pack_tokenized(
+    sample: TokenizedSample,
+    layout: TokenLayout,
+    codes_by_utt: Mapping[str, np.ndarray | torch.Tensor],
+    n_positions_by_utt: Mapping[str, int],
+    rng: random.Random,
+    *,
+    train: bool = True,
+    config: PackingConfig = PackingConfig(),
+) -> PackedSample:
+    """Pack one tokenised conversation (see the module docstring for the template).
+
+    Random choices, drawn from ``rng`` in a fixed order: the target assistant turn (training only, see
+    :func:`choose_target`), then speech-vs-text for each user turn of ``config.random_speech_tasks``.
+    A conversation whose last turn speaks has targets only on that turn (``use_last_turn_if_codec``);
+    a text-only conversation has targets on every assistant turn. Sequences longer than
+    ``config.max_length`` drop their oldest turns, then are cut (a cut user-audio segment keeps the
+    positions that remain).
+    """
+    target = choose_target(sample, rng, train)
+    turns = sample.turns[: target + 1]
+    spoken_target = _speaks(turns[-1])
+    user_speech = [_user_speaks(t, sample.task, rng, config) if t.role == "user" else False for t in turns]
+
+    blocks: list[_Block] = []
+    for i, (turn, speech_in) in enumerate(zip(turns, user_speech)):
+        where = f"sample {sample.id!r} turn {i}"
+        _check_text(layout, turn.ids, where)
+        if turn.role == "system":
+            blocks.append(_text_turn(layout, "SYSTEM", turn.ids))
+        elif turn.role == "user":
+            if speech_in:
+                if turn.audio_id not in n_positions_by_utt:
+                    raise ValueError(f"{where}: no input features for utterance {turn.audio_id!r}")
+                blocks.append(_speech_turn(layout, turn.audio_id, int(n_positions_by_utt[turn.audio_id])))
+            else:
+                blocks.append(_text_turn(layout, "USER", turn.ids))
+        elif i == len(turns) - 1 and spoken_target:
+            if turn.audio_id not in codes_by_utt:
+                raise ValueError(f"{where}: no codec codes for the spoken answer {turn.audio_id!r}")
+            codes = codes_by_utt[turn.audio_id]
+            codes = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+            blocks.append(_speech_answer(layout, turn.ids, codes, turn.voice))
+        else:
+            blocks.append(_text_answer(layout, turn.ids, labelled=not spoken_target))
+    n_system = next((i for i, t in enumerate(turns) if t.role != "system"), len(turns))
+    prefix = [_text_turn(layout, "BOT", ())] + blocks[:n_system]  # kept whatever the length
+    roles = [t.role for t in turns[n_system:]]
+    body, dropped = _drop_oldest(prefix, blocks[n_system:], roles, config.max_length)
+    packed = _concat(prefix + body, sample)
+    if dropped:
+        log.debug("sample %s: dropped %d oldest turns to fit %d positions", sample.id, dropped, config.max_length)
+    if len(packed) > config.max_length:
+        log.debug("sample %s: cut from %d to %d positions", sample.id, len(packed), config.max_length)
+        packed = truncate(packed, config.max_length)
+    return packed
+
+
+def pack_sample(
+    sample: Sample,
+    layout: TokenLayout,
+    tokenizer: TextTokenizerLike,
+    codes_by_utt: Mapping[str, np.ndarray | torch.Tensor],
+    n_positions_by_utt: Mapping[str, int],
+    rng: random.Random,
+    *,
+    train: bool = True,
+    config: PackingConfig = PackingConfig(),
+    voice_by_utt: Mapping[str, str] | None = None,
+) -> PackedSample:
+    """Tokenise and pack one conversation: :func:`tokenize_sample` then :func:`pack_tokenized`."""
+    tokenized = tokenize_sample(sample, tokenizer, voice_by_utt)
+    return pack_tokenized(tokenized, layout, codes_by_utt, n_positions_by_utt, rng, train=train, config=config)
+
+
+def _drop_oldest(
+    prefix: list[_Block], body: list[_Block], roles: list[str], max_length: int
+) -> tuple[list[_Block], int]:
+    """Drop leading context turns (never the final user turn and answer) until the sequence fits."""
+    fixed = sum(len(b.inputs) for b in prefix)
+    dropped = 0
+    while len(body) > 2 and fixed + sum(len(b.inputs) for b in body) > max_length:
+        body, roles = body[1:], roles[1:]
+        dropped += 1
+        while len(body) > 2 and roles[0] != "user":  # a context window starts with a user turn
+            body, roles = body[1:], roles[1:]
+            dropped += 1
+    return body, dropped
+
+
+def _concat(blocks: Sequence[_Block], sample: TokenizedSample) -> PackedSample:
+    audio, offset = [], 0
+    for block in blocks:
+        audio.extend(AudioRef(utt, offset + start, n) for utt, start, n in block.audio)
+        offset += len(block.inputs)
+    return PackedSample(
+        input_ids=np.concatenate([b.inputs for b in blocks]),
+        labels=np.concatenate([b.labels for b in blocks]),
+        audio=audio,
+        sample_id=sample.id,
+        task=sample.task,
+    )
+
+
+def truncate(packed: PackedSample, max_length: int) -> PackedSample:
+    """Cut to ``max_length`` positions; an audio segment cut short keeps the positions left (the model uses
+    the first ``n_positions`` encoder frames), one cut away entirely is dropped."""
+    if len(packed) <= max_length:
+        return packed
+    audio = [
+        AudioRef(a.utt_id, a.start, min(a.n_positions, max_length - a.start))
+        for a in packed.audio
+        if a.start < max_length
+    ]
+    return PackedSample(
+        packed.input_ids[:max_length].copy(), packed.labels[:max_length].copy(), audio, packed.sample_id, packed.task
+    )
+
+
+# ---- inverse helpers ------------------------------------------------------------------------------------------
+
+
+def answer_start(input_ids: np.ndarray | torch.Tensor, layout: TokenLayout) -> int:
+    """Position of the last ASSISTANT marker (the row carrying the answer/voice or ASR token)."""
+    text = np.asarray(input_ids)[:, layout.text_stream]
+    hits = np.flatnonzero(text == layout.text_special("ASSISTANT"))
+    if hits.size == 0:
+        raise ValueError("sequence has no ASSISTANT marker")
+    return int(hits[-1])
+
+
+def undelay(audio_ids: np.ndarray | torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Codec codes ``[K, T]`` from the audio-stream ids of a spoken answer, the inverse of :func:`delay_codes`.
+
+    ``audio_ids`` is ``[T', K]`` (or ``[T', K+1]``; the text column is ignored) of global ids starting at the
+    position right after the answer token. Stream i's codes start after its i+1 delay pads and end at its first
+    non-code token (``EOA``); only frames complete on every stream are returned, so a partly generated answer
+    gives the frames decodable so far.
+    """
+    ids = audio_ids.cpu().numpy() if isinstance(audio_ids, torch.Tensor) else np.asarray(audio_ids)
+    k = layout.n_audio_streams
+    if ids.ndim != 2 or ids.shape[1] not in (k, k + 1):
+        raise ValueError(f"audio_ids must have shape [T, {k}] or [T, {k + 1}], got {tuple(ids.shape)}")
+    streams = []
+    for i in range(k):
+        local = ids[i + 1 :, i].astype(np.int64) - layout.stream_offset(i)
+        is_code = (local >= 0) & (local < layout.codebook_size)
+        n = int(np.argmin(is_code)) if not is_code.all() else len(local)
+        streams.append(local[:n])
+    frames = min(len(s) for s in streams)
+    return torch.from_numpy(np.stack([s[:frames] for s in streams]).astype(np.int64))
