@@ -1,0 +1,193 @@
+"""Resumable training checkpoints that are never loaded half-written.
+
+Layout of one checkpoint (``<root>/step-00000040/``)::
+
+    model/          HF-style weights (``SpeechLM.save_pretrained``), usable on their own
+    engine/         DeepSpeed engine state (module, optimizer, LR scheduler) via ``engine.save_checkpoint``
+    state.json      step, data position and run bookkeeping
+    rng.pt          Python / NumPy / torch RNG states
+    MANIFEST.json   size + sha256 of every file above, written last
+
+Everything is written into a hidden ``.step-…partial`` directory that is renamed only once the manifest is
+complete, so a process killed mid-save leaves a partial directory that is ignored (and removed) on resume.
+A directory whose files do not match its manifest is reported and skipped, never loaded silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deeptalk.training import distributed
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "MANIFEST.json"
+_NAME = re.compile(r"^step-(\d{8})$")
+ENGINE_TAG = "state"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path
+    step: int
+    state: dict[str, Any]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.path / "engine"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(root: Path, step: int) -> None:
+    entries = {
+        str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in _files(root)
+    }
+    tmp = root / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"step": step, "files": entries}, indent=1, sort_keys=True))
+    tmp.replace(root / MANIFEST)
+
+
+def verify(root: Path) -> str | None:
+    """``None`` when ``root`` matches its manifest, else the reason it does not."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        return "no MANIFEST.json (save did not finish)"
+    try:
+        data = json.loads(manifest.read_text())
+        files = data["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return f"unreadable manifest ({exc})"
+    if not files:
+        return "manifest lists no files"
+    for rel, meta in files.items():
+        path = root / rel
+        if not path.is_file():
+            return f"missing file {rel}"
+        if path.stat().st_size != meta["size"]:
+            return f"size mismatch for {rel} ({path.stat().st_size} != {meta['size']} bytes)"
+        if _sha256(path) != meta["sha256"]:
+            return f"checksum mismatch for {rel}"
+    return None
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class CheckpointManager:
+    """Saves, verifies, finds and prunes the checkpoints of one training run."""
+
+    def __init__(self, root: Path, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.root = Path(root)
+        self.keep = keep
+
+    def _dir(self, step: int) -> Path:
+        return self.root / f"step-{step:08d}"
+
+    def complete(self) -> list[tuple[int, Path]]:
+        """Finished checkpoint directories (by name), newest first; contents are not verified here."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+        return sorted(found, reverse=True)
+
+    def save(
+        self,
+        step: int,
+        engine: Any,
+        state: dict[str, Any],
+        save_model: Callable[[Path], None] | None,
+    ) -> Path:
+        """Write checkpoint ``step`` atomically. All ranks call this (DeepSpeed shards its state per rank)."""
+        final = self._dir(step)
+        tmp = self.root / f".{final.name}.partial"
+        if distributed.is_main_process():
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        distributed.barrier()
+        engine.save_checkpoint(str(tmp / "engine"), tag=ENGINE_TAG, save_latest=False)
+        if distributed.is_main_process():
+            if save_model is not None:
+                save_model(tmp / "model")
+            (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1, sort_keys=True))
+            torch.save(rng_state(), tmp / "rng.pt")
+            write_manifest(tmp, step)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            self._prune()
+            log.info("checkpoint saved: %s", final)
+        distributed.barrier()
+        return final
+
+    def _prune(self) -> None:
+        for _, path in self.complete()[self.keep :]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def latest_valid(self) -> Checkpoint | None:
+        """The newest checkpoint that matches its manifest; corrupt or partial ones are logged and skipped."""
+        if self.root.is_dir():
+            for partial in self.root.glob(".step-*.partial"):
+                log.warning("ignoring partial checkpoint %s (the run stopped while saving it)", partial)
+        for step, path in self.complete():
+            problem = verify(path)
+            if problem is not None:
+                log.warning("skipping corrupt checkpoint %s: %s", path, problem)
+                continue
+            state = json.loads((path / "state.json").read_text())
+            if state.get("step") != step:
+                log.warning("skipping checkpoint %s: state.json says step %s", path, state.get("step"))
+                continue
+            return Checkpoint(path=path, step=step, state=state)
+        return None
+
+    def load(self, checkpoint: Checkpoint, engine: Any) -> None:
+        """Restore engine (module + optimizer + scheduler) and RNG state from a verified checkpoint."""
+        load_path, _ = engine.load_checkpoint(
+            str(checkpoint.engine_dir), tag=ENGINE_TAG, load_optimizer_states=True, load_lr_scheduler_states=True
+        )
+        if load_path is None:
+            raise RuntimeError(f"DeepSpeed could not load the engine state from {checkpoint.engine_dir}")
+        set_rng_state(torch.load(checkpoint.path / "rng.pt", weights_only=False))
+        log.info("resumed from %s (step %d)", checkpoint.path, checkpoint.step)

@@ -1,0 +1,102 @@
+"""Process-group setup for the DeepSpeed runner.
+
+One code path for three launch modes: a plain ``python`` process (tests, the tiny profile on CPU), ``torchrun``
+and the ``deepspeed`` launcher (which also passes ``--local_rank=N``). Without the rendezvous variables DeepSpeed
+falls back to MPI discovery and fails on machines without mpi4py (STACK.md), so a single process fills them in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_REQUIRED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def parse_local_rank(argv: list[str] | None = None) -> int | None:
+    """The ``--local_rank``/``--local-rank`` the ``deepspeed`` launcher appends, if any (other args are left)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None)
+    known, _ = parser.parse_known_args(argv)
+    return known.local_rank
+
+
+def ensure_env(local_rank: int | None = None) -> None:
+    """Fill in single-process rendezvous variables where a launcher did not set them."""
+    if local_rank is not None:
+        os.environ["LOCAL_RANK"] = str(local_rank)
+    missing = [k for k in _REQUIRED if k not in os.environ]
+    if not missing:
+        return
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {missing} are not set: use a launcher")
+    defaults = {
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }
+    for key in missing:
+        os.environ[key] = defaults[key]
+    log.debug("single-process rendezvous: %s", {k: os.environ[k] for k in _REQUIRED})
+
+
+def init(local_rank: int | None = None) -> DistInfo:
+    """Initialise ``torch.distributed`` through DeepSpeed: NCCL on CUDA, gloo on CPU. Idempotent."""
+    import deepspeed
+
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.getcwd(), ".venv", "torch_extensions"))
+    ensure_env(local_rank)
+    cuda = torch.cuda.is_available()
+    backend = "nccl" if cuda else "gloo"
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend=backend)
+    local = int(os.environ["LOCAL_RANK"])
+    if cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return DistInfo(
+        rank=torch.distributed.get_rank(),
+        world_size=torch.distributed.get_world_size(),
+        local_rank=local,
+        device=device,
+        backend=backend,
+    )
+
+
+def barrier() -> None:
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.barrier()
+
+
+def is_main_process() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0

@@ -1,0 +1,186 @@
+"""The DeepSpeed training loop shared by every stage: engine, schedule, checkpoints, resume, metrics.
+
+It knows nothing about speech or experts. A stage hands it a module, the optimizer parameter groups and a
+``TrainProgram`` (how to get the batch of step i, how to compute the loss, how to export weights). Batches are
+a pure function of the step index, so resuming needs only the step number as the data position, and a run
+killed at any point and restarted from its last checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from deeptalk.training import distributed
+from deeptalk.training.checkpoints import CheckpointManager
+from deeptalk.training.metrics import MetricsLog, RunStats, write_plots
+
+log = logging.getLogger(__name__)
+
+DEEPSPEED_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    steps: int
+    batch_size: int  # per process (DeepSpeed's train_micro_batch_size_per_gpu)
+    lr: float
+    warmup_ratio: float = 0.03
+    schedule: str = "cosine"  # cosine | constant (both after linear warmup)
+    grad_clip: float = 1.0
+    weight_decay: float = 0.0
+    deepspeed_config: str = "zero2"
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    bf16: bool = False  # only on CUDA
+
+    def __post_init__(self) -> None:
+        if self.schedule not in {"cosine", "constant"}:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use cosine or constant")
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise ValueError(f"steps and batch_size must be positive, got {self.steps}, {self.batch_size}")
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # scalar, with grad
+    stream_losses: dict[str, float]  # detached per-stream losses for the progress bar and the log
+    tokens: int  # supervised positions in the batch (for tokens/s)
+
+
+class TrainProgram(Protocol):
+    """The stage-specific side of training."""
+
+    def batch(self, step: int) -> Any:
+        """The batch of optimizer step ``step`` (0-based); must depend only on ``step`` and fixed seeds."""
+
+    def forward(self, module: nn.Module, batch: Any) -> StepResult: ...
+
+    def interval_metrics(self) -> dict[str, Any]:
+        """Extra fields for the current logging interval (e.g. expert load); resets its accumulators."""
+
+    def export(self, module: nn.Module, out_dir: Path) -> None:
+        """Write usable weights (HF-style) to ``out_dir``."""
+
+
+def lr_lambda(step: int, total: int, warmup_ratio: float, schedule: str) -> float:
+    """Multiplier of the peak lr: linear warmup over ``ceil(warmup_ratio·total)`` steps, then cosine to 0."""
+    warmup = math.ceil(warmup_ratio * total)
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def deepspeed_config(loop: LoopConfig, world_size: int, device: torch.device) -> dict[str, Any]:
+    """Load ``configs/deepspeed/<name>.json`` and fill in what the stage decides (batch, clipping, dtype)."""
+    path = DEEPSPEED_CONFIG_DIR / f"{loop.deepspeed_config}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in DEEPSPEED_CONFIG_DIR.glob("*.json"))
+        raise ValueError(f"DeepSpeed config {loop.deepspeed_config!r} not found in {DEEPSPEED_CONFIG_DIR}: {known}")
+    cfg = json.loads(path.read_text())
+    cfg.update(
+        train_micro_batch_size_per_gpu=loop.batch_size,
+        gradient_accumulation_steps=1,
+        train_batch_size=loop.batch_size * world_size,
+        gradient_clipping=loop.grad_clip,
+    )
+    cfg["bf16"] = {"enabled": bool(loop.bf16 and device.type == "cuda")}
+    if device.type != "cuda":
+        # offload and pinned memory are GPU features; on CPU the same JSON trains without them
+        cfg.get("zero_optimization", {}).pop("offload_optimizer", None)
+    return cfg
+
+
+def train(
+    module: nn.Module,
+    param_groups: list[dict[str, Any]],
+    program: TrainProgram,
+    loop: LoopConfig,
+    out_dir: Path,
+    checkpoint_dir: Path,
+    dist: distributed.DistInfo,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """Train ``loop.steps`` optimizer steps (resuming from ``checkpoint_dir`` when possible) and export."""
+    import deepspeed
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainable = [p for g in param_groups for p in g["params"]]
+    if not trainable:
+        raise ValueError(f"{desc}: no trainable parameters")
+    optimizer = torch.optim.AdamW(param_groups, lr=loop.lr, weight_decay=loop.weight_decay, betas=(0.9, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_lambda(s, loop.steps, loop.warmup_ratio, loop.schedule)
+    )
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(loop, dist.world_size, dist.device),
+    )
+    manager = CheckpointManager(checkpoint_dir, keep=loop.keep_checkpoints)
+    start = 0
+    found = manager.latest_valid()
+    if found is not None:
+        if found.step > loop.steps:
+            raise ValueError(f"{desc}: checkpoint {found.path} is past the configured {loop.steps} steps")
+        manager.load(found, engine)
+        start = found.step
+    metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=start if found is not None else None)
+    stats = RunStats()
+    engine.train()
+    bar = tqdm(total=loop.steps, initial=start, desc=desc, disable=not dist.is_main, dynamic_ncols=True)
+    running: dict[str, float] = {}
+    n_running = 0
+    for step in range(start, loop.steps):
+        batch = program.batch(step)
+        result = program.forward(engine, batch)
+        if not torch.isfinite(result.loss):
+            raise FloatingPointError(f"{desc}: non-finite loss at step {step}: {result.loss.item()}")
+        engine.backward(result.loss)
+        engine.step()
+        stats.add_tokens(result.tokens)
+        losses = {"loss": float(result.loss.detach()), **result.stream_losses}
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + v
+        n_running += 1
+        done = step + 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        if done % loop.log_every == 0 or done == loop.steps:
+            mean = {k: v / n_running for k, v in running.items()}
+            record = {
+                "step": done,
+                "lr": scheduler.get_last_lr()[0],
+                "loss": mean.pop("loss"),
+                "stream_losses": mean,
+                "tokens_per_s": stats.interval_rate(),
+                **program.interval_metrics(),
+            }
+            if dist.is_main:
+                metrics.write(record)
+            running, n_running = {}, 0
+        if done % loop.checkpoint_every == 0 or done == loop.steps:
+            manager.save(done, engine, {"data_position": done, "stage": desc}, lambda d: program.export(module, d))
+    bar.close()
+    summary = {"stage": desc, "steps": loop.steps, "resumed_from": start, **stats.summary()}
+    if dist.is_main:
+        program.export(module, out_dir)
+        write_plots(metrics.records(), out_dir / "plots")
+        (out_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        log.info("%s: %s", desc, summary)
+    distributed.barrier()
+    return summary
