@@ -1,0 +1,96 @@
+"""Corpus parameters: how many samples of each task and split, which voices speak, how facts are split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Self
+
+from deeptalk.data.schema import SPLITS, TASKS
+
+SPEECH_TASKS = tuple(t for t in TASKS if t != "text")  # tasks whose size is a sample count (``text`` covers all facts)
+
+
+def _counts(train: int, validation: int, heldout: int) -> tuple[int, int, int]:
+    return (train, validation, heldout)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Offline corpus settings (see ``deeptalk/data/corpus.py`` for what each task contains).
+
+    ``counts`` maps each non-``text`` task to ``(train, validation, heldout)`` sample counts. Voices are
+    ``engine:name`` strings (``espeak:en-us+f3``, ``flite:slt``, ``piper:joe``); ``heldout_speakers`` only
+    ever speak held-out samples, so evaluation measures unseen voices.
+    """
+
+    seed: int = 0
+    sample_rate: int = 16000  # every wav in data/raw is 16 kHz mono (Whisper-style input)
+    counts: dict[str, tuple[int, int, int]] = field(
+        default_factory=lambda: {
+            "asr": _counts(80, 10, 20),
+            "tts": _counts(40, 6, 15),
+            "aqa": _counts(60, 8, 20),
+            "tqa": _counts(60, 8, 40),
+            "rqa": _counts(60, 8, 20),
+        }
+    )
+    max_facts: int = 600  # knowledge items drawn (stratified by relation) from all sources
+    validation_fraction: float = 0.1  # of facts
+    heldout_fraction: float = 0.15  # of facts
+    assistant_voice: str = "piper:joe"  # the only voice the model speaks with (clearest available)
+    train_speakers: tuple[str, ...] = (
+        "espeak:en-us", "espeak:en-us+m3", "espeak:en-gb-x-rp+m7", "flite:slt", "flite:awb",
+    )
+    heldout_speakers: tuple[str, ...] = ("espeak:en-us+f3", "flite:rms")
+    speeds: tuple[int, int] = (140, 170)  # espeak-ng words per minute, drawn uniformly per utterance
+    max_utterance_seconds: float = 8.0  # ≤ AudioInputConfig.max_seconds; longer utterances are dropped
+    min_rms: float = 0.005  # a wav quieter than this counts as silent
+    multi_turn_prob: float = 0.3  # AQA samples with one earlier spoken QA round as context
+    rqa_speech_prob: float = 0.7  # RQA: user turn given as speech (paper.md §1.4), else as text
+    max_words: int = 16  # ASR/TTS sentences longer than this are skipped (keeps audio under the limit)
+    workers: int = 2  # synthesis processes
+    import_source: str | None = None  # paper profile: local dir or s3://bucket/prefix with the two manifests
+    hf_tokenizer: str | None = None  # local Hugging Face tokenizer dir (paper); None = word tokenizer from corpus
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.counts) - set(SPEECH_TASKS))
+        if unknown:
+            raise ValueError(f"data.counts: unknown task(s) {unknown}; valid: {SPEECH_TASKS}")
+        for task, c in self.counts.items():
+            if len(c) != len(SPLITS) or any(int(n) < 0 for n in c):
+                raise ValueError(f"data.counts[{task!r}] must be 3 non-negative ints {SPLITS}, got {c}")
+        object.__setattr__(self, "counts", {k: tuple(int(n) for n in v) for k, v in self.counts.items()})
+        if not 0 < self.validation_fraction + self.heldout_fraction < 1:
+            raise ValueError("data: validation_fraction + heldout_fraction must be in (0, 1)")
+        overlap = set(self.train_speakers) & set(self.heldout_speakers)
+        if overlap or self.assistant_voice in self.heldout_speakers:
+            raise ValueError(f"data: held-out speakers must not speak in training, shared: {sorted(overlap)}")
+        if not self.train_speakers or not self.heldout_speakers:
+            raise ValueError("data: need at least one training and one held-out speaker")
+        if self.speeds[0] > self.speeds[1]:
+            raise ValueError(f"data.speeds must be (low, high), got {self.speeds}")
+
+    def count(self, task: str, split: str) -> int:
+        return self.counts.get(task, (0, 0, 0))[SPLITS.index(split)]
+
+    @classmethod
+    def for_profile(cls, profile: str) -> Self:
+        if profile == "tiny":
+            return cls()
+        if profile == "small":
+            return cls(
+                counts={
+                    "asr": _counts(800, 60, 120),
+                    "tts": _counts(400, 40, 80),
+                    "aqa": _counts(800, 60, 120),
+                    "tqa": _counts(600, 60, 200),
+                    "rqa": _counts(600, 60, 120),
+                },
+                max_facts=2000,
+            )
+        if profile == "paper":
+            return cls(
+                import_source="s3://deeptalk-data/manifests", hf_tokenizer="checkpoints/deepseek-v2-lite-chat",
+                max_utterance_seconds=30.0, workers=8,
+            )
+        raise ValueError(f"unknown profile {profile!r}")

@@ -1,0 +1,157 @@
+"""Text tokenizers behind one small interface (``encode``, ``decode``, ``vocab_size``, ``save``, ``load``).
+
+- ``TextTokenizer``: word level, built from the corpus (tiny/small). Text is lower-cased and split into words
+  (``john's`` stays one word), single digits (``144`` → ``1 4 4``, so arithmetic needs only ten number tokens)
+  and single punctuation marks. Its own specials (``<pad>``, ``<unk>``, ``<bos>``, ``<eos>``) take ids 0–3;
+  the model's stream specials (EOT, PAD_T, …) live in ``deeptalk.tokens`` *after* ``vocab_size``.
+- ``HFTextTokenizer``: wraps ``transformers.AutoTokenizer`` from a local directory (paper profile,
+  DeepSeek-V2's tokenizer); nothing is downloaded.
+
+``load_tokenizer(dir)`` picks the right class from what the directory holds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Protocol
+
+SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+VOCAB_FILE = "word_vocab.json"
+_TOKEN_RE = re.compile(r"[a-z]+(?:'[a-z]+)*|[0-9]|[^\sa-z0-9]")
+_JOIN_BOTH = {"-", "'", "/"}  # no space on either side when decoding
+_JOIN_LEFT = set(".,;:!?)]}%")  # attach to the previous token
+_JOIN_RIGHT = set("([{$")  # attach to the next token
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
+    def save(self, directory: str | Path) -> None: ...
+
+
+def normalize(text: str) -> str:
+    """The canonical form that ``decode(encode(text))`` returns for in-vocabulary text."""
+    return detokenize(split_words(text))
+
+
+def split_words(text: str) -> list[str]:
+    return _TOKEN_RE.findall(text.lower())
+
+
+def detokenize(tokens: list[str]) -> str:
+    out = ""
+    prev = ""
+    for tok in tokens:
+        glue = (
+            not out
+            or tok in _JOIN_LEFT
+            or tok in _JOIN_BOTH
+            or prev in _JOIN_BOTH
+            or prev in _JOIN_RIGHT
+            or (tok.isdigit() and prev.isdigit())
+        )
+        out += tok if glue else " " + tok
+        prev = tok
+    return out
+
+
+class TextTokenizer:
+    """Word-level tokenizer with a closed vocabulary built from corpus text."""
+
+    def __init__(self, vocab: list[str]):
+        if tuple(vocab[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"vocabulary must start with the specials {SPECIALS}")
+        if len(set(vocab)) != len(vocab):
+            raise ValueError("vocabulary has duplicate entries")
+        self.vocab = list(vocab)
+        self._ids = {tok: i for i, tok in enumerate(self.vocab)}
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = range(len(SPECIALS))
+
+    @classmethod
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> "TextTokenizer":
+        """Vocabulary = specials, ten digits, then every word/mark seen ≥ ``min_count`` times, sorted
+        (sorting keeps ids independent of corpus order)."""
+        counts = Counter(tok for text in texts for tok in split_words(text))
+        words = sorted(t for t, c in counts.items() if c >= min_count and t not in SPECIALS and not t.isdigit())
+        return cls([*SPECIALS, *"0123456789", *words])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        return [self._ids.get(tok, self.unk_id) for tok in split_words(text)]
+
+    def unknown_words(self, text: str) -> list[str]:
+        return [tok for tok in split_words(text) if tok not in self._ids]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """``<pad>``/``<bos>``/``<eos>`` are skipped, ``<unk>`` is shown; ids outside the vocabulary raise."""
+        toks = []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < len(self.vocab):
+                raise ValueError(f"token id {i} outside the text vocabulary (size {len(self.vocab)})")
+            if i >= len(SPECIALS) or i == self.unk_id:
+                toks.append(self.vocab[i])
+        return detokenize(toks)
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / VOCAB_FILE).write_text(json.dumps({"type": "word", "vocab": self.vocab}, indent=0) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "TextTokenizer":
+        path = Path(directory) / VOCAB_FILE
+        if not path.exists():
+            raise ValueError(f"no word tokenizer at {directory} (missing {VOCAB_FILE})")
+        return cls(json.loads(path.read_text())["vocab"])
+
+
+class HFTextTokenizer:
+    """A Hugging Face tokenizer from a local directory, exposed through the same interface."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.unk_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else -1
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else tokenizer.eos_token_id
+        self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "HFTextTokenizer":
+        from transformers import AutoTokenizer
+
+        if not Path(directory).is_dir():
+            raise ValueError(f"HF tokenizer directory {directory} does not exist")
+        return cls(AutoTokenizer.from_pretrained(str(directory), local_files_only=True))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def unknown_words(self, text: str) -> list[str]:
+        if self.unk_id < 0:
+            return []
+        return [t for t, i in zip(self.tok.tokenize(text), self.encode(text)) if i == self.unk_id]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def save(self, directory: str | Path) -> None:
+        self.tok.save_pretrained(str(directory))
+
+
+def load_tokenizer(directory: str | Path) -> TextTokenizer | HFTextTokenizer:
+    """Word tokenizer if ``word_vocab.json`` is there, else a Hugging Face tokenizer directory."""
+    if (Path(directory) / VOCAB_FILE).exists():
+        return TextTokenizer.load(directory)
+    return HFTextTokenizer.load(directory)
