@@ -336,38 +336,89 @@ def pack_tokenized(
     turns = sample.turns[: target + 1]
     spoken_target = _speaks(turns[-1])
     user_speech = [_user_speaks(t, sample.task, rng, config) if t.role == "user" else False for t in turns]
+    blocks = _context_blocks(sample.id, turns[:-1], user_speech, layout, n_positions_by_utt,
+                             labelled_answers=not spoken_target)
+    answer = turns[-1]
+    where = f"sample {sample.id!r} turn {len(turns) - 1}"
+    _check_text(layout, answer.ids, where)
+    if spoken_target:
+        if answer.audio_id not in codes_by_utt:
+            raise ValueError(f"{where}: no codec codes for the spoken answer {answer.audio_id!r}")
+        codes = codes_by_utt[answer.audio_id]
+        codes = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        blocks.append(_speech_answer(layout, answer.ids, codes, answer.voice))
+    else:
+        blocks.append(_text_answer(layout, answer.ids, labelled=True))
+    return _fit(blocks, [t.role for t in turns], sample, config.max_length)
 
-    blocks: list[_Block] = []
+
+def pack_prompt(
+    turns: Sequence[TokenizedTurn],
+    layout: TokenLayout,
+    n_positions_by_utt: Mapping[str, int],
+    *,
+    speak: bool,
+    voice: str | None = None,
+    max_length: int | None = None,
+    sample_id: str = "prompt",
+) -> PackedSample:
+    """An inference prompt: the conversation so far, then the ASSISTANT row that opens the answer.
+
+    Rendered exactly like the context of a training sequence: user turns with an ``audio_id`` are speech
+    (their ids ignored), assistant turns are text answers. The last row carries the answer/voice token
+    (``speak=True``) or the ASR task token (text answer), so a model continues with the answer's first
+    token. Labels are all ``IGNORE_INDEX``. Too long prompts lose their oldest turns first.
+    """
+    if not turns or turns[-1].role != "user":
+        raise ValueError("a prompt must end with a user turn")
+    if voice is not None and not speak:
+        raise ValueError("a voice only applies to spoken answers (speak=True)")
+    turns = tuple(turns)
+    user_speech = [t.role == "user" and t.audio_id is not None for t in turns]
+    blocks = _context_blocks(sample_id, turns, user_speech, layout, n_positions_by_utt, labelled_answers=False)
+    head = _answer_open(layout, voice, speak)
+    blocks.append(_Block(head, _ignored(head)))
+    roles = [t.role for t in turns] + ["assistant"]
+    return _fit(blocks, roles, TokenizedSample(sample_id, "", turns), max_length or 2**62)
+
+
+def _context_blocks(
+    sample_id: str,
+    turns: Sequence[TokenizedTurn],
+    user_speech: Sequence[bool],
+    layout: TokenLayout,
+    n_positions_by_utt: Mapping[str, int],
+    labelled_answers: bool,
+) -> list[_Block]:
+    """BOT, then one block per turn; assistant turns are text answers (labelled only if asked)."""
+    blocks = [_text_turn(layout, "BOT", ())]
     for i, (turn, speech_in) in enumerate(zip(turns, user_speech)):
-        where = f"sample {sample.id!r} turn {i}"
+        where = f"sample {sample_id!r} turn {i}"
         _check_text(layout, turn.ids, where)
         if turn.role == "system":
             blocks.append(_text_turn(layout, "SYSTEM", turn.ids))
-        elif turn.role == "user":
-            if speech_in:
-                if turn.audio_id not in n_positions_by_utt:
-                    raise ValueError(f"{where}: no input features for utterance {turn.audio_id!r}")
-                blocks.append(_speech_turn(layout, turn.audio_id, int(n_positions_by_utt[turn.audio_id])))
-            else:
-                blocks.append(_text_turn(layout, "USER", turn.ids))
-        elif i == len(turns) - 1 and spoken_target:
-            if turn.audio_id not in codes_by_utt:
-                raise ValueError(f"{where}: no codec codes for the spoken answer {turn.audio_id!r}")
-            codes = codes_by_utt[turn.audio_id]
-            codes = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
-            blocks.append(_speech_answer(layout, turn.ids, codes, turn.voice))
+        elif turn.role == "assistant":
+            blocks.append(_text_answer(layout, turn.ids, labelled=labelled_answers))
+        elif speech_in:
+            if turn.audio_id not in n_positions_by_utt:
+                raise ValueError(f"{where}: no input features for utterance {turn.audio_id!r}")
+            blocks.append(_speech_turn(layout, turn.audio_id, int(n_positions_by_utt[turn.audio_id])))
         else:
-            blocks.append(_text_answer(layout, turn.ids, labelled=not spoken_target))
-    n_system = next((i for i, t in enumerate(turns) if t.role != "system"), len(turns))
-    prefix = [_text_turn(layout, "BOT", ())] + blocks[:n_system]  # kept whatever the length
-    roles = [t.role for t in turns[n_system:]]
-    body, dropped = _drop_oldest(prefix, blocks[n_system:], roles, config.max_length)
+            blocks.append(_text_turn(layout, "USER", turn.ids))
+    return blocks
+
+
+def _fit(blocks: list[_Block], roles: list[str], sample: TokenizedSample, max_length: int) -> PackedSample:
+    """Drop the oldest turns, then cut, so the sequence fits ``max_length`` (``blocks[0]`` is BOT)."""
+    n_system = next((i for i, r in enumerate(roles) if r != "system"), len(roles))
+    prefix = blocks[: 1 + n_system]  # BOT and leading system turns are kept whatever the length
+    body, dropped = _drop_oldest(prefix, blocks[1 + n_system :], roles[n_system:], max_length)
     packed = _concat(prefix + body, sample)
     if dropped:
-        log.debug("sample %s: dropped %d oldest turns to fit %d positions", sample.id, dropped, config.max_length)
-    if len(packed) > config.max_length:
-        log.debug("sample %s: cut from %d to %d positions", sample.id, len(packed), config.max_length)
-        packed = truncate(packed, config.max_length)
+        log.debug("sample %s: dropped %d oldest turns to fit %d positions", sample.id, dropped, max_length)
+    if len(packed) > max_length:
+        log.debug("sample %s: cut from %d to %d positions", sample.id, len(packed), max_length)
+        packed = truncate(packed, max_length)
     return packed
 
 
