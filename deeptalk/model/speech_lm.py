@@ -1,0 +1,310 @@
+"""The DeepTalk speech LM: an MoE text LLM that reads and writes K codec streams plus one text stream.
+
+Per position the input is the mean of the K+1 stream embeddings (reference: ``torch.mean(inputs_embeds,
+dim=2)``); at user-audio feature positions the K audio-stream embeddings are replaced by projected Whisper
+features. One tied head covers the whole ``TokenLayout``; each stream's logits are its slice of it.
+The backbone is transformers' own model with maskable routers (see ``routers.py``); routing mode and
+trainable groups are set by the training stage, never read from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.cache_utils import Cache
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from deeptalk.batch import AudioSegments, SpeechBatch
+from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder
+from deeptalk.model.backbone import MoELayer, build_backbone, load_backbone, moe_layers, resize_vocab
+from deeptalk.model.config import LossConfig, SpeechLMConfig
+from deeptalk.model.experts import ExpertSplit, RoutingMode
+from deeptalk.model.loss import combine_losses, sequence_aux_loss, stream_losses
+from deeptalk.model.routers import RouterOutput, RoutingRecorder, attach_sink
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "speech_lm.json"
+SPLIT_FILE = "expert_split.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SpeechLMOutput:
+    loss: torch.Tensor | None  # combined stream losses (+ aux loss while training), None without labels
+    stream_losses: dict[str, torch.Tensor]  # "text", "audio_0".."audio_{K-1}" (streams with targets only)
+    logits: torch.Tensor  # [B, T, V] over the full layout; slice with stream_logits
+    cache: Cache | None = None
+    router_logits: tuple[torch.Tensor, ...] | None = None  # per MoE layer [B·T, E] (masked experts at −inf)
+    aux_loss: torch.Tensor | None = None  # sequence-level load balance loss (already included in loss)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class SpeechLM(nn.Module):
+    def __init__(
+        self,
+        cfg: SpeechLMConfig,
+        backbone: PreTrainedModel,
+        audio_encoder: WhisperEncoder,
+        projector: AudioProjector,
+        expert_split: ExpertSplit | None = None,
+        n_added_experts: int = 0,
+    ) -> None:
+        super().__init__()
+        if backbone.get_input_embeddings().weight.shape[0] != cfg.layout.vocab_size:
+            raise ValueError(
+                f"backbone vocabulary {backbone.get_input_embeddings().weight.shape[0]} != layout {cfg.layout.vocab_size}"
+            )
+        self.cfg = cfg
+        self.backbone = backbone
+        self.audio_encoder = audio_encoder
+        self.projector = projector
+        self.n_added_experts = n_added_experts
+        self._routing_mode = RoutingMode.NONE
+        self.expert_split: ExpertSplit | None = None
+        if expert_split is not None:
+            self.set_expert_split(expert_split)
+
+    # ---- construction -------------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls, cfg: SpeechLMConfig, base_checkpoint: str | Path | None = None, expert_split: ExpertSplit | None = None
+    ) -> SpeechLM:
+        """A new speech LM: from a text HF checkpoint dir (``base_checkpoint`` or ``cfg.backbone.checkpoint``,
+        embedding rows copied, new rows N(0, init range)) or, without one, freshly initialised from the config.
+        Returned in eval mode, like transformers' ``from_pretrained``; call ``.train()`` to train."""
+        layout = cfg.layout
+        checkpoint = base_checkpoint if base_checkpoint is not None else cfg.backbone.checkpoint
+        if checkpoint is not None:
+            backbone = load_backbone(checkpoint, cfg.backbone)
+            old_rows = backbone.get_input_embeddings().weight.shape[0]
+            if old_rows > layout.text_block_size:
+                raise ValueError(
+                    f"checkpoint {checkpoint} has {old_rows} embedding rows, more than the layout's text block "
+                    f"({layout.text_block_size}); is TokenLayout.text_vocab_size the checkpoint's vocabulary?"
+                )
+            resize_vocab(backbone, layout.vocab_size, keep_rows=old_rows)
+        else:
+            backbone = build_backbone(cfg.backbone, layout.vocab_size)
+        encoder = build_audio_encoder(cfg.audio_input).to(backbone.dtype)
+        projector = AudioProjector(cfg.audio_input, backbone.config.hidden_size).to(backbone.dtype)
+        return cls(cfg, backbone, encoder, projector, expert_split=expert_split).eval()
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Directory with ``speech_lm.json`` (config, layout), ``backbone/`` (HF format), ``audio_encoder/``
+        (HF format), ``projector.safetensors`` and, when set, ``expert_split.json``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"format": FORMAT_VERSION, "config": self.cfg.to_dict(), "n_added_experts": self.n_added_experts}
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        self.backbone.save_pretrained(path / "backbone")
+        self.audio_encoder.save_pretrained(path / "audio_encoder")
+        save_file({k: v.contiguous() for k, v in self.projector.state_dict().items()}, str(path / "projector.safetensors"))
+        split_file = path / SPLIT_FILE
+        if self.expert_split is not None:
+            self.expert_split.to_json(split_file)
+        elif split_file.exists():
+            split_file.unlink()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> SpeechLM:
+        path = Path(path)
+        meta_file = path / CONFIG_FILE
+        if not meta_file.exists():
+            raise ValueError(f"{path} is not a SpeechLM directory (no {CONFIG_FILE}); use SpeechLM.build for a text LLM")
+        meta = json.loads(meta_file.read_text())
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{meta_file}: unsupported format {meta.get('format')!r}")
+        cfg = SpeechLMConfig.from_dict(meta["config"])
+        backbone = load_backbone(path / "backbone", cfg.backbone)
+        encoder = WhisperEncoder.from_pretrained(path / "audio_encoder", local_files_only=True).to(backbone.dtype)
+        projector = AudioProjector(cfg.audio_input, backbone.config.hidden_size).to(backbone.dtype)
+        projector.load_state_dict(load_file(str(path / "projector.safetensors")))
+        split = ExpertSplit.from_json(path / SPLIT_FILE) if (path / SPLIT_FILE).exists() else None
+        model = cls(cfg, backbone, encoder, projector, expert_split=split, n_added_experts=int(meta["n_added_experts"]))
+        return model.eval()
+
+    # ---- accessors ------------------------------------------------------------------------------------------
+    @property
+    def layout(self):
+        return self.cfg.layout
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.backbone.get_input_embeddings()
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed_tokens.weight.device
+
+    def moe_layers(self) -> list[MoELayer]:
+        """``(layer_idx, moe_module)`` per MoE layer in depth order; ExpertSplit entry i ↔ element i."""
+        return moe_layers(self.backbone)
+
+    def stream_logits(self, logits: torch.Tensor, stream: int) -> torch.Tensor:
+        """A stream's logits: its slice of the full-vocabulary logits (local index = global id − offset)."""
+        return logits[..., self.layout.stream_slice(stream)]
+
+    def set_loss(self, loss: LossConfig) -> None:
+        """Change the loss weighting (a training-stage choice; saved with the next checkpoint)."""
+        self.cfg = SpeechLMConfig(self.cfg.backbone, self.cfg.layout, self.cfg.audio_input, loss)
+
+    # ---- experts and routing ------------------------------------------------------------------------------
+    def set_expert_split(self, split: ExpertSplit | None) -> None:
+        """Attach (validated) or detach the expert split; re-applies the current routing mode."""
+        if split is not None:
+            layers = self.moe_layers()
+            split.validate(len(layers), [moe.num_experts for moe in layers])
+        self.expert_split = split
+        if split is None and self._routing_mode is not RoutingMode.NONE:
+            self.set_routing(RoutingMode.NONE)
+        elif split is not None:
+            self.set_routing(self._routing_mode)
+
+    @property
+    def routing_mode(self) -> RoutingMode:
+        return self._routing_mode
+
+    def set_routing(self, mode: RoutingMode | str, split: ExpertSplit | None = None) -> None:
+        """Route among speech experts only, text experts only, or all (masked logits → −inf before softmax)."""
+        mode = RoutingMode(mode)
+        if split is not None:
+            layers = self.moe_layers()
+            split.validate(len(layers), [moe.num_experts for moe in layers])
+            self.expert_split = split
+        if mode is not RoutingMode.NONE and self.expert_split is None:
+            raise ValueError(f"routing mode {mode.value} needs an expert split; none is set")
+        for i, moe in enumerate(self.moe_layers()):
+            allowed = None if mode is RoutingMode.NONE else self.expert_split.allowed_mask(mode, i, moe.num_experts)
+            moe.router.set_allowed(allowed)
+        self._routing_mode = mode
+        log.info("routing mode: %s", mode.value)
+
+    @contextmanager
+    def record_routing(self) -> Iterator[RoutingRecorder]:
+        """Record every routing decision (probs, top-k indices/weights per MoE layer) inside the block."""
+        recorder = RoutingRecorder()
+        with attach_sink([moe.router for moe in self.moe_layers()], recorder):
+            yield recorder
+
+    # ---- forward ----------------------------------------------------------------------------------------------
+    def encode_audio(self, mels: torch.Tensor) -> torch.Tensor:
+        """[N, M, F] log-mel (F = AudioInputConfig.mel_frames) → [N, max_positions, hidden] projected features."""
+        expected = self.cfg.audio_input.mel_frames
+        if mels.ndim != 3 or mels.shape[1] != self.cfg.audio_input.n_mels or mels.shape[2] != expected:
+            raise ValueError(
+                f"mels must be [N, {self.cfg.audio_input.n_mels}, {expected}] (padded to the encoder's fixed "
+                f"length), got {tuple(mels.shape)}"
+            )
+        frames = self.audio_encoder(mels.to(self.projector.fc1.weight.dtype)).last_hidden_state
+        return self.projector(frames)
+
+    def embed(self, batch: SpeechBatch) -> torch.Tensor:
+        """[B, T, H] input embeddings: mean over the K+1 stream embeddings, audio features spliced in."""
+        ids = batch.input_ids
+        layout = self.layout
+        if ids.ndim != 3 or ids.shape[-1] != layout.n_streams:
+            raise ValueError(f"input_ids must be [B, T, {layout.n_streams}], got {tuple(ids.shape)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= layout.vocab_size):
+            raise ValueError(f"input ids outside [0, {layout.vocab_size}): min {int(ids.min())}, max {int(ids.max())}")
+        emb = self.embed_tokens(ids)  # [B, T, S, H]
+        if batch.audio is not None and batch.audio.n_positions.numel() > 0:
+            emb = self._splice_audio(emb, batch.audio)
+        return emb.mean(dim=2)
+
+    def _splice_audio(self, emb: torch.Tensor, audio: AudioSegments) -> torch.Tensor:
+        feats = self.encode_audio(audio.mels).to(emb.dtype)  # [N, P, H]
+        n_pos = audio.n_positions.to(emb.device).long()
+        if bool((n_pos < 1).any()) or int(n_pos.max()) > feats.shape[1]:
+            raise ValueError(f"AudioSegments.n_positions must be in [1, {feats.shape[1]}], got {n_pos.tolist()}")
+        seg = torch.repeat_interleave(torch.arange(len(n_pos), device=emb.device), n_pos)  # [Σ n]
+        first = torch.cumsum(n_pos, 0) - n_pos
+        offset = torch.arange(seg.numel(), device=emb.device) - first[seg]
+        pos = audio.start.to(emb.device).long()[seg] + offset
+        rows = audio.batch_index.to(emb.device).long()[seg]
+        b, t = emb.shape[:2]
+        if bool((rows < 0).any() | (rows >= b).any()) or bool((pos < 0).any() | (pos >= t).any()):
+            raise ValueError(f"audio segments reach outside the batch [{b}, {t}] (batch_index/start/n_positions)")
+        k = self.layout.n_audio_streams
+        emb = emb.clone()
+        emb[rows, pos, :k] = feats[seg, offset].unsqueeze(1).expand(-1, k, -1)
+        return emb
+
+    def forward(
+        self,
+        batch: SpeechBatch,
+        cache: Cache | None = None,
+        use_cache: bool = False,
+        output_router_logits: bool = False,
+    ) -> SpeechLMOutput:
+        """Logits for every position; losses when ``batch.labels`` is set.
+
+        With a cache, ``batch`` holds only the new positions and ``attention_mask`` covers either past + new
+        positions (HF convention) or just the new ones when nothing is padded.
+        """
+        inputs = self.embed(batch)
+        b, t = inputs.shape[:2]
+        past = cache.get_seq_length() if cache is not None else 0
+        mask = self._backbone_mask(batch.attention_mask, b, t, past)
+
+        want_aux = batch.labels is not None and self.training and self.cfg.backbone.aux_loss_alpha > 0
+        calls: list[RouterOutput] = []
+        routers = [moe.router for moe in self.moe_layers()]
+        collect = attach_sink(routers, calls.append) if (want_aux or output_router_logits) else nullcontext()
+        with collect:
+            out = self.backbone(inputs_embeds=inputs, attention_mask=mask, cache=cache, use_cache=use_cache)
+        logits = out.logits
+
+        losses: dict[str, torch.Tensor] = {}
+        loss = aux = None
+        if batch.labels is not None:
+            losses = stream_losses(logits, batch.labels, self.layout)
+            loss = combine_losses(losses, self.layout, self.cfg.loss)
+            if want_aux and calls:
+                new_mask = batch.attention_mask[:, -t:] if batch.attention_mask is not None else None
+                aux = sum(
+                    sequence_aux_loss(c.probs.view(b, t, -1), c.topk_indices.view(b, t, -1), new_mask,
+                                      self.cfg.backbone.aux_loss_alpha)
+                    for c in calls
+                )
+                loss = aux if loss is None else loss + aux
+            if loss is not None and self.training and batch.audio is None:
+                loss = loss + self._unused_audio_term()
+        router_logits = tuple(c.logits for c in calls) if output_router_logits else None
+        return SpeechLMOutput(loss, losses, logits, out.cache if use_cache else None, router_logits, aux)
+
+    def _backbone_mask(self, attention_mask: torch.Tensor | None, b: int, t: int, past: int) -> torch.Tensor | None:
+        if attention_mask is None:
+            return None
+        if attention_mask.shape == (b, past + t):
+            return attention_mask
+        if attention_mask.shape == (b, t):
+            if past == 0:
+                return attention_mask
+            if bool(attention_mask.all()):
+                return None
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} must cover the new positions ({t}) or past + new "
+            f"({past + t}); with a cache and padding pass the full mask"
+        )
+
+    def _unused_audio_term(self) -> torch.Tensor | float:
+        """0 × the trainable audio-path parameters: keeps them in the graph for text-only batches (the reference's
+        zero-weighted dummy pass, which DeepSpeed needs to see a gradient for every trainable parameter)."""
+        params = [p for m in (self.audio_encoder, self.projector) for p in m.parameters() if p.requires_grad]
+        if not params:
+            return 0.0
+        return 0.0 * sum(p.sum() for p in params)
