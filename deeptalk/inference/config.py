@@ -39,6 +39,7 @@ class ServiceConfig:
     max_asr_steps: int = 100  # reference: 100 for ASR
     chunk_frames: int = 1  # codec frames per pushed decode chunk (1 = emit audio as early as possible)
     max_history_turns: int = 8  # user+assistant turns kept as context in a session
+    max_prompt_positions: int = 512  # oldest turns are dropped to fit (packing's max_length for tiny)
     default_voice: str | None = None  # None = ANS_A (the default voice)
     # request limits
     max_upload_bytes: int = 2_000_000

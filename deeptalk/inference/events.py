@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,7 @@ class Done:
     text: str  # the full answer text (or transcript, for ASR)
     reason: str  # "complete" | "max_steps" | "interrupted"
     timings: Timings = field(default_factory=Timings)
+    codes: Any = None  # LongTensor [K, T] of the spoken answer's codec frames (not sent over the wire)
 
     def to_json(self, pcm_format: str = "int16") -> dict:
         return {"type": "done", "text": self.text, "reason": self.reason, "timings": asdict(self.timings)}

@@ -1,0 +1,165 @@
+"""The loaded model assets a server shares between sessions, and the capacity limit on generation.
+
+An :class:`Engine` holds the network, codec, tokenizer and feature extractor (all used read-only) and hands
+out :class:`~deeptalk.inference.session.Session` objects, each with its own state. ``Engine.load`` reads a
+packaged model directory (the layout :mod:`deeptalk.steps.package` writes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from deeptalk.audio_input import AudioInputConfig
+from deeptalk.inference.config import ServiceConfig
+from deeptalk.inference.events import Done
+from deeptalk.inference.prompt import TaskPrompts
+from deeptalk.inference.session import Session
+from deeptalk.tokens import TokenLayout
+
+log = logging.getLogger(__name__)
+
+# sub-directories of a packaged model (see deeptalk.steps.package)
+MODEL_DIR, CODEC_DIR, TOKENIZER_DIR, META_FILE = "model", "codec", "tokenizer", "package.json"
+
+FeatureFn = Callable[[np.ndarray], torch.Tensor]  # 16 kHz mono → log-mel [M, F] at the encoder's input length
+
+
+class UnknownVoice(ValueError):
+    """A voice name the model's layout does not have (HTTP 422)."""
+
+
+class Busy(RuntimeError):
+    """No generation slot freed up within the queue timeout (HTTP 503 + Retry-After)."""
+
+    def __init__(self, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(f"server at capacity; retry after {retry_after_s} s")
+
+
+@dataclass
+class Engine:
+    model: Any  # deeptalk.model.SpeechLM (eval mode)
+    codec: Any  # deeptalk.codec.Codec
+    tokenizer: Any  # deeptalk.data.text_tokenizer.TextTokenizer | HFTextTokenizer
+    features: FeatureFn
+    audio_input: AudioInputConfig
+    config: ServiceConfig
+    tasks: TaskPrompts
+    device: str = "cpu"
+    metadata: dict | None = None
+
+    def __post_init__(self) -> None:
+        self.layout: TokenLayout = self.model.layout
+        if self.layout.n_audio_streams != self.codec.n_streams or self.layout.codebook_size != self.codec.codebook_size:
+            raise ValueError(
+                f"model layout ({self.layout.n_audio_streams} streams × {self.layout.codebook_size} codes) does not "
+                f"match the codec ({self.codec.n_streams} × {self.codec.codebook_size})"
+            )
+        if self.config.max_upload_seconds > self.audio_input.max_seconds:
+            raise ValueError(
+                f"max_upload_seconds {self.config.max_upload_seconds} exceeds the encoder window "
+                f"{self.audio_input.max_seconds} s"
+            )
+        self.max_prompt_positions = self.config.max_prompt_positions
+        self._slots = threading.BoundedSemaphore(self.config.max_concurrency)
+        self._active = 0
+        self._lock = threading.Lock()
+
+    # ---- sessions ---------------------------------------------------------------------------------------------
+    def session(self, voice: str | None = None) -> Session:
+        return Session(self, voice=voice)
+
+    @property
+    def voices(self) -> tuple[str, ...]:
+        return self.layout.voices
+
+    def check_voice(self, voice: str | None) -> str | None:
+        if voice is None or voice == "":
+            return None
+        if voice not in self.layout.voices:
+            raise UnknownVoice(f"unknown voice {voice!r}; available: {', '.join(self.layout.voices) or 'none'}")
+        return voice
+
+    def encode_audio(self, wav: np.ndarray) -> tuple[torch.Tensor, int]:
+        """Log-mel features and the number of prompt positions of one 16 kHz mono utterance."""
+        wav = np.asarray(wav, dtype=np.float32)
+        if wav.ndim != 1 or wav.size == 0:
+            raise ValueError(f"audio must be non-empty mono samples, got shape {wav.shape}")
+        seconds = wav.size / self.audio_input.sample_rate
+        if seconds > self.config.max_upload_seconds:
+            raise ValueError(f"audio is {seconds:.2f} s long; the limit is {self.config.max_upload_seconds} s")
+        return self.features(wav), self.audio_input.n_positions(wav.size)
+
+    # ---- capacity ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def slot(self, timeout_s: float | None = None) -> Iterator[None]:
+        """Hold one of ``max_concurrency`` generation slots; wait up to ``queue_timeout_s`` or raise Busy."""
+        timeout = self.config.queue_timeout_s if timeout_s is None else timeout_s
+        if not self._slots.acquire(timeout=timeout):
+            raise Busy(self.config.retry_after_s)
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+            self._slots.release()
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return self._active
+
+    # ---- startup ------------------------------------------------------------------------------------------------
+    def warmup(self) -> float:
+        """One short spoken answer end to end (allocations, kernels, codec), so no request pays for it."""
+        t0 = time.perf_counter()
+        words = [w for w in self.tasks.warmup_text.split() if self.tokenizer.encode(w)]
+        session = self.session()
+        for event in session.synthesize(" ".join(words) or "hello"):
+            if isinstance(event, Done):
+                log.info("warm-up: %s after %d steps", event.reason, event.timings.steps)
+        return time.perf_counter() - t0
+
+    @classmethod
+    def load(cls, package_dir: str | Path, config: ServiceConfig, device: str = "cpu") -> Engine:
+        """Load a packaged model directory: ``model/`` (SpeechLM), ``codec/``, ``tokenizer/``, ``package.json``."""
+        from deeptalk.codec.registry import load_codec
+        from deeptalk.data.features import LogMelExtractor
+        from deeptalk.data.text_tokenizer import load_tokenizer
+        from deeptalk.model import SpeechLM
+
+        root = Path(package_dir)
+        for sub in (MODEL_DIR, CODEC_DIR, TOKENIZER_DIR):
+            if not (root / sub).is_dir():
+                raise ValueError(f"packaged model at {root} lacks {sub}/")
+        model = SpeechLM.from_pretrained(root / MODEL_DIR).to(device).eval()
+        codec = load_codec(root / CODEC_DIR)
+        tokenizer = load_tokenizer(root / TOKENIZER_DIR)
+        audio_input = model.cfg.audio_input
+        meta = json.loads((root / META_FILE).read_text()) if (root / META_FILE).exists() else {}
+        return cls(
+            model=model, codec=codec, tokenizer=tokenizer, features=log_mel_features(LogMelExtractor(audio_input)), audio_input=audio_input,
+            config=config, tasks=TaskPrompts(tokenizer), device=device, metadata=meta,
+        )
+
+
+def log_mel_features(extractor: Any) -> FeatureFn:
+    """Adapt ``deeptalk.data.features.LogMelExtractor`` (the training features) to ``FeatureFn``."""
+
+    def features(wav: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(extractor(wav, extractor.cfg.sample_rate).mel)
+
+    return features

@@ -1,0 +1,77 @@
+"""Inference prompts packed by the training packer, so train and serve layouts cannot drift.
+
+A conversation so far (``TokenizedTurn``s) plus an empty assistant turn is packed with
+:func:`deeptalk.data.packing.pack_tokenized` exactly as a text-answer training sample would be, then cut right
+after the answer-opening ``ASSISTANT`` row. The generator rewrites that row's audio streams for the audio
+item of a spoken answer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from deeptalk.batch import AudioSegments
+from deeptalk.data.corpus import TTS_PROMPT
+from deeptalk.data.packing import PackingConfig, TokenizedSample, TokenizedTurn, pack_tokenized
+from deeptalk.inference.generator import Prompt
+from deeptalk.tokens import TokenLayout
+
+
+def build_prompt(
+    turns: Sequence[TokenizedTurn],
+    layout: TokenLayout,
+    mels_by_utt: Mapping[str, torch.Tensor],
+    n_positions_by_utt: Mapping[str, int],
+    max_length: int,
+) -> Prompt:
+    """Pack ``turns`` (ending with the user turn to answer) into a prompt that ends at the ``ASSISTANT`` row.
+
+    ``mels_by_utt`` holds each user utterance's log-mel ``[M, F]`` (padded to the encoder's input length).
+    Oldest turns are dropped to fit ``max_length`` positions; a prompt whose last user turn alone does not
+    fit raises ValueError.
+    """
+    if not turns or turns[-1].role != "user":
+        raise ValueError("a prompt must end with a user turn")
+    sample = TokenizedSample(id="session", task="chat", turns=(*turns, TokenizedTurn("assistant", ())))
+    # the empty text answer adds ASSISTANT + EOT rows; the EOT row is cut off below
+    packed = pack_tokenized(
+        sample, layout, {}, n_positions_by_utt, random.Random(0), train=False,
+        config=PackingConfig(max_length=max_length + 1),
+    )
+    end = len(packed) - 2  # the ASSISTANT row, unless truncation cut into the last turns
+    if end < 0 or packed.input_ids[end, layout.text_stream] != layout.text_special("ASSISTANT"):
+        raise ValueError(f"the conversation does not fit {max_length} prompt positions; shorten the input")
+    ids = torch.from_numpy(packed.input_ids[: end + 1])
+    audio = None
+    if packed.audio:
+        refs = packed.audio
+        audio = AudioSegments(
+            mels=torch.stack([mels_by_utt[r.utt_id] for r in refs]),
+            n_positions=torch.tensor([r.n_positions for r in refs], dtype=torch.long),
+            batch_index=torch.zeros(len(refs), dtype=torch.long),
+            start=torch.tensor([r.start for r in refs], dtype=torch.long),
+        )
+    return Prompt(input_ids=ids, audio=audio)
+
+
+class TaskPrompts:
+    """User turns of the one-shot tasks, phrased exactly as the corpus phrases them (``deeptalk.data.corpus``):
+    ASR is a spoken user turn answered by its transcript; TTS asks to repeat a bracketed sentence."""
+
+    warmup_text = "hello"
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+
+    def asr_turns(self, user_audio: TokenizedTurn) -> list[TokenizedTurn]:
+        if user_audio.audio_id is None:
+            raise ValueError("ASR needs a spoken user turn")
+        return [user_audio]
+
+    def tts_turns(self, text_ids: Sequence[int]) -> list[TokenizedTurn]:
+        sentence = self.tokenizer.decode(list(text_ids))
+        return [TokenizedTurn("user", tuple(self.tokenizer.encode(TTS_PROMPT.format(text=sentence))))]

@@ -1,0 +1,214 @@
+"""One conversation: history, voice, barge-in, and the event stream of each answer.
+
+``Session.respond`` turns the generator's decode steps into client events: text deltas as tokens appear,
+audio chunks as soon as the codec's streaming decoder has final samples, then ``Done`` with timings. Each
+session owns its state and its generator; only the network and codec weights are shared (read-only).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from deeptalk.data.packing import TokenizedTurn
+from deeptalk.inference.events import AudioChunk, Done, Event, TextDelta, Timings
+from deeptalk.inference.generator import Generator, undelay_frames
+from deeptalk.inference.prompt import build_prompt
+
+if TYPE_CHECKING:
+    from deeptalk.inference.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionState:
+    """Conversation context: tokenised turns and the log-mels of the user audio they refer to."""
+
+    turns: list[TokenizedTurn] = field(default_factory=list)
+    mels: dict[str, torch.Tensor] = field(default_factory=dict)
+    n_positions: dict[str, int] = field(default_factory=dict)
+    n_utterances: int = 0
+
+    def reset(self) -> None:
+        self.turns.clear()
+        self.mels.clear()
+        self.n_positions.clear()
+        self.n_utterances = 0
+
+    def trim(self, max_turns: int) -> None:
+        """Keep the last ``max_turns`` turns, starting at a user turn; forget audio no turn refers to."""
+        if len(self.turns) > max_turns:
+            self.turns = self.turns[-max_turns:]
+            while self.turns and self.turns[0].role != "user":
+                self.turns.pop(0)
+        used = {t.audio_id for t in self.turns}
+        for utt in [u for u in self.mels if u not in used]:
+            del self.mels[utt]
+            del self.n_positions[utt]
+
+
+class Session:
+    """A conversation with the model. Not thread-safe except :meth:`interrupt`, which any thread may call."""
+
+    def __init__(self, engine: Engine, voice: str | None = None):
+        self.engine = engine
+        self.state = SessionState()
+        self.voice = engine.check_voice(engine.config.default_voice if voice is None else voice)
+        self._stop = threading.Event()
+        self._generator = Generator(engine.model, engine.config.sampling, engine.device)
+
+    # ---- control ------------------------------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """Barge-in: the running answer stops before its next decode step; the session stays usable."""
+        self._stop.set()
+
+    def reset(self) -> None:
+        self.state.reset()
+        self._stop.clear()
+
+    # ---- answers ------------------------------------------------------------------------------------------
+    def respond(
+        self,
+        *,
+        audio: np.ndarray | None = None,
+        text: str | None = None,
+        speak: bool = True,
+        voice: str | None = None,
+    ) -> Iterator[Event]:
+        """Answer a user turn given as 16 kHz mono ``audio`` or as ``text``; the turn and the answer text join
+        the history. ``speak=False`` gives a text-only answer. Bad input raises ValueError before any event."""
+        t0 = time.perf_counter()
+        answer_voice = self.voice if voice is None else self.engine.check_voice(voice)
+        user, features = self._user_turn(audio, text)
+        answer: list[int] = []
+        for event in self._run([*self.state.turns, user], features, speak=speak, voice=answer_voice,
+                               max_steps=self.engine.config.max_steps, t0=t0, answer=answer):
+            if isinstance(event, Done):  # record the turn before the client sees Done (it may stop reading)
+                self._remember(user, features, answer)
+            yield event
+
+    def _remember(self, user: TokenizedTurn, features: dict, answer: list[int]) -> None:
+        """History gets the user turn and the answer text as far as it was generated (also when interrupted)."""
+        st = self.state
+        if features:
+            st.mels[user.audio_id], st.n_positions[user.audio_id] = features[user.audio_id]
+            st.n_utterances += 1
+        st.turns.extend([user, TokenizedTurn("assistant", tuple(answer))])
+        st.trim(self.engine.config.max_history_turns)
+
+    def transcribe(self, audio: np.ndarray) -> Iterator[Event]:
+        """ASR: the transcript of 16 kHz mono ``audio`` as text events (history untouched)."""
+        t0 = time.perf_counter()
+        user, features = self._user_turn(audio, None)
+        turns = self.engine.tasks.asr_turns(user)
+        yield from self._run(turns, features, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps,
+                             t0=t0)
+
+    def synthesize(self, text: str, voice: str | None = None) -> Iterator[Event]:
+        """TTS: speak ``text`` (the model repeats it; events carry the text it actually produced)."""
+        t0 = time.perf_counter()
+        voice = self.voice if voice is None else self.engine.check_voice(voice)
+        turns = self.engine.tasks.tts_turns(self._text_ids(text))
+        yield from self._run(turns, {}, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0)
+
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _text_ids(self, text: str) -> tuple[int, ...]:
+        text = text.strip()
+        if not text:
+            raise ValueError("text is empty")
+        if len(text) > self.engine.config.max_text_chars:
+            raise ValueError(f"text has {len(text)} characters; the limit is {self.engine.config.max_text_chars}")
+        ids = tuple(self.engine.tokenizer.encode(text))
+        if not ids:
+            raise ValueError("text contains no words the tokenizer knows")
+        return ids
+
+    def _user_turn(
+        self, audio: np.ndarray | None, text: str | None
+    ) -> tuple[TokenizedTurn, dict[str, tuple[torch.Tensor, int]]]:
+        """The user turn, and the features of its audio keyed by a fresh utterance id (empty for text)."""
+        if (audio is None) == (text is None):
+            raise ValueError("give exactly one of audio or text")
+        if text is not None:
+            return TokenizedTurn("user", self._text_ids(text)), {}
+        utt = f"u{self.state.n_utterances}"
+        return TokenizedTurn("user", (), audio_id=utt, speak=True), {utt: self.engine.encode_audio(audio)}
+
+    def _run(
+        self,
+        turns: list[TokenizedTurn],
+        features: dict[str, tuple[torch.Tensor, int]],
+        *,
+        speak: bool,
+        voice: str | None,
+        max_steps: int,
+        t0: float,
+        answer: list[int] | None = None,
+    ) -> Iterator[Event]:
+        eng, st = self.engine, self.state
+        self._stop.clear()
+        mels = {**st.mels, **{u: f[0] for u, f in features.items()}}
+        n_positions = {**st.n_positions, **{u: f[1] for u, f in features.items()}}
+        prompt = build_prompt(turns, eng.layout, mels, n_positions, eng.max_prompt_positions)
+        timings = Timings()
+        ms: Callable[[], float] = lambda: (time.perf_counter() - t0) * 1000.0  # noqa: E731
+        decoder = eng.codec.decode_stream() if speak else None
+        eot = eng.layout.text_special("EOT")
+        answer = [] if answer is None else answer
+        said = ""
+        pending: list[torch.Tensor] = []
+        frames: list[torch.Tensor] = []
+        rng = None if eng.config.sampling.seed is None else torch.Generator().manual_seed(eng.config.sampling.seed)
+        code = eng.layout.answer_code(voice) if speak else None
+        for out in self._generator.generate(prompt, speak=speak, answer_code=code, max_steps=max_steps,
+                                            stop=self._stop, rng=rng):
+            if out.step == 0:
+                timings.prefill_ms = ms()
+            if out.text_token is not None and out.text_token != eot:
+                answer.append(out.text_token)
+                text = eng.tokenizer.decode(answer)
+                delta = text[len(said):] if text.startswith(said) else " " + eng.tokenizer.decode([out.text_token])
+                said = text
+                if delta:
+                    if timings.first_text_ms is None:
+                        timings.first_text_ms = ms()
+                    yield TextDelta(delta)
+            if decoder is not None and out.frame is not None:
+                frames.append(out.frame)
+                pending.append(out.frame)
+                if len(pending) >= eng.config.chunk_frames:
+                    pcm = decoder.push(torch.stack(pending, dim=1))
+                    pending = []
+                    if pcm.size:
+                        yield self._chunk(pcm, timings, ms)
+        reason = self._generator.state.reason
+        timings.steps = self._generator.state.step + 1
+        if decoder is not None and reason != "interrupted":
+            if pending:
+                pcm = decoder.push(torch.stack(pending, dim=1))
+                if pcm.size:
+                    yield self._chunk(pcm, timings, ms)
+            pcm = decoder.flush()
+            if pcm.size:
+                yield self._chunk(pcm, timings, ms)
+        timings.total_ms = ms()
+        if timings.audio_seconds > 0:
+            timings.rtf = timings.total_ms / 1000.0 / timings.audio_seconds
+        log.debug("answer done: %s, %d steps, %.0f ms", reason, timings.steps, timings.total_ms)
+        codes = undelay_frames(frames, eng.layout.n_audio_streams) if speak else None
+        yield Done(text=eng.tokenizer.decode(answer), reason=reason, timings=timings, codes=codes)
+
+    def _chunk(self, pcm: np.ndarray, timings: Timings, ms: Callable[[], float]) -> AudioChunk:
+        if timings.first_audio_ms is None:
+            timings.first_audio_ms = ms()
+        chunk = AudioChunk(pcm=np.asarray(pcm, dtype=np.float32), sample_rate=self.engine.codec.sample_rate)
+        timings.audio_seconds += chunk.seconds
+        return chunk

@@ -1,0 +1,146 @@
+import threading
+
+import numpy as np
+import pytest
+
+from deeptalk.inference.engine import Busy, UnknownVoice
+from deeptalk.data.packing import TokenizedTurn
+from deeptalk.inference.events import AudioChunk, Done, TextDelta
+from deeptalk.inference.prompt import build_prompt
+
+
+def collect(events):
+    events = list(events)
+    assert isinstance(events[-1], Done) and not any(isinstance(e, Done) for e in events[:-1])
+    return events, events[-1]
+
+
+def pcm(events):
+    chunks = [e.pcm for e in events if isinstance(e, AudioChunk)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+
+
+def test_streamed_audio_equals_offline_decode_of_the_same_codes(engine, user_wav):
+    events, done = collect(engine.session().respond(audio=user_wav))
+    assert done.codes is not None and done.codes.shape[0] == engine.codec.n_streams
+    assert done.codes.shape[1] > 0, "the random model should produce some frames within max_steps"
+    streamed = pcm(events)
+    offline = engine.codec.decode(done.codes)
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, atol=1e-5)
+    assert sum(isinstance(e, AudioChunk) for e in events) > 1, "audio must arrive in several chunks"
+    assert {e.sample_rate for e in events if isinstance(e, AudioChunk)} == {engine.codec.sample_rate}
+    t = done.timings
+    assert 0 < t.first_audio_ms <= t.total_ms and t.rtf > 0 and t.audio_seconds == pytest.approx(
+        len(streamed) / engine.codec.sample_rate)
+
+
+def test_text_deltas_concatenate_to_the_answer(engine):
+    events, done = collect(engine.session().respond(text="what is the capital of france", speak=False))
+    assert not any(isinstance(e, AudioChunk) for e in events) and done.codes is None
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)).strip() == done.text
+    assert done.reason in ("complete", "max_steps") and done.timings.rtf is None
+
+
+def test_multi_turn_history_grows_and_feeds_the_next_prompt(engine, user_wav):
+    s = engine.session()
+    collect(s.respond(text="hello", speak=False))
+    collect(s.respond(audio=user_wav, speak=False))
+    roles = [t.role for t in s.state.turns]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    assert s.state.turns[2].audio_id in s.state.mels  # spoken turns keep their features for later prompts
+    nxt = build_prompt([*s.state.turns, TokenizedTurn("user", (5,))], engine.layout, s.state.mels,
+                       s.state.n_positions, engine.max_prompt_positions)
+    text = nxt.input_ids[:, engine.layout.text_stream]
+    assert int((text == engine.layout.text_special("ASSISTANT")).sum()) == 3
+    assert nxt.audio is not None and nxt.audio.mels.shape[0] == 1
+    s.reset()
+    assert s.state.turns == [] and s.state.mels == {}
+
+
+def test_history_is_trimmed_to_the_configured_turns(engine):
+    s = engine.session()
+    for _ in range(engine.config.max_history_turns):
+        collect(s.respond(text="hello", speak=False))
+    assert len(s.state.turns) <= engine.config.max_history_turns
+    assert s.state.turns[0].role == "user"
+
+
+def test_interrupt_stops_within_a_step_and_session_stays_usable(greedy_engine, user_wav):
+    s = greedy_engine.session()
+    seen = []
+    for event in s.respond(audio=user_wav):
+        seen.append(event)
+        if isinstance(event, TextDelta) or isinstance(event, AudioChunk):
+            steps_at_interrupt = s._generator.state.step
+            s.interrupt()
+    done = seen[-1]
+    assert isinstance(done, Done) and done.reason == "interrupted"
+    assert s._generator.state.step == steps_at_interrupt  # no decode step after the barge-in
+    assert [t.role for t in s.state.turns] == ["user", "assistant"]
+    _, again = collect(s.respond(text="hello"))
+    assert again.reason in ("complete", "max_steps")
+
+
+def test_interrupt_from_another_thread(engine):
+    s = engine.session()
+    started = threading.Event()
+
+    def consume(out):
+        for e in s.respond(text="two plus two"):
+            started.set()
+            out.append(e)
+
+    out: list = []
+    th = threading.Thread(target=consume, args=(out,))
+    th.start()
+    started.wait(10)
+    s.interrupt()
+    th.join(30)
+    assert isinstance(out[-1], Done) and out[-1].reason in ("interrupted", "complete", "max_steps")
+
+
+def test_voices_and_bad_input(engine, user_wav):
+    assert engine.voices == ("joe", "slt")
+    with pytest.raises(UnknownVoice, match="unknown voice 'nobody'"):
+        engine.session(voice="nobody")
+    s = engine.session(voice="slt")
+    _, done = collect(s.respond(text="hello", voice="joe"))
+    with pytest.raises(UnknownVoice):
+        list(s.respond(text="hello", voice="bob"))
+    with pytest.raises(ValueError, match="exactly one"):
+        list(s.respond())
+    with pytest.raises(ValueError, match="empty"):
+        list(s.respond(text="   "))
+    with pytest.raises(ValueError, match="limit"):
+        list(s.respond(text="a" * (engine.config.max_text_chars + 1)))
+    with pytest.raises(ValueError, match="limit"):
+        list(s.respond(audio=np.zeros(int(16000 * (engine.config.max_upload_seconds + 1)), np.float32)))
+    assert s.state.turns[:2] and len(s.state.turns) == 2  # failed requests leave no trace in the history
+
+
+def test_asr_and_tts_modes(engine, user_wav):
+    s = engine.session()
+    events, done = collect(s.transcribe(user_wav))
+    assert done.codes is None and len(done.timings.__dict__) and done.timings.steps <= engine.config.max_asr_steps
+    events, done = collect(s.synthesize("two plus two is four", voice="joe"))
+    assert done.codes is not None
+    assert s.state.turns == []  # one-shot tasks do not touch the conversation
+
+
+def test_capacity_slots_queue_then_refuse(engine):
+    cfg_slots = engine.config.max_concurrency
+    holders = [engine.slot() for _ in range(cfg_slots)]
+    for h in holders:
+        h.__enter__()
+    try:
+        assert engine.active == cfg_slots
+        with pytest.raises(Busy) as err:
+            with engine.slot(timeout_s=0.05):
+                pass
+        assert err.value.retry_after_s == engine.config.retry_after_s
+    finally:
+        for h in holders:
+            h.__exit__(None, None, None)
+    with engine.slot():
+        assert engine.active == 1
