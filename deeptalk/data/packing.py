@@ -303,12 +303,14 @@ def choose_target(sample: TokenizedSample, rng: random.Random, train: bool) -> i
     return assistant[-1]
 
 
-def _user_speaks(turn: TokenizedTurn, task: str, rng: random.Random, config: PackingConfig) -> bool:
+def _user_speaks(turn: TokenizedTurn, task: str, rng: random.Random, config: PackingConfig, train: bool) -> bool:
+    """Speech or text input. Training re-draws it for ``random_speech_tasks`` (reference ``get_item``);
+    evaluation keeps the corpus's own draw (``turn.speak``) so eval sets are fixed."""
     if turn.audio_id is None:
         if turn.speak:
             raise ValueError(f"user turn {turn!r} asks for speech input but has no audio_id")
         return False
-    if task in config.random_speech_tasks:
+    if train and task in config.random_speech_tasks:
         return rng.random() < config.user_speech_prob
     return turn.speak
 
@@ -325,7 +327,7 @@ def pack_tokenized(
 ) -> PackedSample:
     """Pack one tokenised conversation (see the module docstring for the template).
 
-    Random choices, drawn from ``rng`` in a fixed order: the target assistant turn (training only, see
+    Random choices (training only), drawn from ``rng`` in a fixed order: the target assistant turn (see
     :func:`choose_target`), then speech-vs-text for each user turn of ``config.random_speech_tasks``.
     A conversation whose last turn speaks has targets only on that turn (``use_last_turn_if_codec``);
     a text-only conversation has targets on every assistant turn. Sequences longer than
@@ -335,7 +337,7 @@ def pack_tokenized(
     target = choose_target(sample, rng, train)
     turns = sample.turns[: target + 1]
     spoken_target = _speaks(turns[-1])
-    user_speech = [_user_speaks(t, sample.task, rng, config) if t.role == "user" else False for t in turns]
+    user_speech = [_user_speaks(t, sample.task, rng, config, train) if t.role == "user" else False for t in turns]
     blocks = _context_blocks(sample.id, turns[:-1], user_speech, layout, n_positions_by_utt,
                              labelled_answers=not spoken_target)
     answer = turns[-1]

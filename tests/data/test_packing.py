@@ -152,6 +152,13 @@ def test_rqa_user_turns_are_spoken_with_probability_p():
     assert 0.66 < spoken / 2000 < 0.74
     never = PackingConfig(user_speech_prob=0.0)
     assert not pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(0), config=never).audio
+    # evaluation keeps the corpus's own choice
+    assert not any(pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s), train=False).audio
+                   for s in range(20))
+    spoken_turns = (Turn("user", "hello", audio_id="u", speak=True), Turn("assistant", "world"))
+    spoken_sample = Sample("r", "rqa", "validation", spoken_turns)
+    assert all(pack_sample(spoken_sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s), train=False).audio
+               for s in range(20))
 
 
 def test_same_rng_seed_gives_identical_packing():
