@@ -141,7 +141,8 @@ class HFTextTokenizer:
     def unknown_words(self, text: str) -> list[str]:
         if self.unk_id < 0:
             return []
-        return [t for t, i in zip(self.tok.tokenize(text), self.encode(text)) if i == self.unk_id]
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == self.unk_id]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -1,0 +1,131 @@
+"""Corpus generation: determinism, task structure, and the split rules that make evaluation honest."""
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+
+from deeptalk.data.audio_io import read_wav, sha256_file
+from deeptalk.data.corpus import TTS_PROMPT
+from deeptalk.data.facts import RELATIONS
+from deeptalk.data.schema import SAMPLE_COLUMNS, UTTERANCE_COLUMNS, Sample
+from deeptalk.data.text_tokenizer import load_tokenizer
+from tests.data._corpus import SMALL_COUNTS, small_config, small_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    root = small_corpus(0)
+    utts = pd.read_parquet(root / "utterances.parquet")
+    samples = pd.read_parquet(root / "samples.parquet")
+    facts = pd.read_parquet(root / "facts.parquet")
+    return root, utts, samples, facts
+
+
+def _tree_digest(root):
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_corpus(tmp_path):
+    from deeptalk.data.corpus import build_corpus
+
+    build_corpus(small_config(0), tmp_path / "again")
+    assert _tree_digest(tmp_path / "again") == _tree_digest(small_corpus(0))
+
+
+def test_different_seed_gives_a_different_corpus(tmp_path):
+    from deeptalk.data.corpus import build_corpus
+
+    cfg = small_config(1, counts={"asr": (3, 0, 1)}, max_facts=40)
+    build_corpus(cfg, tmp_path / "s1")
+    other = pd.read_parquet(tmp_path / "s1" / "samples.parquet")
+    ours = pd.read_parquet(small_corpus(0) / "samples.parquet")
+    assert set(other.loc[other.task == "asr", "turns"]) != set(ours.loc[ours.task == "asr", "turns"])
+
+
+def test_manifests_follow_the_schema_and_counts(corpus):
+    root, utts, samples, _ = corpus
+    assert list(utts.columns) == list(UTTERANCE_COLUMNS)
+    assert list(samples.columns) == list(SAMPLE_COLUMNS)
+    counts = samples[samples.task != "text"].groupby(["task", "split"]).size()
+    for task, (train, val, held) in SMALL_COUNTS.items():
+        assert (counts[(task, "train")], counts[(task, "validation")], counts[(task, "heldout")]) == (train, val, held)
+    assert utts.id.is_unique and samples.id.is_unique
+    for row in utts.itertuples():
+        wav, sr = read_wav(root / row.audio_path)
+        assert sr == row.sample_rate == 16000
+        assert abs(len(wav) / sr - row.duration) < 1e-6 and 0 < row.duration <= 8.0
+        assert sha256_file(root / row.audio_path) == row.sha256
+    assert {p.name for p in (root / "audio").iterdir()} == {f"{i}.wav" for i in utts.id}
+
+
+def test_task_structure(corpus):
+    _, utts, samples, _ = corpus
+    cfg = small_config(0)
+    speaker = dict(zip(utts.id, utts.speaker))
+    for row in samples.itertuples():
+        turns = Sample.parse_turns(row.turns)
+        user, answer = turns[-2] if len(turns) > 1 else None, turns[-1]
+        if row.task == "asr":
+            assert user.speak and user.audio_id and answer.text == user.text and not answer.speak
+        elif row.task == "tts":
+            assert user.audio_id is None and user.text == TTS_PROMPT.format(text=answer.text)
+            assert answer.speak and speaker[answer.audio_id] == cfg.assistant_voice
+        elif row.task == "aqa":
+            assert len(turns) in (2, 4)
+            for u, a in zip(turns[::2], turns[1::2]):
+                assert u.speak and u.audio_id and speaker[u.audio_id] != cfg.assistant_voice
+                assert a.speak and speaker[a.audio_id] == cfg.assistant_voice
+        elif row.task == "tqa":
+            assert all(t.audio_id is None for t in turns)
+        elif row.task == "rqa":
+            assert user.audio_id and not answer.speak
+        elif row.task == "text":
+            assert all(t.audio_id is None for t in turns) and row.split == "train"
+
+
+def test_no_heldout_fact_in_training_speech_or_qa(corpus):
+    _, _, samples, facts = corpus
+    qa = samples[samples.task != "text"]
+    heldout = set(qa.loc[qa.split == "heldout", "fact_id"]) - {""}
+    trained = set(qa.loc[qa.split != "heldout", "fact_id"])
+    assert heldout and not heldout & trained
+    fact_split = dict(zip(facts.id, facts.split))
+    for row in qa.itertuples():  # every QA turn (context rounds too) uses facts of its own split
+        if row.fact_id in fact_split:
+            assert fact_split[row.fact_id] == row.split
+
+
+def test_text_task_covers_all_facts_in_training_phrasings_only(corpus):
+    _, _, samples, facts = corpus
+    text = samples[samples.task == "text"]
+    assert set(text.fact_id) == set(facts.id)  # the backbone knows every fact, held-out ones included
+    text_turns = {t["text"] for turns in text.turns for t in json.loads(turns)}
+    heldout = samples[(samples.split == "heldout") & (samples.task != "text")]
+    for turns in heldout.turns:
+        for t in json.loads(turns):
+            if t["role"] == "user":
+                assert t["text"] not in text_turns
+    # and the held-out question template itself never appears in text
+    for row in facts.itertuples():
+        rel = RELATIONS[row.relation]
+        held_q = rel.heldout_question.format(s=row.subject, a=row.answer)
+        assert held_q[0].upper() + held_q[1:] not in text_turns
+
+
+def test_heldout_speakers_only_speak_heldout_samples(corpus):
+    _, utts, _, _ = corpus
+    cfg = small_config(0)
+    train_side = utts[utts.split != "heldout"]
+    assert not set(train_side.speaker) & set(cfg.heldout_speakers)
+    held_users = utts[(utts.split == "heldout") & (utts.speaker != cfg.assistant_voice)]
+    assert set(held_users.speaker) <= set(cfg.heldout_speakers)
+
+
+def test_tokenizer_covers_the_corpus(corpus):
+    root, utts, samples, _ = corpus
+    tok = load_tokenizer(root / "tokenizer")
+    texts = list(utts.text) + [t["text"] for turns in samples.turns for t in json.loads(turns)]
+    assert all(tok.unk_id not in tok.encode(t) for t in texts)
