@@ -165,8 +165,9 @@ class CheckpointManager:
         for _, path in self.complete()[self.keep :]:
             shutil.rmtree(path, ignore_errors=True)
 
-    def latest_valid(self) -> Checkpoint | None:
-        """The newest checkpoint that matches its manifest; corrupt or partial ones are logged and skipped."""
+    def latest_valid(self, fingerprint: str | None = None) -> Checkpoint | None:
+        """The newest checkpoint that matches its manifest (and ``fingerprint``, the run's settings hash, when
+        given); corrupt, partial or foreign ones are logged and skipped."""
         if self.root.is_dir():
             for partial in self.root.glob(".step-*.partial"):
                 log.warning("ignoring partial checkpoint %s (the run stopped while saving it)", partial)
@@ -178,6 +179,12 @@ class CheckpointManager:
             state = json.loads((path / "state.json").read_text())
             if state.get("step") != step:
                 log.warning("skipping checkpoint %s: state.json says step %s", path, state.get("step"))
+                continue
+            if fingerprint is not None and state.get("fingerprint") != fingerprint:
+                log.warning(
+                    "skipping checkpoint %s: written by a run with other settings (fingerprint %s, now %s)",
+                    path, state.get("fingerprint"), fingerprint,
+                )
                 continue
             return Checkpoint(path=path, step=step, state=state)
         return None

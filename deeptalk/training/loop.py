@@ -112,8 +112,13 @@ def train(
     checkpoint_dir: Path,
     dist: distributed.DistInfo,
     desc: str = "train",
+    fingerprint: str = "",
 ) -> dict[str, Any]:
-    """Train ``loop.steps`` optimizer steps (resuming from ``checkpoint_dir`` when possible) and export."""
+    """Train ``loop.steps`` optimizer steps (resuming from ``checkpoint_dir`` when possible) and export.
+
+    ``fingerprint`` identifies the run's settings; checkpoints written under another fingerprint (an older
+    configuration) are never resumed from.
+    """
     import deepspeed
 
     out_dir = Path(out_dir)
@@ -133,7 +138,7 @@ def train(
     )
     manager = CheckpointManager(checkpoint_dir, keep=loop.keep_checkpoints)
     start = 0
-    found = manager.latest_valid()
+    found = manager.latest_valid(fingerprint)
     if found is not None:
         if found.step > loop.steps:
             raise ValueError(f"{desc}: checkpoint {found.path} is past the configured {loop.steps} steps")
@@ -174,9 +179,9 @@ def train(
                 metrics.write(record)
             running, n_running = {}, 0
         if done % loop.checkpoint_every == 0 or done == loop.steps:
-            manager.save(done, engine, {"data_position": done, "stage": desc}, lambda d: program.export(module, d))
+            manager.save(done, engine, {"data_position": done, "stage": desc, "fingerprint": fingerprint}, lambda d: program.export(module, d))
     bar.close()
-    summary = {"stage": desc, "steps": loop.steps, "resumed_from": start, **stats.summary()}
+    summary = {"stage": desc, "steps": loop.steps, "resumed_from": start, "fingerprint": fingerprint, **stats.summary()}
     if dist.is_main:
         program.export(module, out_dir)
         write_plots(metrics.records(), out_dir / "plots")

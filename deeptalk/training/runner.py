@@ -1,0 +1,282 @@
+"""The one runner: executes any stage plan (DeepTalk stages and baselines) on the speech LM.
+
+For each phase of a plan it loads the init weights, resolves the expert split, sets the routing mode and the
+trainable groups (``deeptalk.model.freezing.apply_trainable``, the one freezing function), builds the data mix
+and hands everything to the DeepSpeed loop (``deeptalk.training.loop``). Stage choices live in the spec and
+are applied here on every run; a saved model carries only its architecture, layout and split.
+
+Launch: in-process (``run_stage``, what ``python -m deeptalk step train_stage --stage s2a`` calls) or, for
+several GPUs, ``deepspeed --num_gpus N -m deeptalk.training --stage s2a`` (``--local_rank`` is accepted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from deeptalk.batch import SpeechBatch
+from deeptalk.tokens import TokenLayout
+from deeptalk.model.experts import ExpertSplit, RoutingMode
+from deeptalk.profiling import ExpertLoad, modality_masks
+from deeptalk.training import distributed
+from deeptalk.training.loop import LoopConfig, StepResult, train
+from deeptalk.training.stages import (
+    SPLIT_ADDED,
+    SPLIT_FIXED,
+    SPLIT_INHERIT,
+    SPLIT_NONE,
+    SPLIT_PROFILED,
+    DataMix,
+    StagePlan,
+    StageSpec,
+    get_plan,
+)
+
+if TYPE_CHECKING:
+    from deeptalk.config import ProjectConfig
+    from deeptalk.data.dataset import SequenceDataset
+    from deeptalk.model.speech_lm import SpeechLM
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "train_summary.json"
+
+
+# ---- where things are ------------------------------------------------------------------------------------
+def phase_dir(cfg: ProjectConfig, plan: StagePlan, spec: StageSpec) -> Path:
+    """Output of a phase: the stage directory for its last phase, ``<stage>/phases/<sub>`` before that."""
+    if spec is plan.phases[-1]:
+        return cfg.paths.base if plan.name == "text_pretrain" else cfg.paths.stage(plan.name)
+    return cfg.paths.stage(plan.name) / "phases" / spec.name.split("/")[-1]
+
+
+def checkpoint_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
+    """Resumable checkpoints live outside the DVC outputs (``dvc repro`` clears outputs before a run)."""
+    return cfg.paths.root / "models" / "checkpoints" / spec.name
+
+
+def profile_dir(cfg: ProjectConfig) -> Path:
+    return cfg.paths.reports / "profile"
+
+
+def init_dir(cfg: ProjectConfig, plan: StagePlan, spec: StageSpec) -> Path | None:
+    if spec.init_from == "new":
+        return None
+    if spec.init_from == "base":
+        return cfg.paths.base
+    for phase in plan.phases:
+        if phase.name == spec.init_from:
+            return phase_dir(cfg, plan, phase)
+    return cfg.paths.stage(spec.init_from)
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+class MixedBatches:
+    """Batch of step i = ``batch_size`` draws (task by weight, then a sample of that task, with replacement)
+    from a generator seeded by ``(seed, i)``: a pure function of the step, so resuming needs only the step."""
+
+    def __init__(self, dataset: SequenceDataset, mix: DataMix, batch_size: int, seed: int) -> None:
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.tasks = list(mix.tasks)
+        self.by_task = {t: [i for i, task in enumerate(dataset.task_of) if task == t] for t in self.tasks}
+        empty = [t for t, idx in self.by_task.items() if not idx]
+        if empty:
+            raise ValueError(f"no training samples for task(s) {empty}")
+        weights = np.array([w for _, w in mix.weights], dtype=np.float64)
+        self.p = weights / weights.sum()
+
+    def indices(self, step: int) -> list[tuple[int, int]]:
+        rng = np.random.default_rng([self.seed, step])
+        epoch = step * self.batch_size // max(1, len(self.dataset))  # re-draws the packing choices per epoch
+        picks = rng.choice(len(self.tasks), size=self.batch_size, p=self.p)
+        out = []
+        for t in picks:
+            pool = self.by_task[self.tasks[t]]
+            out.append((epoch, pool[int(rng.integers(len(pool)))]))
+        return out
+
+    def __call__(self, step: int) -> SpeechBatch:
+        return self.dataset.collate([self.dataset[key] for key in self.indices(step)])
+
+
+# ---- the speech-LM side of the loop ----------------------------------------------------------------------
+class SpeechProgram:
+    """Forward + loss of the speech LM, expert-load bookkeeping per modality, HF-style export."""
+
+    def __init__(self, model: SpeechLM, batches: Callable[[int], SpeechBatch], device: torch.device) -> None:
+        self.model, self.batches, self.device = model, batches, device
+        layers = model.moe_layers()
+        self.layer_ids = [moe.layer_idx for moe in layers]
+        self.load = ExpertLoad(len(layers), layers[0].num_experts, int(model.backbone.config.num_experts_per_tok))
+
+    def batch(self, step: int) -> SpeechBatch:
+        return self.batches(step)
+
+    def forward(self, module: nn.Module, batch: SpeechBatch) -> StepResult:
+        batch = batch.to(self.device)
+        with self.model.record_routing() as recorder:
+            out = module(batch)
+        masks = dict(zip(("speech", "text"), modality_masks(
+            batch.input_ids, batch.labels, batch.attention_mask, self.model.layout)))
+        self.load.add_positions(masks)
+        for i, layer_idx in enumerate(self.layer_ids):
+            self.load.add_layer(i, recorder.indices(layer_idx), recorder.probs(layer_idx), masks)
+        streams = {k: float(v.detach()) for k, v in out.stream_losses.items()}
+        return StepResult(loss=out.loss, stream_losses=streams, tokens=int(batch.attention_mask.sum()))
+
+    def interval_metrics(self) -> dict[str, Any]:
+        summary = {"expert_load": self.load.summary()}
+        self.load.reset()
+        return summary
+
+    def export(self, module: nn.Module, out_dir: Path) -> None:
+        self.model.save_pretrained(out_dir)
+
+
+# ---- phases ----------------------------------------------------------------------------------------------
+def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> ExpertSplit | None:
+    if spec.split == SPLIT_NONE:
+        return None
+    if spec.split == SPLIT_PROFILED:
+        return ExpertSplit.from_json(cfg.paths.expert_split)
+    if spec.split == SPLIT_FIXED:
+        path = profile_dir(cfg) / "splits.json"
+        if not path.is_file():
+            raise ValueError(f"{spec.name}: {path} missing; run profile_experts first")
+        splits = json.loads(path.read_text())
+        rule = cfg.training.fixed_split
+        if rule not in splits:
+            raise ValueError(f"{spec.name}: {path} has no split for rule {rule!r} (has {sorted(splits)})")
+        return ExpertSplit(splits[rule])
+    if spec.split in (SPLIT_INHERIT, SPLIT_ADDED):
+        if model.expert_split is None and spec.routing is not RoutingMode.NONE:
+            raise ValueError(f"{spec.name}: routing {spec.routing.value} needs a split but the init model has none")
+        return model.expert_split
+    raise ValueError(f"{spec.name}: unknown split source {spec.split!r}")
+
+
+def load_init(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) -> SpeechLM:
+    from deeptalk.model.config import SpeechLMConfig
+    from deeptalk.model.speech_lm import SpeechLM
+
+    source = init_dir(cfg, plan, spec)
+    if source is None:
+        torch.manual_seed(cfg.seed)
+        return SpeechLM.build(SpeechLMConfig.from_project(cfg, layout))
+    if not (source / "speech_lm.json").is_file():
+        raise ValueError(f"{spec.name}: init model {source} is missing; run the stage that writes it first")
+    return SpeechLM.from_pretrained(source)
+
+
+def _dir_signature(path: Path | None) -> str:
+    if path is None or not path.exists():
+        return "none"
+    items = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                   for p in path.rglob("*") if p.is_file() and "phases" not in p.relative_to(path).parts)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
+    blob = json.dumps({
+        "spec": repr(spec), "loop": asdict(loop), "seed": cfg.seed, "model": asdict(cfg.model),
+        "init": _dir_signature(init), "extra": extra,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
+    t = cfg.training
+    budget = t.budget(spec.budget)
+    return LoopConfig(
+        steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr,
+        warmup_ratio=t.warmup_ratio if spec.warmup_ratio is None else spec.warmup_ratio,
+        schedule=spec.schedule, grad_clip=t.grad_clip, weight_decay=t.weight_decay,
+        deepspeed_config=spec.deepspeed_config or t.deepspeed_config, checkpoint_every=t.checkpoint_every,
+        keep_checkpoints=t.keep_checkpoints, log_every=t.log_every, bf16=t.bf16,
+    )
+
+
+def prepare_model(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) -> tuple[SpeechLM, list[dict]]:
+    """Init weights → split → routing → trainable groups: every stage choice applied in one place."""
+    from deeptalk.model.freezing import apply_trainable
+
+    model = load_init(spec, plan, cfg, layout)
+    if spec.add_experts:
+        from deeptalk.model.moextend import add_speech_experts
+
+        model = add_speech_experts(model, cfg.training.moextend_experts)
+    split = resolve_split(spec, cfg, model)
+    if spec.split != SPLIT_INHERIT:
+        model.set_expert_split(split)
+    model.set_routing(spec.routing)
+    groups = apply_trainable(model, spec.trainable, split)
+    if cfg.training.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable()
+    model.train()
+    return model, groups
+
+
+def train_phase(
+    spec: StageSpec,
+    plan: StagePlan,
+    cfg: ProjectConfig,
+    dist: distributed.DistInfo,
+    batches: Callable[[int], SpeechBatch],
+    layout: TokenLayout,
+    data_signature: str,
+) -> dict:
+    """Train one phase on ``batches`` (batch of step i); skipped when its output exists with the same settings."""
+    out = phase_dir(cfg, plan, spec)
+    loop = loop_config(spec, cfg)
+    source = init_dir(cfg, plan, spec)
+    split_file = cfg.paths.expert_split if spec.split == SPLIT_PROFILED else profile_dir(cfg) / "splits.json"
+    fp = fingerprint(spec, loop, cfg, source, {
+        "data": data_signature,
+        "split": _dir_signature(split_file) if spec.split in (SPLIT_PROFILED, SPLIT_FIXED) else None,
+        "fixed": cfg.training.fixed_split,
+        "moextend": cfg.training.moextend_experts,
+    })
+    done = out / SUMMARY_FILE
+    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp and (out / "speech_lm.json").is_file():
+        log.info("%s: already trained with these settings (%s); skipping", spec.name, out)
+        return {**json.loads(done.read_text()), "out": str(out)}
+    model, groups = prepare_model(spec, plan, cfg, layout)
+    if model.layout != layout:
+        raise ValueError(f"{spec.name}: model layout {model.layout} differs from the data's {layout}")
+    program = SpeechProgram(model, batches, dist.device)
+    log.info("%s: %s (init %s, routing %s, %d steps)", spec.name, spec.description, source,
+             spec.routing.value, loop.steps)
+    summary = train(model, groups, program, loop, out, checkpoint_dir(cfg, spec), dist, desc=spec.name,
+                    fingerprint=fp)
+    return {**summary, "out": str(out)}
+
+
+def run_phase(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, dist: distributed.DistInfo) -> dict:
+    """Train one phase on its data mix from ``cfg.paths.sequences``."""
+    from deeptalk.data.dataset import SequenceDataset
+    from deeptalk.data.packing import PackingConfig
+
+    budget = cfg.training.budget(spec.budget)
+    packing = PackingConfig(max_length=budget.max_len, user_speech_prob=spec.data.user_speech_prob)
+    dataset = SequenceDataset(cfg, "train", spec.data.tasks, train=True, packing=packing)
+    batches = MixedBatches(dataset, spec.data, budget.batch_size, seed=cfg.seed * 7919 + dist.rank)
+    signature = _dir_signature(Path(cfg.paths.sequences)) + repr(spec.data) + repr(packing)
+    return train_phase(spec, plan, cfg, dist, batches, dataset.layout, signature)
+
+
+def run_stage(name: str, cfg: ProjectConfig, local_rank: int | None = None) -> dict:
+    """Train every phase of stage ``name``; returns a summary per phase."""
+    plan = get_plan(name, cfg.training)
+    dist = distributed.init(local_rank)
+    torch.manual_seed(cfg.seed)
+    phases = [run_phase(spec, plan, cfg, dist) for spec in plan.phases]
+    return {"stage": name, "out": phases[-1]["out"], "phases": phases}
