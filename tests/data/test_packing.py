@@ -16,6 +16,7 @@ from deeptalk.data.packing import (
     answer_start,
     layout_for,
     load_layout,
+    pack_prompt,
     pack_sample,
     pack_tokenized,
     save_layout,
@@ -292,3 +293,24 @@ def test_packing_properties(case):
     # the same draw packs the same way through the tokenised path
     again = pack_tokenized(tokenized, layout, codes, n_pos, random.Random(seed), train=train)
     assert np.array_equal(again.input_ids, ids) and again.audio == packed.audio
+
+
+def test_pack_prompt_equals_the_training_prefix():
+    sample = Sample("p", "aqa", "validation", (Turn("system", "yes"),) + spoken_qa(n_turns=2).turns)
+    codes, n_pos = codes_for(["a0", "a1"]), {"q0": 3, "q1": 2}
+    packed = pack_sample(sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False,
+                         voice_by_utt={"a1": "piper:joe"})
+    p0 = answer_start(packed.input_ids, LAYOUT)
+    history = tokenize_sample(sample, TOK).turns[:-1]
+    prompt = pack_prompt(history, LAYOUT, n_pos, speak=True, voice="piper:joe")
+    assert np.array_equal(prompt.input_ids, packed.input_ids[: p0 + 1])
+    assert prompt.audio == packed.audio and (prompt.labels == IGNORE_INDEX).all()
+    text = pack_prompt(history, LAYOUT, n_pos, speak=False)
+    assert text.input_ids[-1, :3].tolist() == [LAYOUT.audio_special("ASR", s) for s in range(3)]
+    with pytest.raises(ValueError, match="end with a user turn"):
+        pack_prompt(tokenize_sample(sample, TOK).turns, LAYOUT, n_pos, speak=True)
+    with pytest.raises(ValueError, match="voice"):
+        pack_prompt(history, LAYOUT, n_pos, speak=False, voice="piper:joe")
+    short = pack_prompt(history, LAYOUT, n_pos, speak=True, max_length=10)
+    assert [a.utt_id for a in short.audio] == ["q1"]
+    assert len(short) == 1 + 2 + 5 + 1  # BOT, SYSTEM yes, the last spoken question, ASSISTANT row
