@@ -102,20 +102,27 @@ class Engine:
         return self.features(wav), self.audio_input.n_positions(wav.size)
 
     # ---- capacity ---------------------------------------------------------------------------------------------
-    @contextmanager
-    def slot(self, timeout_s: float | None = None) -> Iterator[None]:
-        """Hold one of ``max_concurrency`` generation slots; wait up to ``queue_timeout_s`` or raise Busy."""
+    def acquire(self, timeout_s: float | None = None) -> None:
+        """Take one of ``max_concurrency`` generation slots; wait up to ``queue_timeout_s`` or raise Busy."""
         timeout = self.config.queue_timeout_s if timeout_s is None else timeout_s
         if not self._slots.acquire(timeout=timeout):
             raise Busy(self.config.retry_after_s)
         with self._lock:
             self._active += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._active -= 1
+        self._slots.release()
+
+    @contextmanager
+    def slot(self, timeout_s: float | None = None) -> Iterator[None]:
+        """``acquire`` … ``release`` around a block."""
+        self.acquire(timeout_s)
         try:
             yield
         finally:
-            with self._lock:
-                self._active -= 1
-            self._slots.release()
+            self.release()
 
     @property
     def active(self) -> int:

@@ -1,0 +1,261 @@
+"""WebSocket ``/realtime``: a conversation over one connection, events in the spirit of OpenAI Realtime.
+
+Client → server (JSON text frames; binary frames are raw PCM16 appended to the input buffer):
+
+- ``session.update`` ``{"session": {"voice": str|null, "speak": bool, "input_sample_rate": int}}``
+- ``input_audio_buffer.append`` ``{"audio": base64 PCM16 LE mono}``; ``input_audio_buffer.commit``;
+  ``input_audio_buffer.clear``
+- ``conversation.item.create`` ``{"item": {"role": "user", "content": [{"type": "input_text", "text": str}]}}``
+- ``response.create`` (optional ``{"response": {"modalities": ["text"] | ["text", "audio"], "voice": str}}``)
+- ``response.cancel``: barge-in, the running answer stops within one decode step
+
+Server → client: ``session.created``, ``session.updated``, ``input_audio_buffer.committed``,
+``conversation.item.created``, ``response.created``, ``response.text.delta`` ``{"delta"}``,
+``response.audio.delta`` ``{"delta": base64 PCM, "sample_rate", "format"}``, ``response.done``
+``{"response": {"text", "reason", "timings"}}``, and ``error`` ``{"error": {"code", "message"}}``. Errors
+never close the connection; the conversation (history) lives as long as the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from deeptalk.inference.api import ApiError, EngineHolder, check_api_key, map_error
+from deeptalk.inference.audio_codec_io import AudioInputError, load_pcm16
+from deeptalk.inference.engine import Busy, Engine
+from deeptalk.inference.events import AudioChunk, Done, TextDelta
+
+log = logging.getLogger(__name__)
+
+
+class RealtimeConnection:
+    """One WebSocket client: its session, input buffer and at most one running response."""
+
+    def __init__(self, ws: WebSocket, engine: Engine):
+        self.ws, self.engine = ws, engine
+        self.session = engine.session()
+        self.buffer = bytearray()
+        self.input_sample_rate = engine.audio_input.sample_rate
+        self.speak = True
+        self.pending: dict[str, Any] | None = None  # the committed user turn: {"audio": wav} or {"text": str}
+        self.task: asyncio.Task | None = None
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, event: dict) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(json.dumps(event))
+
+    async def error(self, code: str, message: str, **extra: Any) -> None:
+        await self.send({"type": "error", "error": {"code": code, "message": message, **extra}})
+
+    async def run(self) -> None:
+        cfg = self.engine.config
+        await self.send({"type": "session.created", "session": {
+            "voices": list(self.engine.voices), "voice": self.session.voice, "speak": self.speak,
+            "input_sample_rate": self.input_sample_rate, "output_sample_rate": self.engine.codec.sample_rate,
+            "pcm_format": cfg.pcm_format, "max_input_seconds": cfg.max_upload_seconds,
+        }})
+        try:
+            while True:
+                msg = await self.ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    break
+                if msg.get("bytes") is not None:
+                    await self._append(msg["bytes"])
+                    continue
+                try:
+                    event = json.loads(msg.get("text") or "")
+                except json.JSONDecodeError as err:
+                    await self.error("bad_request", f"malformed JSON: {err}")
+                    continue
+                if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                    await self.error("bad_request", "each event must be a JSON object with a string 'type'")
+                    continue
+                await self._dispatch(event)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.session.interrupt()
+            if self.task is not None:
+                await asyncio.gather(self.task, return_exceptions=True)
+
+    # ---- client events ------------------------------------------------------------------------------------
+    async def _dispatch(self, event: dict) -> None:
+        kind = event["type"]
+        if kind == "input_audio_buffer.append":
+            try:
+                data = base64.b64decode(event.get("audio", ""), validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                await self.error("bad_request", "input_audio_buffer.append needs base64 PCM16 in 'audio'")
+                return
+            await self._append(data)
+        elif kind == "input_audio_buffer.commit":
+            await self._commit()
+        elif kind == "input_audio_buffer.clear":
+            self.buffer.clear()
+            await self.send({"type": "input_audio_buffer.cleared"})
+        elif kind == "conversation.item.create":
+            await self._text_item(event.get("item"))
+        elif kind == "session.update":
+            await self._update(event.get("session"))
+        elif kind == "response.create":
+            await self._create(event.get("response") or {})
+        elif kind == "response.cancel":
+            if self.task is None:
+                await self.error("no_response", "there is no response to cancel")
+            else:
+                self.session.interrupt()
+        else:
+            await self.error("unknown_event", f"unknown event type {kind!r}")
+
+    async def _append(self, data: bytes) -> None:
+        limit = self.engine.config.max_upload_seconds * self.input_sample_rate * 2
+        if len(self.buffer) + len(data) > limit:
+            self.buffer.clear()
+            await self.error("too_large", f"input audio exceeds {self.engine.config.max_upload_seconds} s; "
+                                          "the buffer was cleared")
+            return
+        self.buffer.extend(data)
+
+    async def _commit(self) -> bool:
+        cfg = self.engine.config
+        try:
+            wav = load_pcm16(bytes(self.buffer), self.input_sample_rate, max_seconds=cfg.max_upload_seconds,
+                             sample_rate=self.engine.audio_input.sample_rate)
+        except AudioInputError as err:
+            await self.error(err.code, str(err))
+            return False
+        finally:
+            self.buffer.clear()
+        self.pending = {"audio": wav}
+        await self.send({"type": "input_audio_buffer.committed", "seconds": round(len(wav) / 16000, 3)})
+        return True
+
+    async def _text_item(self, item: Any) -> None:
+        text = None
+        if isinstance(item, dict) and item.get("role", "user") == "user":
+            parts = item.get("content")
+            if isinstance(parts, list):
+                text = " ".join(p.get("text", "") for p in parts if isinstance(p, dict) and
+                                p.get("type") in ("input_text", "text") and isinstance(p.get("text"), str))
+            elif isinstance(item.get("text"), str):
+                text = item["text"]
+        if not text or not text.strip():
+            await self.error("bad_request", "conversation.item.create needs a user message with input_text")
+            return
+        if len(text) > self.engine.config.max_text_chars:
+            await self.error("too_large", f"text over {self.engine.config.max_text_chars} characters")
+            return
+        self.pending = {"text": text}
+        await self.send({"type": "conversation.item.created", "item": {"role": "user", "text": text}})
+
+    async def _update(self, session: Any) -> None:
+        if not isinstance(session, dict):
+            await self.error("bad_request", "session.update needs a 'session' object")
+            return
+        try:
+            if "voice" in session:
+                self.session.voice = self.engine.check_voice(session["voice"])
+            if "speak" in session:
+                if not isinstance(session["speak"], bool):
+                    raise ApiError(400, "bad_request", "speak must be a boolean")
+                self.speak = session["speak"]
+            if "input_sample_rate" in session:
+                sr = session["input_sample_rate"]
+                if not isinstance(sr, int) or not 8000 <= sr <= 96000:
+                    raise ApiError(400, "bad_request", "input_sample_rate must be an integer in [8000, 96000]")
+                self.input_sample_rate = sr
+        except (ValueError, ApiError) as err:
+            api = map_error(err)
+            await self.error(api.code, api.message)
+            return
+        await self.send({"type": "session.updated", "session": {
+            "voice": self.session.voice, "speak": self.speak, "input_sample_rate": self.input_sample_rate}})
+
+    async def _create(self, options: Any) -> None:
+        if self.task is not None:
+            await self.error("response_in_progress", "a response is running; cancel it first")
+            return
+        if not isinstance(options, dict):
+            await self.error("bad_request", "'response' must be an object")
+            return
+        if self.pending is None and self.buffer and not await self._commit():
+            return
+        if self.pending is None:
+            await self.error("no_input", "commit audio or create a text item before response.create")
+            return
+        speak = self.speak
+        if "modalities" in options:
+            speak = "audio" in (options.get("modalities") or [])
+        try:
+            voice = self.engine.check_voice(options["voice"]) if options.get("voice") else None
+        except ValueError as err:
+            api = map_error(err)
+            await self.error(api.code, api.message)
+            return
+        turn, self.pending = self.pending, None
+        self.task = asyncio.create_task(self._respond(turn, speak, voice))
+
+    # ---- the response -------------------------------------------------------------------------------------
+    async def _respond(self, turn: dict, speak: bool, voice: str | None) -> None:
+        fmt = self.engine.config.pcm_format
+        try:
+            try:
+                await run_in_threadpool(self.engine.acquire)
+            except Busy as err:
+                await self.error("busy", str(err), retry_after=err.retry_after_s)
+                return
+            try:
+                events = self.session.respond(**turn, speak=speak, voice=voice)
+                await self.send({"type": "response.created"})
+                while (event := await run_in_threadpool(next, events, None)) is not None:
+                    if isinstance(event, TextDelta):
+                        await self.send({"type": "response.text.delta", "delta": event.text})
+                    elif isinstance(event, AudioChunk):
+                        await self.send({"type": "response.audio.delta",
+                                         "delta": base64.b64encode(event.encode(fmt)).decode("ascii"),
+                                         "sample_rate": event.sample_rate, "format": fmt})
+                    elif isinstance(event, Done):
+                        self.task = None  # the client may start the next response as soon as it sees done
+                        await self.send({"type": "response.done", "response": {
+                            "text": event.text, "reason": event.reason, "timings": asdict(event.timings)}})
+            except ValueError as err:
+                api = map_error(err)
+                await self.error(api.code, api.message)
+            finally:
+                self.engine.release()
+        except Exception as err:  # a dead socket or a model error ends this response, never the server
+            log.warning("realtime response failed: %s", err)
+            self.session.interrupt()
+        finally:
+            if self.task is asyncio.current_task():
+                self.task = None
+
+
+def add_realtime_route(app: FastAPI, holder: EngineHolder) -> None:
+    @app.websocket("/realtime")
+    async def realtime(ws: WebSocket) -> None:
+        try:
+            check_api_key(ws.headers, ws.query_params)
+        except ApiError as err:
+            body = JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status)
+            try:
+                await ws.send_denial_response(body)  # HTTP 401 on the handshake where the server supports it
+            except RuntimeError:
+                await ws.close(code=4401, reason=err.message)
+            return
+        if holder.engine is None:
+            await ws.close(code=1013, reason="the model is still loading")
+            return
+        await ws.accept()
+        await RealtimeConnection(ws, holder.engine).run()
