@@ -1,14 +1,12 @@
 """Inference prompts packed by the training packer, so train and serve layouts cannot drift.
 
-A conversation so far (``TokenizedTurn``s) plus an empty assistant turn is packed with
-:func:`deeptalk.data.packing.pack_tokenized` exactly as a text-answer training sample would be, then cut right
-after the answer-opening ``ASSISTANT`` row. The generator rewrites that row's audio streams for the audio
-item of a spoken answer.
+The conversation so far (``TokenizedTurn``s) is packed by :func:`deeptalk.data.packing.pack_prompt`, which
+renders context exactly as training sequences do and ends with the ``ASSISTANT`` row of a text answer
+(``ASR`` task token). The generator rewrites that row's audio streams for the audio item of a spoken answer.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +14,7 @@ import torch
 
 from deeptalk.batch import AudioSegments
 from deeptalk.data.corpus import TTS_PROMPT
-from deeptalk.data.packing import PackingConfig, TokenizedSample, TokenizedTurn, pack_tokenized
+from deeptalk.data.packing import TokenizedTurn, pack_prompt
 from deeptalk.inference.generator import Prompt
 from deeptalk.tokens import TokenLayout
 
@@ -34,18 +32,10 @@ def build_prompt(
     Oldest turns are dropped to fit ``max_length`` positions; a prompt whose last user turn alone does not
     fit raises ValueError.
     """
-    if not turns or turns[-1].role != "user":
-        raise ValueError("a prompt must end with a user turn")
-    sample = TokenizedSample(id="session", task="chat", turns=(*turns, TokenizedTurn("assistant", ())))
-    # the empty text answer adds ASSISTANT + EOT rows; the EOT row is cut off below
-    packed = pack_tokenized(
-        sample, layout, {}, n_positions_by_utt, random.Random(0), train=False,
-        config=PackingConfig(max_length=max_length + 1),
-    )
-    end = len(packed) - 2  # the ASSISTANT row, unless truncation cut into the last turns
-    if end < 0 or packed.input_ids[end, layout.text_stream] != layout.text_special("ASSISTANT"):
+    packed = pack_prompt(turns, layout, n_positions_by_utt, speak=False, max_length=max_length)
+    end = len(packed) - 1  # the ASSISTANT row, unless cutting to max_length removed it
+    if packed.input_ids[end, layout.text_stream] != layout.text_special("ASSISTANT"):
         raise ValueError(f"the conversation does not fit {max_length} prompt positions; shorten the input")
-    ids = torch.from_numpy(packed.input_ids[: end + 1])
     audio = None
     if packed.audio:
         refs = packed.audio
@@ -55,7 +45,7 @@ def build_prompt(
             batch_index=torch.zeros(len(refs), dtype=torch.long),
             start=torch.tensor([r.start for r in refs], dtype=torch.long),
         )
-    return Prompt(input_ids=ids, audio=audio)
+    return Prompt(input_ids=torch.from_numpy(packed.input_ids.copy()), audio=audio)
 
 
 class TaskPrompts:
