@@ -22,6 +22,7 @@ from deeptalk.data.audio_io import read_wav
 from deeptalk.data.features import LogMelExtractor, trim
 from deeptalk.data.processed import INDEX_COLUMNS, ProcessedMeta, write_processed
 from deeptalk.data.schema import Sample
+from deeptalk.data.validation import validate_codes
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def run(cfg) -> dict:
             row["n_frames"] = codes[utt_id].shape[1]
         rows.append(row)
 
+    if codes:  # the Great Expectations suite on codes (range, stream count, non-empty) before anything is written
+        validate_codes(codes, codebook_size=int(codec.codebook_size), n_streams=int(codec.n_streams))
     meta = ProcessedMeta(n_mels=cfg.audio_input.n_mels, mel_frames=cfg.audio_input.mel_frames,
                          n_streams=int(codec.n_streams), codebook_size=int(codec.codebook_size),
                          frames_per_second=float(codec.frames_per_second))

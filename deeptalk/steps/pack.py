@@ -46,6 +46,7 @@ def run(cfg) -> dict:
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     summary: dict = {"layout": layout.to_dict(), "max_length": packing.max_length, "splits": {}}
+    all_lengths: list[int] = []
     for (split, task), group in tqdm(samples.groupby(["split", "task"], sort=True), desc="pack", unit="set"):
         rows, unknown_tokens, labelled = [], 0, 0
         for rec in group.itertuples(index=False):
@@ -61,6 +62,7 @@ def run(cfg) -> dict:
         table = pd.DataFrame(rows)
         write_sequences(staging, split, task, table)
         lengths = table["length"].to_numpy()
+        all_lengths.extend(lengths.tolist())
         summary["splits"].setdefault(split, {})[task] = {
             "samples": len(table),
             "mean_length": round(float(lengths.mean()), 1),
@@ -75,8 +77,7 @@ def run(cfg) -> dict:
     (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    n = sum(v["samples"] for tasks in summary["splits"].values() for v in tasks.values())
-    log.info("packed %d samples into %s (vocab %d, %d streams)", n, out, layout.vocab_size, layout.n_streams)
-    return {"samples": n, "vocab_size": layout.vocab_size,
-            "mean_length": round(float(np.mean([v["mean_length"] for t in summary["splits"].values()
-                                                for v in t.values()])), 1)}
+    log.info("packed %d samples into %s (vocab %d, %d streams)", len(all_lengths), out, layout.vocab_size,
+             layout.n_streams)
+    return {"samples": len(all_lengths), "vocab_size": layout.vocab_size,
+            "mean_length": round(float(np.mean(all_lengths)), 1), "max_length": int(np.max(all_lengths))}
