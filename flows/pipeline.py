@@ -26,6 +26,7 @@ MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "encode", "pack", "
               "profile_experts", "train_s2a", "train_s2b", "train_s3")
 TRANSIENT_RETRIES = {"generate_data": 2, "package": 2}  # subprocess TTS and the model store can hiccup
 GPU_STEP_DEPLOYMENT = "deeptalk-step/gpu"
+STEP_NAMES = tuple(step.name for step in STEPS)
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -104,12 +105,11 @@ def deeptalk_pipeline(
     split_rule: str | None = None,
     baselines: list[str] | None = None,
     gates: dict | None = None,
-    package: bool = True,
     gpu_pool: bool = False,
 ) -> dict:
     """Data → codec → text pretrain → S1 → profile → S2a → S2b → S3 (+ baselines) → evaluate → gate → package.
 
-    ``stages`` limits the main chain to a subset (names from ``deeptalk.steps``); ``split_rule`` (adaptive,
+    ``stages`` limits the run to a subset of step names (default: all but the baselines); ``split_rule`` (adaptive,
     fixed:N, random:N), ``baselines`` and ``gates`` override params.yaml for this run.
     """
     logger = get_run_logger()
@@ -119,16 +119,21 @@ def deeptalk_pipeline(
     if gates:
         overrides["gates"] = gates
     cfg = load_config(params, profile=profile, overrides=overrides)
-    chain = [name for name in MAIN_CHAIN if stages is None or name in stages]
-    chain += [f"train_{b}" for b in (baselines or []) if b in BASELINES]
+    wanted = set(stages) if stages is not None else set(MAIN_CHAIN) | {"evaluate", "package"}
+    unknown = wanted - set(STEP_NAMES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; choose from {STEP_NAMES}")
+    chain = [name for name in MAIN_CHAIN if name in wanted]
+    chain += [f"train_{b}" for b in (baselines or ()) if f"train_{b}" not in chain]
     summaries = {}
     for name in chain:
         summaries[name] = _submit(get_step(name), cfg, params, overrides, gpu_pool)
-    try:
-        summaries["evaluate"] = _submit(get_step("evaluate"), cfg, params, overrides, gpu_pool=False)
-    finally:
-        _publish_artifacts(cfg)
-    if package:
+    if "evaluate" in wanted:
+        try:
+            summaries["evaluate"] = _submit(get_step("evaluate"), cfg, params, overrides, gpu_pool=False)
+        finally:
+            _publish_artifacts(cfg)
+    if "package" in wanted:
         summaries["package"] = _submit(get_step("package"), cfg, params, overrides, gpu_pool=False)
     logger.info("pipeline done: %s", ", ".join(summaries))
     return summaries
@@ -145,5 +150,4 @@ def run_pipeline_and_serve(profile: str = "tiny", params: str = "params.yaml") -
     return 0 if result["ok"] else 1
 
 
-STEP_NAMES = tuple(step.name for step in STEPS)
 __all__ = ["deeptalk_pipeline", "deeptalk_step", "run_pipeline_and_serve", "STEP_NAMES"]

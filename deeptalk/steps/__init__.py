@@ -83,6 +83,7 @@ STEPS: tuple[StepSpec, ...] = (
     _stage("plain", "s1"),
     _stage("fixed", "s1"),
     _stage("moextend", "s1"),
+    _stage("strict", "s1"),
     StepSpec(
         "evaluate", "evaluate",
         ("deeptalk/evaluation", "deeptalk/inference", "data/sequences", "data/raw", "models/base", "models/codec",
@@ -95,7 +96,7 @@ STEPS: tuple[StepSpec, ...] = (
 )
 
 BY_NAME = {step.name: step for step in STEPS}
-BASELINES = ("plain", "fixed", "moextend")
+BASELINES = ("plain", "fixed", "moextend", "strict")
 
 
 def get_step(name: str) -> StepSpec:

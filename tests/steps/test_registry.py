@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+
+from deeptalk.steps import STEPS, get_step
+from deeptalk.steps.dvcfile import render
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_dvc_yaml_is_rendered_from_the_registry():
+    assert (REPO / "dvc.yaml").read_text() == render(), "run `python -m deeptalk dvc-yaml --write`"
+
+
+def test_every_step_module_has_run():
+    import importlib
+
+    for step in STEPS:
+        module = importlib.import_module(f"deeptalk.steps.{step.module}")
+        assert callable(module.run), step.module
+
+
+def test_each_output_has_one_producer_and_every_input_is_produced_or_source():
+    produced = {}
+    for step in STEPS:
+        for out in step.outs + step.metrics + step.plots:
+            assert out not in produced, f"{out} produced by {produced.get(out)} and {step.name}"
+            produced[out] = step.name
+    for step in STEPS:
+        for dep in step.deps:
+            made = any(dep == out or dep.startswith(out + "/") for out in produced)
+            assert made or (REPO / dep).exists(), f"{step.name} reads {dep}, which nothing makes"
+
+
+def test_unknown_step_names_the_choices():
+    with pytest.raises(ValueError, match="unknown step 'trian'.*generate_data"):
+        get_step("trian")
