@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Self
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,25 @@ class ServiceConfig:
             raise ValueError(f"step limits, chunk_frames and max_concurrency must be >= 1: {self}")
         if self.max_upload_bytes <= 0 or self.max_upload_seconds <= 0 or self.max_text_chars <= 0:
             raise ValueError(f"upload limits must be positive: {self}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of ``to_dict`` (stored in a packaged model's ``package.json``); unknown keys are an error."""
+        data = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"ServiceConfig: unknown field(s) {unknown}")
+        if isinstance(data.get("sampling"), dict):
+            sampling_names = {f.name for f in dataclasses.fields(SamplingConfig)}
+            bad = sorted(set(data["sampling"]) - sampling_names)
+            if bad:
+                raise ValueError(f"SamplingConfig: unknown field(s) {bad}")
+            data["sampling"] = SamplingConfig(**data["sampling"])
+        return cls(**data)
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:

@@ -1,0 +1,51 @@
+"""BentoML service: loads the packaged DeepTalk model at startup, warms it up, serves the routes.
+
+Routes live in ``deeptalk.inference.api`` / ``realtime`` (FastAPI, mounted at the root): ``POST /chat``,
+``/asr``, ``/tts``, WebSocket ``/realtime``, ``GET /voices``, ``/info``, ``/demo`` (browser page), ``/openapi.json``.
+BentoML adds ``/livez``, ``/readyz`` and ``/metrics``. ``/readyz`` turns ready only after load + warm-up.
+
+    bentoml serve service:DeepTalk --host 127.0.0.1 --port 3000
+    DEEPTALK_MODEL_TAG=deeptalk:<version>  # which packaged model (default deeptalk:latest)
+    DEEPTALK_API_KEY=...                   # optional: require `Authorization: Bearer <key>`
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import bentoml
+
+from deeptalk.inference.api import EngineHolder, create_app
+from deeptalk.inference.engine import Engine
+from deeptalk.inference.service_config import service_config_for
+from deeptalk.runtime import setup_threads
+
+log = logging.getLogger("deeptalk.service")
+
+MODEL_TAG = os.environ.get("DEEPTALK_MODEL_TAG", "deeptalk:latest")
+holder = EngineHolder()  # set once in DeepTalk.__init__; read-only afterwards
+app = create_app(holder, static_dir=Path(__file__).resolve().parent / "static")
+
+
+@bentoml.service(name="deeptalk", traffic={"timeout": 300}, workers=1)
+@bentoml.asgi_app(app, path="/")
+class DeepTalk:
+    """Speech-in, speech-out dialogue (DeepTalk, modality-specific MoE) with streaming answers."""
+
+    packaged = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        root = Path(self.packaged.path)
+        config = service_config_for(root)
+        setup_threads(int(os.environ.get("DEEPTALK_THREADS", "1")))
+        engine = Engine.load(root, config)
+        if config.warmup:
+            log.info("warm-up took %.2f s", engine.warmup())
+        holder.engine = engine
+        log.info("serving %s: %d voices, up to %d concurrent answers", MODEL_TAG, len(engine.voices),
+                 config.max_concurrency)
+
+    def __is_ready__(self) -> bool:
+        return holder.engine is not None
