@@ -271,11 +271,19 @@ class _Runner:
                 res = r.result or {}
                 if r.exception_info and r.exception_info.get("raised_exception"):
                     res = {"observed_value": r.exception_info.get("exception_message")}
-                examples = tuple(res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or ())
+                examples = tuple(_plain(x) for x in
+                                 res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or ())
                 failures.append(Failure(table, cfg.type, cfg.kwargs.get("column"), res.get("unexpected_count"),
                                         res.get("element_count"), examples[:_MAX_EXAMPLES],
                                         res.get("observed_value")))
         return sorted(failures, key=lambda f: (f.expectation, f.column or ""))
+
+
+def _plain(value):
+    """numpy scalars → Python values, so messages read ``False`` rather than ``np.False_``."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _statistics(utts: pd.DataFrame, samples: pd.DataFrame) -> dict:
