@@ -60,14 +60,14 @@ class EvalConfig:
 
     max_text_qa: int = 64  # held-out text questions (task tqa; rqa/aqa questions given as text are added)
     max_ppl_samples: int = 64  # held-out text sequences for perplexity
-    max_spoken_qa: int = 24  # held-out spoken questions (task aqa/rqa with user audio)
-    max_asr: int = 24
-    max_tts: int = 16
-    max_latency: int = 4  # spoken questions streamed through the service generator
+    max_spoken_qa: int = 16  # held-out spoken questions (task aqa/rqa with user audio)
+    max_asr: int = 16
+    max_tts: int = 10
+    max_latency: int = 3  # spoken questions streamed through the service generator
     max_answer_tokens: int = 16  # greedy text answer length cap (text-only mode)
-    max_audio_frames: int = 150  # cap on generated codec frames per answer (~12.8 s at 85 ms)
+    max_audio_frames: int = 96  # cap on generated codec frames per answer (~8 s at 85 ms per frame)
     latency_warmup: int = 1  # untimed generator runs before timing (first-call allocations)
-    stages: tuple[str, ...] = ("s3",)  # the stage(s) whose model the evaluate step scores; the last is gated
+    stage: str = "s3"  # the trained stage (models/stages/<stage>) the evaluate step scores and gates
     gates: GateThresholds = field(default_factory=GateThresholds)
 
     @classmethod

@@ -85,6 +85,7 @@ def render_report(
     expert_loads: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     title: str = "DeepTalk evaluation",
     notes: Sequence[str] = (),
+    examples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> str:
     """The report as one HTML string."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(title)}</title>",
@@ -110,6 +111,11 @@ def render_report(
     parts.append("</table>")
     for note in notes:
         parts.append(f"<p>{_e(note)}</p>")
+    if examples:
+        parts.append("<h2>Examples</h2>")
+        for name, rows in examples.items():
+            if rows:
+                parts.append(f"<h3>{_e(name)}</h3>" + _table(rows))
     if loss_curves:
         parts.append("<h2>Loss curves</h2>")
         for stage, records in loss_curves.items():
@@ -133,6 +139,13 @@ def write_report(path: str | Path, **kwargs: Any) -> Path:
     path.write_text(render_report(**kwargs), encoding="utf-8")
     log.info("report written to %s", path)
     return path
+
+
+def _table(rows: Sequence[Mapping[str, Any]]) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""The held-out benchmarks, read from the corpus manifests (``data/raw``; schemas in ``deeptalk.data.schema``).
+
+Held-out samples ask about held-out *facts* in a held-out *phrasing* and are spoken by held-out *voices*
+(``deeptalk.data.corpus``), so every number here measures generalisation, not recall of training strings.
+Items are sorted by sample id and capped, so two runs (and the base vs the trained model) see the same items.
+
+- ``text_qa``: task ``tqa`` (question as text → short answer); references = the fact's answer and aliases.
+- ``spoken_qa``: tasks ``aqa`` and ``rqa`` whose last user turn is spoken; the last question is asked
+  (earlier rounds of a multi-turn sample are not given: each item is one spoken question).
+- ``asr``: task ``asr`` (spoken sentence → transcript).
+- ``tts``: task ``tts`` sentences (the text the model must speak).
+- ``sentences``: held-out sentences (ASR and TTS texts: fact statements in the held-out phrasing and held-out
+  poem lines) for perplexity, formatted like the pretraining ``text`` task.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from deeptalk.data.audio_io import read_wav
+from deeptalk.data.schema import Sample
+
+if TYPE_CHECKING:
+    from deeptalk.config import ProjectConfig
+
+log = logging.getLogger(__name__)
+
+SPLIT = "heldout"
+
+
+@dataclass(frozen=True)
+class QAItem:
+    id: str
+    question: str
+    references: tuple[str, ...]  # accepted answers (fact answer first, then aliases)
+    audio_path: Path | None = None  # spoken question (16 kHz wav), None for text questions
+
+
+@dataclass(frozen=True)
+class SpeechItem:
+    id: str
+    text: str  # transcript
+    audio_path: Path
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    text_qa: tuple[QAItem, ...]
+    spoken_qa: tuple[QAItem, ...]
+    asr: tuple[SpeechItem, ...]
+    tts: tuple[str, ...]
+    sentences: tuple[str, ...]
+
+
+def _cap(items: Sequence, n: int) -> tuple:
+    """The first ``n`` items (0 = all)."""
+    return tuple(items if n <= 0 else items[:n])
+
+
+def load_audio(path: Path, sample_rate: int = 16000) -> np.ndarray:
+    wav, _ = read_wav(path, sample_rate)
+    return wav
+
+
+def _references(fact_id: str, facts: pd.DataFrame, fallback: str) -> tuple[str, ...]:
+    if fact_id and fact_id in facts.index:
+        row = facts.loc[fact_id]
+        aliases = json.loads(row["aliases"]) if isinstance(row["aliases"], str) else []
+        refs = [str(row["answer"]), *[str(a) for a in aliases]]
+        return tuple(dict.fromkeys(r for r in refs if r.strip()))
+    return (fallback,)
+
+
+def load_heldout(
+    raw_dir: str | Path,
+    *,
+    max_text_qa: int = 0,
+    max_spoken_qa: int = 0,
+    max_asr: int = 0,
+    max_tts: int = 0,
+    max_sentences: int = 0,
+) -> HeldOut:
+    """Read the held-out split of the corpus at ``raw_dir`` (``samples.parquet``, ``utterances.parquet``,
+    ``facts.parquet``); caps of 0 keep every item."""
+    raw = Path(raw_dir)
+    for name in ("samples.parquet", "utterances.parquet"):
+        if not (raw / name).is_file():
+            raise ValueError(f"{raw / name} is missing; run the generate_data step first")
+    samples = pd.read_parquet(raw / "samples.parquet")
+    samples = samples[samples["split"] == SPLIT].sort_values("id")
+    utts = pd.read_parquet(raw / "utterances.parquet").set_index("id")
+    facts_path = raw / "facts.parquet"
+    facts = pd.read_parquet(facts_path).set_index("id") if facts_path.is_file() else pd.DataFrame()
+
+    def audio(utt_id: str) -> Path:
+        if utt_id not in utts.index:
+            raise ValueError(f"utterance {utt_id!r} is referenced by a held-out sample but not in the manifest")
+        return raw / str(utts.loc[utt_id, "audio_path"])
+
+    text_qa, spoken_qa, asr, tts, sentences = [], [], [], [], []
+    for row in samples.itertuples(index=False):
+        sample = Sample(row.id, row.task, row.split, Sample.parse_turns(row.turns), row.fact_id)
+        users = [t for t in sample.turns if t.role == "user"]
+        answers = [t for t in sample.turns if t.role == "assistant"]
+        if not users or not answers:
+            continue
+        question, answer = users[-1], answers[-1]
+        if sample.task == "tqa":
+            text_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text)))
+        elif sample.task in ("aqa", "rqa") and question.audio_id is not None and question.speak:
+            spoken_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
+                                    audio(question.audio_id)))
+        elif sample.task == "asr" and question.audio_id is not None:
+            asr.append(SpeechItem(sample.id, answer.text, audio(question.audio_id)))
+            sentences.append(answer.text)
+        elif sample.task == "tts":
+            tts.append(answer.text)
+            sentences.append(answer.text)
+    held = HeldOut(
+        text_qa=_cap(text_qa, max_text_qa),
+        spoken_qa=_cap(spoken_qa, max_spoken_qa),
+        asr=_cap(asr, max_asr),
+        tts=_cap(tts, max_tts),
+        sentences=_cap(sorted(set(sentences)), max_sentences),
+    )
+    log.info("held-out: %d text QA, %d spoken QA, %d ASR, %d TTS, %d sentences", len(held.text_qa),
+             len(held.spoken_qa), len(held.asr), len(held.tts), len(held.sentences))
+    return held
+
+
+def heldout_for(cfg: ProjectConfig) -> HeldOut:
+    """The held-out items of the pipeline's corpus with the profile's caps (``cfg.evaluation``)."""
+    ev = cfg.evaluation
+    return load_heldout(cfg.paths.raw, max_text_qa=ev.max_text_qa, max_spoken_qa=ev.max_spoken_qa,
+                        max_asr=ev.max_asr, max_tts=ev.max_tts, max_sentences=ev.max_ppl_samples)

@@ -1,0 +1,114 @@
+"""The full evaluation of one trained model: text ability vs the base LLM, spoken QA, ASR, TTS, latency.
+
+Used by the ``evaluate`` step (one model, gated) and by ``compare`` (every system of the comparison). Returns
+the nested metrics dict that becomes ``reports/metrics.json``; per-benchmark examples are returned apart so
+the DVC metrics file stays numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deeptalk.evaluation.heldout import HeldOut, heldout_for, load_audio
+from deeptalk.evaluation.text_ability import (
+    BASELINE_FILE,
+    BASELINE_KEY,
+    TextAbility,
+    benchmark_fingerprint,
+    evaluate_text_ability,
+    load_tokenizer,
+    relative_drop_pct,
+)
+
+if TYPE_CHECKING:
+    from deeptalk.config import ProjectConfig
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, Any]
+    examples: dict[str, list[dict]]
+
+
+def text_ability_of(model_dir: str | Path, cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> TextAbility:
+    from deeptalk.model import SpeechLM
+
+    model = SpeechLM.from_pretrained(model_dir).eval()
+    return evaluate_text_ability(model, tokenizer, held.text_qa, held.sentences, cfg.evaluation.max_answer_tokens)
+
+
+def base_text_ability(cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> TextAbility:
+    """The original LLM's text ability: the stored baseline when it was measured on the same items and
+    settings, otherwise measured now (``models/base`` is another step's output and is never written here)."""
+    stored = Path(cfg.paths.base) / BASELINE_FILE
+    expected = benchmark_fingerprint(held.text_qa, held.sentences, cfg.evaluation.max_answer_tokens)
+    data = json.loads(stored.read_text()) if stored.is_file() else {}
+    if isinstance(data.get(BASELINE_KEY), dict):
+        result = TextAbility.from_dict(data[BASELINE_KEY])
+        if result.benchmark == expected:
+            log.info("base text ability from %s", stored)
+            return result
+        log.info("stored base text ability %s was measured on other items; re-measuring", stored)
+    return text_ability_of(cfg.paths.base, cfg, held, tokenizer)
+
+
+def text_metrics(base: TextAbility, model: TextAbility) -> dict[str, Any]:
+    return {
+        "qa_acc": model.qa_acc, "qa_exact": model.qa_exact, "ppl": model.ppl,
+        "base_qa_acc": base.qa_acc, "base_qa_exact": base.qa_exact, "base_ppl": base.ppl,
+        **relative_drop_pct(base, model),
+        "n_qa": model.n_qa, "n_tokens": model.n_tokens,
+    }
+
+
+def _numbers(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "examples"}
+
+
+def evaluate_model(
+    cfg: ProjectConfig,
+    model_dir: str | Path,
+    *,
+    held: HeldOut | None = None,
+    base: TextAbility | None = None,
+    scorer: Any = None,
+    latency: bool = True,
+) -> Evaluation:
+    """Every benchmark on the model saved at ``model_dir``; ``held``/``base``/``scorer`` may be shared between
+    calls (compare evaluates several models on the same items)."""
+    from deeptalk.evaluation.asr_eval import evaluate_asr
+    from deeptalk.evaluation.asr_scorer import AsrScorer
+    from deeptalk.evaluation.engine import load_engine
+    from deeptalk.evaluation.latency import measure_latency
+    from deeptalk.evaluation.spoken_qa import evaluate_spoken_qa
+    from deeptalk.evaluation.tts_eval import evaluate_tts
+
+    held = held or heldout_for(cfg)
+    tokenizer = load_tokenizer(cfg)
+    base = base or base_text_ability(cfg, held, tokenizer)
+    scorer = scorer or AsrScorer()
+    ev = cfg.evaluation
+
+    model = text_ability_of(model_dir, cfg, held, tokenizer)
+    metrics: dict[str, Any] = {"text": text_metrics(base, model)}
+    examples: dict[str, list[dict]] = {"text QA": list(model.examples)}
+
+    engine = load_engine(cfg, model_dir)
+    if held.spoken_qa:
+        sqa = evaluate_spoken_qa(engine, held.spoken_qa, scorer)
+        metrics["spoken_qa"], examples["spoken QA"] = _numbers(sqa), sqa["examples"]
+    if held.asr:
+        asr = evaluate_asr(engine, held.asr)
+        metrics["asr"], examples["ASR"] = _numbers(asr), asr["examples"]
+    if held.tts:
+        tts = evaluate_tts(engine, held.tts, scorer)
+        metrics["tts"], examples["TTS"] = _numbers(tts), tts["examples"]
+    if latency and held.spoken_qa and ev.max_latency > 0:
+        clips = [load_audio(q.audio_path, engine.audio_input.sample_rate) for q in held.spoken_qa[: ev.max_latency]]
+        metrics["latency"] = measure_latency(engine, clips, warmup=ev.latency_warmup)
+    return Evaluation(metrics=metrics, examples=examples)

@@ -1,0 +1,255 @@
+"""Text ability of a speech LM in text-only mode, and its relative drop against the original LLM.
+
+**Text-only mode.** Prompts are packed exactly like a text-answer training sample
+(:func:`deeptalk.data.packing.pack_prompt`): text on the text stream, ``PAD_A`` on every audio stream, the
+``ASR`` task token on the audio streams of the answer-opening ``ASSISTANT`` row (this project's packing writes it
+before every text answer). No audio goes in and none comes out.
+
+**Benchmarks** (held-out split, see :mod:`deeptalk.evaluation.heldout`):
+
+1. *Text QA accuracy* — greedy decoding (top-1, no repetition penalty) **restricted to the text vocabulary plus
+   EOT** (audio ids and the other text specials are masked to −inf; with the full vocabulary a speech-trained
+   model's new audio ids can win the argmax), at most ``max_answer_tokens`` tokens; an answer is correct when a
+   reference (fact answer or alias) is contained in it as whole words (:mod:`deeptalk.evaluation.answers`).
+   Score = accuracy (higher is better).
+2. *Perplexity* — teacher-forced next-token NLL on held-out sentences (and their ``EOT``) packed like the
+   pretraining ``text`` task; the softmax is over the **text block** (the text stream's slice of the tied head,
+   the same softmax as the training loss), so rows added for audio cannot count as forgetting.
+   ``ppl = exp(total NLL / tokens)``. Score = ``1 / ppl`` (the geometric-mean probability of a held-out token;
+   higher is better).
+
+**Relative drop** (the paper's "5.5 % drop vs the original LLM", paper.md §4.1)::
+
+    drop_pct = mean over benchmarks b of (score_base(b) − score_model(b)) / score_base(b) × 100
+
+where *base* is the original LLM (``models/base``: the text_pretrain output in tiny/small) evaluated with the
+same code on the same items. For perplexity the term equals ``(1 − ppl_base / ppl_model) × 100``. A benchmark
+whose base score is 0 has no relative drop and is left out of the mean (logged). Negative values mean the model
+got better than the base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from deeptalk.data.dataset import collate
+from deeptalk.data.packing import TokenizedSample, TokenizedTurn, pack_prompt, pack_tokenized
+from deeptalk.evaluation.answers import accuracy, contains_reference, exact_match
+from deeptalk.evaluation.heldout import QAItem
+from deeptalk.inference.config import SamplingConfig
+from deeptalk.inference.generator import Generator, Prompt
+from deeptalk.tokens import IGNORE_INDEX, TokenLayout
+
+if TYPE_CHECKING:
+    from deeptalk.config import ProjectConfig
+
+log = logging.getLogger(__name__)
+
+# The text_pretrain step stores text_qa_score(cfg, base)'s dict under this key of this file in models/base.
+BASELINE_FILE = "text_baseline.json"
+BASELINE_KEY = "text_qa"
+
+GREEDY = SamplingConfig(text_top_k=1, text_repetition_penalty=1.0, audio_top_k=1, seed=0)
+BENCHMARKS = ("qa_acc", "inv_ppl")  # the scores averaged by relative_drop_pct
+
+
+@dataclass(frozen=True)
+class TextAbility:
+    qa_acc: float  # reference contained in the greedy answer (restricted to text vocabulary + EOT)
+    qa_exact: float  # normalised answer equals a reference
+    n_qa: int
+    ppl: float  # exp(mean NLL per text token) over held-out sentences, softmax over the text block
+    n_tokens: int
+    benchmark: str = ""  # fingerprint of the items and settings (results are comparable only when equal)
+    examples: tuple[dict, ...] = field(default_factory=tuple)  # a few (question, answer, correct) for reports
+
+    @property
+    def inv_ppl(self) -> float:
+        return 1.0 / self.ppl
+
+    def scores(self) -> dict[str, float]:
+        return {"qa_acc": self.qa_acc, "inv_ppl": self.inv_ppl}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["examples"] = list(self.examples)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextAbility:
+        return cls(**{**data, "examples": tuple(data.get("examples", ()))})
+
+
+def benchmark_fingerprint(qa: Sequence[QAItem], sentences: Sequence[str], max_answer_tokens: int) -> str:
+    blob = json.dumps([[q.id, q.question, list(q.references)] for q in qa] + [list(sentences), max_answer_tokens])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- text QA ------------------------------------------------------------------------------------------------------
+def text_prompt(layout: TokenLayout, question_ids: Sequence[int]) -> Prompt:
+    """Text-only prompt for one text question, ending with the ASSISTANT row of a text answer."""
+    packed = pack_prompt([TokenizedTurn("user", tuple(question_ids))], layout, {}, speak=False)
+    return Prompt(input_ids=torch.from_numpy(packed.input_ids))
+
+
+def greedy_text_answer(generator: Generator, layout: TokenLayout, question_ids: Sequence[int],
+                       max_tokens: int) -> list[int]:
+    """Greedy text-only answer ids (text vocabulary only; ``EOT`` ends it and is not returned)."""
+    eot = layout.text_special("EOT")
+    out: list[int] = []
+    for step in generator.generate(text_prompt(layout, question_ids), speak=False, max_steps=max_tokens + 1):
+        if step.text_token is None or step.text_token == eot:
+            break
+        out.append(step.text_token)
+        if len(out) >= max_tokens:
+            break
+    return out
+
+
+def text_qa(model: Any, tokenizer: Any, items: Sequence[QAItem], max_tokens: int
+            ) -> tuple[list[bool], list[bool], list[str]]:
+    """(contained flags, exact flags, answers) of greedy text-only answers to ``items``."""
+    generator = Generator(model, GREEDY, model.device)
+    contained, exact, answers = [], [], []
+    for item in tqdm(items, desc="text QA", leave=False):
+        q_ids = tokenizer.encode(item.question)
+        if not q_ids:
+            raise ValueError(f"text QA item {item.id}: the question has no known words")
+        answer = tokenizer.decode(greedy_text_answer(generator, model.layout, q_ids, max_tokens))
+        answers.append(answer)
+        contained.append(contains_reference(answer, item.references))
+        exact.append(exact_match(answer, item.references))
+    return contained, exact, answers
+
+
+# ---- perplexity -------------------------------------------------------------------------------------------------
+def text_sequences(layout: TokenLayout, tokenizer: Any, sentences: Sequence[str]) -> list:
+    """Held-out sentences packed as the pretraining ``text`` task: one assistant text turn, labelled + EOT."""
+    packed = []
+    for i, sentence in enumerate(sentences):
+        ids = tuple(tokenizer.encode(sentence))
+        if not ids:
+            continue
+        sample = TokenizedSample(f"ppl-{i:05d}", "text", (TokenizedTurn("assistant", ids),))
+        packed.append(pack_tokenized(sample, layout, {}, {}, random.Random(0), train=False))
+    return packed
+
+
+@torch.inference_mode()
+def text_nll(model: Any, packed: Sequence, batch_size: int = 16) -> tuple[float, int]:
+    """Summed next-token NLL of the labelled text-stream positions and their count (softmax over the text
+    block, teacher forcing)."""
+    layout: TokenLayout = model.layout
+    text = layout.text_stream
+    sl = layout.stream_slice(text)
+    total, count = 0.0, 0
+    for start in range(0, len(packed), batch_size):
+        batch = collate(packed[start : start + batch_size], layout).to(model.device)
+        logits = model(batch).logits[:, :-1, sl].float()
+        target = batch.labels[:, 1:, text]
+        valid = target != IGNORE_INDEX
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.where(valid, target, 0).reshape(-1),
+                              reduction="none").view_as(target)
+        total += float(nll[valid].sum())
+        count += int(valid.sum())
+    if count == 0:
+        raise ValueError("perplexity over zero labelled text tokens is undefined")
+    return total, count
+
+
+# ---- the benchmark ------------------------------------------------------------------------------------------------
+def evaluate_text_ability(
+    model: Any,
+    tokenizer: Any,
+    qa_items: Sequence[QAItem],
+    sentences: Sequence[str],
+    max_answer_tokens: int = 16,
+) -> TextAbility:
+    """Text QA accuracy and perplexity of ``model`` (a ``SpeechLM``) in text-only mode.
+
+    The text_pretrain step calls this on the base model to store the baseline; the evaluate step calls it on
+    the trained model (and on the base when no stored baseline matches the same items).
+    """
+    if not qa_items or not sentences:
+        raise ValueError("text ability needs held-out text questions and sentences")
+    was_training = model.training
+    model.eval()
+    try:
+        contained, exact, answers = text_qa(model, tokenizer, qa_items, max_answer_tokens)
+        nll, n_tokens = text_nll(model, text_sequences(model.layout, tokenizer, sentences))
+    finally:
+        model.train(was_training)
+    result = TextAbility(
+        qa_acc=accuracy(contained),
+        qa_exact=accuracy(exact),
+        n_qa=len(qa_items),
+        ppl=math.exp(nll / n_tokens),
+        n_tokens=n_tokens,
+        benchmark=benchmark_fingerprint(qa_items, sentences, max_answer_tokens),
+        examples=tuple({"question": q.question, "answer": a, "references": list(q.references), "correct": c}
+                       for q, a, c in list(zip(qa_items, answers, contained))[:8]),
+    )
+    log.info("text ability: QA %.3f (exact %.3f, n=%d), ppl %.3f over %d tokens", result.qa_acc,
+             result.qa_exact, result.n_qa, result.ppl, result.n_tokens)
+    return result
+
+
+def relative_drop_pct(base: TextAbility, model: TextAbility) -> dict[str, float | None]:
+    """Per-benchmark relative drops (``drop_pct_<score>``) and their mean ``drop_pct`` (see module docstring)."""
+    if base.benchmark and model.benchmark and base.benchmark != model.benchmark:
+        raise ValueError(f"text ability results come from different benchmarks ({base.benchmark} vs "
+                         f"{model.benchmark}); evaluate both on the same items")
+    out: dict[str, float | None] = {}
+    drops = []
+    b, m = base.scores(), model.scores()
+    for name in BENCHMARKS:
+        if b[name] <= 0:
+            log.warning("base score %s is 0: no relative drop for this benchmark", name)
+            out[f"drop_pct_{name}"] = None
+            continue
+        drop = (b[name] - m[name]) / b[name] * 100.0
+        out[f"drop_pct_{name}"] = drop
+        drops.append(drop)
+    out["drop_pct"] = sum(drops) / len(drops) if drops else None
+    return out
+
+
+def write_text_ability(result: TextAbility, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_text_ability(path: str | Path) -> TextAbility:
+    return TextAbility.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_tokenizer(cfg: ProjectConfig) -> Any:
+    from deeptalk.data.text_tokenizer import load_tokenizer as _load
+
+    return _load(cfg.paths.raw / "tokenizer")
+
+
+def text_qa_score(cfg: ProjectConfig, model: Any) -> dict[str, Any]:
+    """Baseline hook for the text_pretrain step: :func:`evaluate_text_ability` of ``model`` on the pipeline's
+    held-out items, as a JSON-able dict (stored as ``text_baseline.json["text_qa"]`` in ``models/base``; the
+    evaluate step reuses it when the benchmark fingerprint matches)."""
+    from deeptalk.evaluation.heldout import heldout_for
+
+    held = heldout_for(cfg)
+    result = evaluate_text_ability(model, load_tokenizer(cfg), held.text_qa, held.sentences,
+                                   cfg.evaluation.max_answer_tokens)
+    return result.to_dict()

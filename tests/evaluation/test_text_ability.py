@@ -1,0 +1,139 @@
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from deeptalk.data.dataset import collate
+from deeptalk.data.text_tokenizer import TextTokenizer
+from deeptalk.evaluation.heldout import QAItem
+from deeptalk.evaluation.text_ability import (
+    GREEDY,
+    TextAbility,
+    evaluate_text_ability,
+    greedy_text_answer,
+    relative_drop_pct,
+    text_nll,
+    text_qa,
+    text_sequences,
+)
+from deeptalk.inference.generator import Generator
+from deeptalk.tokens import TokenLayout
+from tests.evaluation._pipeline import random_model
+
+TOK = TextTokenizer.build(["what is the capital of france", "paris is the capital of france",
+                           "two plus two is four", "how many legs does a cat have"])
+LAYOUT = TokenLayout(TOK.vocab_size, n_audio_streams=3, codebook_size=16)
+
+
+def _ability(qa, ppl, bench="b"):
+    return TextAbility(qa_acc=qa, qa_exact=qa, n_qa=10, ppl=ppl, n_tokens=100, benchmark=bench)
+
+
+def test_relative_drop_exact_numbers():
+    drops = relative_drop_pct(_ability(0.8, 4.0), _ability(0.6, 5.0))
+    assert drops["drop_pct_qa_acc"] == pytest.approx(25.0)  # (0.8 - 0.6) / 0.8
+    assert drops["drop_pct_inv_ppl"] == pytest.approx(20.0)  # (1/4 - 1/5) / (1/4) = 1 - 4/5
+    assert drops["drop_pct"] == pytest.approx(22.5)
+    better = relative_drop_pct(_ability(0.5, 4.0), _ability(0.75, 2.0))
+    assert better["drop_pct"] == pytest.approx((-50.0 - 100.0) / 2)
+
+
+def test_relative_drop_skips_zero_base_and_rejects_other_benchmarks():
+    drops = relative_drop_pct(_ability(0.0, 2.0), _ability(0.5, 4.0))
+    assert drops["drop_pct_qa_acc"] is None and drops["drop_pct"] == pytest.approx(50.0)
+    with pytest.raises(ValueError, match="different benchmarks"):
+        relative_drop_pct(_ability(0.5, 2.0, "a"), _ability(0.5, 2.0, "b"))
+
+
+@dataclass
+class _Cache:
+    def batch_select_indices(self, index):  # text-only decoding never drops an item
+        raise AssertionError("unexpected")
+
+
+@dataclass
+class ScriptedLM:
+    """Answers every question with ``script`` then EOT; audio ids get even larger logits, so only a decoder
+    restricted to the text vocabulary can produce the script."""
+
+    layout: TokenLayout
+    script: list[int]
+    calls: int = 0
+    training: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def __call__(self, batch, cache=None, use_cache=False):
+        B, T, _ = batch.input_ids.shape
+        step = 0 if cache is None else self.calls
+        self.calls = 1 if cache is None else self.calls + 1
+        logits = torch.zeros(B, T, self.layout.vocab_size)
+        logits[..., self.layout.text_block_size:] = 50.0  # audio blocks win an unrestricted argmax
+        logits[..., self.layout.text_special("PAD_T")] = 40.0  # a text special that is not allowed either
+        tok = self.script[step] if step < len(self.script) else self.layout.text_special("EOT")
+        logits[:, -1, tok] = 30.0
+        return type("Out", (), {"logits": logits, "cache": _Cache()})()
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+
+def test_text_qa_scores_scripted_answers():
+    model = ScriptedLM(LAYOUT, TOK.encode("paris is the capital"))
+    items = [QAItem("a", "what is the capital of france", ("paris",)),
+             QAItem("b", "two plus two", ("four", "4")),
+             QAItem("c", "what is the capital of france", ("paris is the capital",))]
+    contained, exact, answers = text_qa(model, TOK, items, max_tokens=8)
+    assert answers == ["paris is the capital"] * 3
+    assert contained == [True, False, True]
+    assert exact == [False, False, True]
+    short = greedy_text_answer(Generator(model, GREEDY), LAYOUT, TOK.encode("two plus two"), max_tokens=2)
+    assert short == TOK.encode("paris is")
+
+
+def test_restricted_decoding_never_emits_audio_ids_on_a_real_model():
+    torch.manual_seed(0)
+    model = random_model(LAYOUT, seed=3)
+    with torch.no_grad():  # make the audio rows of the tied head dominate every position's logits
+        model.embed_tokens.weight[LAYOUT.text_block_size:] *= 200.0
+    gen = Generator(model, GREEDY)
+    q = TOK.encode("what is the capital of france")
+    from deeptalk.evaluation.text_ability import text_prompt
+
+    prompt = text_prompt(LAYOUT, q)
+    from deeptalk.batch import SpeechBatch
+
+    logits = model(SpeechBatch(prompt.input_ids[None], torch.ones(1, len(prompt.input_ids), dtype=torch.long))).logits
+    assert int(logits[0, -1].argmax()) >= LAYOUT.text_block_size  # unrestricted decoding would pick audio
+    ids = greedy_text_answer(gen, LAYOUT, q, max_tokens=12)
+    assert ids and all(0 <= i < LAYOUT.text_vocab_size for i in ids)
+
+
+def test_text_nll_matches_the_training_loss():
+    model = random_model(LAYOUT, seed=4)
+    sentences = ["paris is the capital of france", "two plus two is four", "a cat"]
+    packed = text_sequences(LAYOUT, TOK, sentences)
+    total, count = text_nll(model, packed, batch_size=2)
+    assert count == sum(len(TOK.encode(s)) + 1 for s in sentences)  # every word + EOT
+    with torch.no_grad():
+        out = model(collate(packed, LAYOUT))
+    assert total / count == pytest.approx(float(out.stream_losses["text"]), rel=1e-5)
+
+
+def test_evaluate_text_ability_on_a_random_tiny_speech_lm():
+    model = random_model(LAYOUT, seed=5)
+    items = [QAItem("a", "what is the capital of france", ("paris",)), QAItem("b", "two plus two", ("four",))]
+    sentences = ["paris is the capital of france", "two plus two is four"]
+    result = evaluate_text_ability(model, TOK, items, sentences, max_answer_tokens=4)
+    again = evaluate_text_ability(model, TOK, items, sentences, max_answer_tokens=4)
+    assert result == again  # greedy and teacher-forced: deterministic
+    assert 0.0 <= result.qa_acc <= 1.0 and result.n_qa == 2
+    assert math.isfinite(result.ppl) and result.ppl > 1.0
+    assert result.n_tokens == (6 + 1) + (5 + 1)  # words + EOT per sentence
+    assert TextAbility.from_dict(result.to_dict()) == result
+    assert relative_drop_pct(result, again)["drop_pct_inv_ppl"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="needs held-out"):
+        evaluate_text_ability(model, TOK, [], sentences)
