@@ -116,7 +116,9 @@ class SequenceDataset(Dataset):
         self.layout = load_layout(directory)
         self.store = ProcessedStore(cfg.paths.processed)
         frames = [pd.read_parquet(sequences_file(directory, split, t)) for t in self.tasks]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SEQUENCE_COLUMNS))
+        table = (
+            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SEQUENCE_COLUMNS))
+        )
         self.ids: list[str] = table["id"].tolist()
         self.task_of: list[str] = table["task"].tolist()
         self._turns: list[str] = table["turns"].tolist()
@@ -131,7 +133,9 @@ class SequenceDataset(Dataset):
         return len(self.ids)
 
     def tokenized(self, index: int) -> TokenizedSample:
-        return TokenizedSample(self.ids[index], self.task_of[index], TokenizedSample.parse_turns(self._turns[index]))
+        return TokenizedSample(
+            self.ids[index], self.task_of[index], TokenizedSample.parse_turns(self._turns[index])
+        )
 
     def __getitem__(self, key: int | tuple[int, int]) -> Example:
         epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
@@ -139,8 +143,15 @@ class SequenceDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         sample = self.tokenized(index)
         rng = draw_rng(self.seed, epoch if self.train else 0, sample.id)
-        packed = pack_tokenized(sample, self.layout, self.store.codes, self.store.n_positions, rng,
-                                train=self.train, config=self.packing)
+        packed = pack_tokenized(
+            sample,
+            self.layout,
+            self.store.codes,
+            self.store.n_positions,
+            rng,
+            train=self.train,
+            config=self.packing,
+        )
         return Example(packed, [self.store.mel(a.utt_id) for a in packed.audio])
 
     def collate(self, examples: Sequence[Example]) -> SpeechBatch:
@@ -175,8 +186,11 @@ def collate(examples: Sequence[Example | PackedSample], layout: TokenLayout) -> 
         raise ValueError("cannot collate an empty list of samples")
     examples = [e if isinstance(e, Example) else Example(e) for e in examples]
     s = layout.n_streams
-    pad = torch.tensor([layout.audio_special("PAD_A", i) for i in range(layout.n_audio_streams)]
-                       + [layout.text_special("PAD_T")], dtype=torch.long)
+    pad = torch.tensor(
+        [layout.audio_special("PAD_A", i) for i in range(layout.n_audio_streams)]
+        + [layout.text_special("PAD_T")],
+        dtype=torch.long,
+    )
     t_max = max(len(e.packed) for e in examples)
     b = len(examples)
     input_ids = pad.expand(b, t_max, s).clone()
@@ -186,15 +200,17 @@ def collate(examples: Sequence[Example | PackedSample], layout: TokenLayout) -> 
     for i, ex in enumerate(examples):
         p = ex.packed
         if p.input_ids.ndim != 2 or p.input_ids.shape[1] != s or p.labels.shape != p.input_ids.shape:
-            raise ValueError(f"sample {p.sample_id!r}: ids {p.input_ids.shape} / labels {p.labels.shape} "
-                             f"do not match {s} streams")
+            raise ValueError(
+                f"sample {p.sample_id!r}: ids {p.input_ids.shape} / labels {p.labels.shape} "
+                f"do not match {s} streams"
+            )
         if len(ex.mels) != len(p.audio):
             raise ValueError(f"sample {p.sample_id!r}: {len(p.audio)} audio segments but {len(ex.mels)} mels")
         n = len(p)
         input_ids[i, :n] = torch.from_numpy(np.asarray(p.input_ids, dtype=np.int64))
         labels[i, :n] = torch.from_numpy(np.asarray(p.labels, dtype=np.int64))
         attention[i, :n] = 1
-        for ref, mel in zip(p.audio, ex.mels):
+        for ref, mel in zip(p.audio, ex.mels, strict=False):
             mels.append(torch.as_tensor(np.asarray(mel, dtype=np.float32)))
             n_pos.append(ref.n_positions)
             batch_index.append(i)

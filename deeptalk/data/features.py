@@ -1,8 +1,8 @@
 """Log-mel input features: 16 kHz mono waveform → Whisper log-mel ``[n_mels, mel_frames]``.
 
 Uses transformers' ``WhisperFeatureExtractor`` (the reference feeds Whisper-medium 80×3000 log-mels), with
-the window set by :class:`~deeptalk.audio_input.AudioInputConfig` so the encoder input length and the number of
-sequence positions (``AudioInputConfig.n_positions``) agree everywhere.
+the window set by :class:`~deeptalk.audio_input.AudioInputConfig` so the encoder input length and the number
+of sequence positions (``AudioInputConfig.n_positions``) agree everywhere.
 
 Stored features are *trimmed*: Whisper pads every clip to the full window, and all frames past the end of the
 speech hold one constant (the clamped floor). :func:`trim` keeps the frames before that run plus the constant,
@@ -37,7 +37,9 @@ class LogMelExtractor:
 
     def __init__(self, cfg: AudioInputConfig):
         if cfg.sample_rate != 16000:
-            raise ValueError(f"Whisper features need 16 kHz input, AudioInputConfig.sample_rate={cfg.sample_rate}")
+            raise ValueError(
+                f"Whisper features need 16 kHz input, AudioInputConfig.sample_rate={cfg.sample_rate}"
+            )
         self.cfg = cfg
         self.max_samples = cfg.mel_frames * HOP_LENGTH
         self._fe = WhisperFeatureExtractor(
@@ -79,7 +81,9 @@ class LogMelExtractor:
         )
         mel = np.asarray(out["input_features"][0], dtype=np.float32)
         if mel.shape != (self.cfg.n_mels, self.cfg.mel_frames):
-            raise RuntimeError(f"feature extractor gave {mel.shape}, expected {(self.cfg.n_mels, self.cfg.mel_frames)}")
+            raise RuntimeError(
+                f"feature extractor gave {mel.shape}, expected {(self.cfg.n_mels, self.cfg.mel_frames)}"
+            )
         return Features(mel=mel, n_samples=int(wav.size), n_positions=self.cfg.n_positions(int(wav.size)))
 
 

@@ -1,21 +1,24 @@
 """Sequence packing: a conversation → ``[T, K+1]`` ids and labels with the delay pattern (paper.md §1.4).
 
-Every position carries K audio-stream ids (0..K-1) and the text-stream id (K, last). The template, one row per
-position (``·`` = ``PAD_A`` on every audio stream, ids come from :class:`~deeptalk.tokens.TokenLayout`)::
+Every position carries K audio-stream ids (0..K-1) and the text-stream id (K, last). The template, one row
+per position; audio streams hold ``PAD_A`` unless noted in brackets (ids from ``TokenLayout``)::
 
     BOT                                            sequence start
     SYSTEM  text…                                  optional system prompt
     USER    text…                                  user turn given as text, or as speech:
     USER    BOA | AUDIO_PH×n_positions | EOA       (audio streams: BOA, PAD_A…, EOA; text stream: AUDIO_PH)
     ASSISTANT[ASR]  text… EOT                      text answer (ASR task token on the audio streams)
-    ASSISTANT[ANS_A|VOICE:x]  text… EOT PAD_T…     spoken answer; audio stream i: i+1 PAD_A, codes_i, EOA, PAD_A…
+    ASSISTANT[ANS_A|VOICE:x]  text… EOT PAD_T…     spoken answer; stream i: i+1 PAD_A, codes_i, EOA, PAD_A
 
-Labels are aligned with the inputs (the model shifts by one). Only the answer carries labels: its text, ``EOT``,
-its codes and ``EOA``; prompts, delay pads, ``PAD_T`` / ``PAD_A`` padding are ``IGNORE_INDEX``.
+Earlier assistant turns of a conversation are always rendered as text answers (the reference's multi-turn
+inference prepends the generated text), and an inference prompt (:func:`pack_prompt`) is exactly a training
+sequence cut after its last ASSISTANT row. Labels are aligned with the inputs (the model shifts by one). Only
+answers carry labels: their text, ``EOT``, codes and ``EOA``; prompts, delay pads, ``PAD_T`` / ``PAD_A``
+padding are ``IGNORE_INDEX``.
 
 Packing has two halves so that training can re-draw its random choices every epoch without re-tokenising:
 :func:`tokenize_sample` (done once by the pack step) and :func:`pack_tokenized` (done per epoch by the dataset
-with an ``rng`` seeded from ``(seed, epoch, index)``). :func:`pack_sample` chains them.
+with an ``rng`` seeded from ``(seed, epoch, sample id)``). :func:`pack_sample` chains them.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class CodecLike(Protocol):
     codebook_size: int
 
 
-# ---- configuration and layout ---------------------------------------------------------------------------------
+# ---- configuration and layout ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def load_layout(directory: str | Path) -> TokenLayout:
     return TokenLayout.from_dict(json.loads(path.read_text()))
 
 
-# ---- records ---------------------------------------------------------------------------------------------------
+# ---- records -----------------------------------------------------------------------------------------------
 
 
 class AudioRef(NamedTuple):
@@ -146,16 +149,29 @@ class TokenizedSample:
 
     def turns_json(self) -> str:
         return json.dumps(
-            [{"role": t.role, "ids": list(t.ids), "audio_id": t.audio_id, "speak": t.speak, "voice": t.voice}
-             for t in self.turns],
+            [
+                {
+                    "role": t.role,
+                    "ids": list(t.ids),
+                    "audio_id": t.audio_id,
+                    "speak": t.speak,
+                    "voice": t.voice,
+                }
+                for t in self.turns
+            ],
             separators=(",", ":"),
         )
 
     @staticmethod
     def parse_turns(text: str) -> tuple[TokenizedTurn, ...]:
         return tuple(
-            TokenizedTurn(role=t["role"], ids=tuple(t["ids"]), audio_id=t["audio_id"], speak=t["speak"],
-                          voice=t["voice"])
+            TokenizedTurn(
+                role=t["role"],
+                ids=tuple(t["ids"]),
+                audio_id=t["audio_id"],
+                speak=t["speak"],
+                voice=t["voice"],
+            )
             for t in json.loads(text)
         )
 
@@ -170,11 +186,13 @@ def tokenize_sample(
         voice = None
         if turn.role == "assistant" and turn.speak and turn.audio_id is not None:
             voice = voice_by_utt.get(turn.audio_id)
-        turns.append(TokenizedTurn(turn.role, tuple(tokenizer.encode(turn.text)), turn.audio_id, turn.speak, voice))
+        turns.append(
+            TokenizedTurn(turn.role, tuple(tokenizer.encode(turn.text)), turn.audio_id, turn.speak, voice)
+        )
     return TokenizedSample(sample.id, sample.task, tuple(turns))
 
 
-# ---- blocks: each returns (input rows [n, S], label rows [n, S]) -------------------------------------------------
+# ---- blocks: each returns (input rows [n, S], label rows [n, S]) -------------------------------------------
 
 
 class _Block(NamedTuple):
@@ -216,12 +234,14 @@ def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int) -> _Block:
     if n_positions < 1:
         raise ValueError(f"user audio {utt_id!r} must occupy at least one position, got {n_positions}")
     ph = layout.text_special("AUDIO_PH")
-    inputs = np.concatenate([
-        _rows(layout, [layout.text_special("USER")]),
-        _rows(layout, [ph], audio="BOA"),
-        _rows(layout, [ph] * n_positions),
-        _rows(layout, [ph], audio="EOA"),
-    ])
+    inputs = np.concatenate(
+        [
+            _rows(layout, [layout.text_special("USER")]),
+            _rows(layout, [ph], audio="BOA"),
+            _rows(layout, [ph] * n_positions),
+            _rows(layout, [ph], audio="EOA"),
+        ]
+    )
     return _Block(inputs, _ignored(inputs), ((utt_id, 2, n_positions),))
 
 
@@ -244,8 +264,9 @@ def _text_answer(layout: TokenLayout, ids: Sequence[int], labelled: bool) -> _Bl
 def delay_codes(layout: TokenLayout, codes: np.ndarray, n_text: int) -> tuple[np.ndarray, np.ndarray]:
     """Audio-stream rows of a spoken answer, from the position after the answer token.
 
-    Stream i holds i+1 ``PAD_A`` (delay, label IGNORE), its codes, ``EOA``, then ``PAD_A`` (label IGNORE) up to
-    ``max(n_text + 1, T + K + 1)`` rows, the length of the answer block. Returns ``(inputs, labels)``, ``[L, K]``.
+    Stream i holds i+1 ``PAD_A`` (delay, label IGNORE), its codes, ``EOA``, then ``PAD_A`` (label IGNORE)
+    up to ``max(n_text + 1, T + K + 1)`` rows, the answer block's length. Returns ``(inputs, labels)``,
+    both ``[L, K]``.
     """
     codes = np.asarray(codes, dtype=np.int64)
     k = layout.n_audio_streams
@@ -281,7 +302,7 @@ def _speech_answer(layout: TokenLayout, ids: Sequence[int], codes: np.ndarray, v
     return _Block(np.concatenate([head, body_in]), np.concatenate([_ignored(head), body_lab]))
 
 
-# ---- the packer ---------------------------------------------------------------------------------------------
+# ---- the packer --------------------------------------------------------------------------------------------
 
 
 def _speaks(turn: TokenizedTurn) -> bool:
@@ -303,7 +324,9 @@ def choose_target(sample: TokenizedSample, rng: random.Random, train: bool) -> i
     return assistant[-1]
 
 
-def _user_speaks(turn: TokenizedTurn, task: str, rng: random.Random, config: PackingConfig, train: bool) -> bool:
+def _user_speaks(
+    turn: TokenizedTurn, task: str, rng: random.Random, config: PackingConfig, train: bool
+) -> bool:
     """Speech or text input. Training re-draws it for ``random_speech_tasks`` (reference ``get_item``);
     evaluation keeps the corpus's own draw (``turn.speak``) so eval sets are fixed."""
     if turn.audio_id is None:
@@ -323,7 +346,7 @@ def pack_tokenized(
     rng: random.Random,
     *,
     train: bool = True,
-    config: PackingConfig = PackingConfig(),
+    config: PackingConfig | None = None,
 ) -> PackedSample:
     """Pack one tokenised conversation (see the module docstring for the template).
 
@@ -334,12 +357,16 @@ def pack_tokenized(
     ``config.max_length`` drop their oldest turns, then are cut (a cut user-audio segment keeps the
     positions that remain).
     """
+    config = config or PackingConfig()
     target = choose_target(sample, rng, train)
     turns = sample.turns[: target + 1]
     spoken_target = _speaks(turns[-1])
-    user_speech = [_user_speaks(t, sample.task, rng, config, train) if t.role == "user" else False for t in turns]
-    blocks = _context_blocks(sample.id, turns[:-1], user_speech, layout, n_positions_by_utt,
-                             labelled_answers=not spoken_target)
+    user_speech = [
+        _user_speaks(t, sample.task, rng, config, train) if t.role == "user" else False for t in turns
+    ]
+    blocks = _context_blocks(
+        sample.id, turns[:-1], user_speech, layout, n_positions_by_utt, labelled_answers=not spoken_target
+    )
     answer = turns[-1]
     where = f"sample {sample.id!r} turn {len(turns) - 1}"
     _check_text(layout, answer.ids, where)
@@ -377,7 +404,9 @@ def pack_prompt(
         raise ValueError("a voice only applies to spoken answers (speak=True)")
     turns = tuple(turns)
     user_speech = [t.role == "user" and t.audio_id is not None for t in turns]
-    blocks = _context_blocks(sample_id, turns, user_speech, layout, n_positions_by_utt, labelled_answers=False)
+    blocks = _context_blocks(
+        sample_id, turns, user_speech, layout, n_positions_by_utt, labelled_answers=False
+    )
     head = _answer_open(layout, voice, speak)
     blocks.append(_Block(head, _ignored(head)))
     roles = [t.role for t in turns] + ["assistant"]
@@ -394,7 +423,7 @@ def _context_blocks(
 ) -> list[_Block]:
     """BOT, then one block per turn; assistant turns are text answers (labelled only if asked)."""
     blocks = [_text_turn(layout, "BOT", ())]
-    for i, (turn, speech_in) in enumerate(zip(turns, user_speech)):
+    for i, (turn, speech_in) in enumerate(zip(turns, user_speech, strict=False)):
         where = f"sample {sample_id!r} turn {i}"
         _check_text(layout, turn.ids, where)
         if turn.role == "system":
@@ -433,12 +462,14 @@ def pack_sample(
     rng: random.Random,
     *,
     train: bool = True,
-    config: PackingConfig = PackingConfig(),
+    config: PackingConfig | None = None,
     voice_by_utt: Mapping[str, str] | None = None,
 ) -> PackedSample:
     """Tokenise and pack one conversation: :func:`tokenize_sample` then :func:`pack_tokenized`."""
     tokenized = tokenize_sample(sample, tokenizer, voice_by_utt)
-    return pack_tokenized(tokenized, layout, codes_by_utt, n_positions_by_utt, rng, train=train, config=config)
+    return pack_tokenized(
+        tokenized, layout, codes_by_utt, n_positions_by_utt, rng, train=train, config=config
+    )
 
 
 def _drop_oldest(
@@ -481,11 +512,15 @@ def truncate(packed: PackedSample, max_length: int) -> PackedSample:
         if a.start < max_length
     ]
     return PackedSample(
-        packed.input_ids[:max_length].copy(), packed.labels[:max_length].copy(), audio, packed.sample_id, packed.task
+        packed.input_ids[:max_length].copy(),
+        packed.labels[:max_length].copy(),
+        audio,
+        packed.sample_id,
+        packed.task,
     )
 
 
-# ---- inverse helpers ------------------------------------------------------------------------------------------
+# ---- inverse helpers ---------------------------------------------------------------------------------------
 
 
 def answer_start(input_ids: np.ndarray | torch.Tensor, layout: TokenLayout) -> int:
@@ -498,12 +533,12 @@ def answer_start(input_ids: np.ndarray | torch.Tensor, layout: TokenLayout) -> i
 
 
 def undelay(audio_ids: np.ndarray | torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    """Codec codes ``[K, T]`` from the audio-stream ids of a spoken answer, the inverse of :func:`delay_codes`.
+    """Codec codes ``[K, T]`` from the audio-stream ids of a spoken answer (inverse of :func:`delay_codes`).
 
-    ``audio_ids`` is ``[T', K]`` (or ``[T', K+1]``; the text column is ignored) of global ids starting at the
-    position right after the answer token. Stream i's codes start after its i+1 delay pads and end at its first
-    non-code token (``EOA``); only frames complete on every stream are returned, so a partly generated answer
-    gives the frames decodable so far.
+    ``audio_ids`` is ``[T', K]`` (or ``[T', K+1]``; the text column is ignored) of global ids starting at
+    the position right after the answer token. Stream i's codes start after its i+1 delay pads and end at
+    its first non-code token (``EOA``); only frames complete on every stream are returned, so a partly
+    generated answer gives the frames decodable so far.
     """
     ids = audio_ids.cpu().numpy() if isinstance(audio_ids, torch.Tensor) else np.asarray(audio_ids)
     k = layout.n_audio_streams

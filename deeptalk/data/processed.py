@@ -37,7 +37,7 @@ INDEX_COLUMNS = {
     "is_input": "bool",  # a user turn's audio: has log-mels
     "is_target": "bool",  # an assistant's spoken answer: has codec codes
     "n_samples": "int64",  # 16 kHz samples of the input audio (0 if not an input)
-    "n_positions": "int64",  # sequence positions of the input (AudioInputConfig.n_positions; 0 if not an input)
+    "n_positions": "int64",  # AudioInputConfig.n_positions of the input (0 if not an input)
     "mel_kept": "int64",  # stored (untrimmed) mel frames
     "mel_fill": "float64",  # value of the trimmed padding frames
     "n_frames": "int64",  # codec frames of the target (0 if not a target)
@@ -135,8 +135,10 @@ class ProcessedStore:
         self.meta = ProcessedMeta(**json.loads((directory / META_FILE).read_text()))
         index = pd.read_parquet(directory / INDEX_FILE)
         inputs = index[index["is_input"]]
-        self.n_positions: dict[str, int] = dict(zip(inputs["utt_id"], inputs["n_positions"].astype(int)))
-        self._fill = dict(zip(inputs["utt_id"], inputs["mel_fill"].astype(float)))
+        self.n_positions: dict[str, int] = dict(
+            zip(inputs["utt_id"], inputs["n_positions"].astype(int), strict=False)
+        )
+        self._fill = dict(zip(inputs["utt_id"], inputs["mel_fill"].astype(float), strict=False))
         self.targets = frozenset(index.loc[index["is_target"], "utt_id"])
         self.codes_file = _Tensors(directory / CODES_FILE)
         self.mels_file = _Tensors(directory / MELS_FILE)

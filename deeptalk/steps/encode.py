@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from deeptalk.codec.registry import load_codec
 from deeptalk.codec.base import check_codes
+from deeptalk.codec.registry import load_codec
 from deeptalk.data.audio_io import read_wav
 from deeptalk.data.features import LogMelExtractor, trim
 from deeptalk.data.processed import INDEX_COLUMNS, ProcessedMeta, write_processed
@@ -48,7 +48,9 @@ def run(cfg) -> dict:
     inputs, targets = utterance_roles(samples["turns"])
     missing = sorted((inputs | targets) - set(utterances.index))
     if missing:
-        raise ValueError(f"{len(missing)} utterances referenced by samples are not in the manifest, e.g. {missing[:5]}")
+        raise ValueError(
+            f"{len(missing)} utterances referenced by samples are not in the manifest, e.g. {missing[:5]}"
+        )
 
     codec = load_codec(cfg.paths.codec)
     extractor = LogMelExtractor(cfg.audio_input)
@@ -57,16 +59,27 @@ def run(cfg) -> dict:
     for utt_id in tqdm(sorted(inputs | targets), desc="encode", unit="utt"):
         meta = utterances.loc[utt_id]
         wav, sr = read_wav(raw / meta["audio_path"])
-        row = dict(utt_id=utt_id, split=meta["split"], speaker=meta["speaker"], is_input=utt_id in inputs,
-                   is_target=utt_id in targets, n_samples=0, n_positions=0, mel_kept=0, mel_fill=0.0, n_frames=0)
+        row = dict(
+            utt_id=utt_id,
+            split=meta["split"],
+            speaker=meta["speaker"],
+            is_input=utt_id in inputs,
+            is_target=utt_id in targets,
+            n_samples=0,
+            n_positions=0,
+            mel_kept=0,
+            mel_fill=0.0,
+            n_frames=0,
+        )
         if row["is_input"]:
             try:
                 features = extractor(wav, sr)
             except ValueError as err:
                 raise ValueError(f"utterance {utt_id} ({meta['audio_path']}): {err}") from err
             mels[utt_id], row["mel_fill"] = trim(features.mel)
-            row.update(n_samples=features.n_samples, n_positions=features.n_positions,
-                       mel_kept=mels[utt_id].shape[1])
+            row.update(
+                n_samples=features.n_samples, n_positions=features.n_positions, mel_kept=mels[utt_id].shape[1]
+            )
             input_seconds += features.n_samples / cfg.audio_input.sample_rate
         if row["is_target"]:
             try:
@@ -76,11 +89,17 @@ def run(cfg) -> dict:
             row["n_frames"] = codes[utt_id].shape[1]
         rows.append(row)
 
-    if codes:  # the Great Expectations suite on codes (range, stream count, non-empty) before anything is written
+    if (
+        codes
+    ):  # the Great Expectations suite on codes (range, stream count, non-empty) before anything is written
         validate_codes(codes, codebook_size=int(codec.codebook_size), n_streams=int(codec.n_streams))
-    meta = ProcessedMeta(n_mels=cfg.audio_input.n_mels, mel_frames=cfg.audio_input.mel_frames,
-                         n_streams=int(codec.n_streams), codebook_size=int(codec.codebook_size),
-                         frames_per_second=float(codec.frames_per_second))
+    meta = ProcessedMeta(
+        n_mels=cfg.audio_input.n_mels,
+        mel_frames=cfg.audio_input.mel_frames,
+        n_streams=int(codec.n_streams),
+        codebook_size=int(codec.codebook_size),
+        frames_per_second=float(codec.frames_per_second),
+    )
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))

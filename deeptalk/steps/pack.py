@@ -37,7 +37,7 @@ def run(cfg) -> dict:
     if store.meta.mel_frames != cfg.audio_input.mel_frames or store.meta.n_mels != cfg.audio_input.n_mels:
         raise ValueError(f"{cfg.paths.processed} was encoded for another audio_input config; rerun encode")
 
-    speaker = dict(zip(utterances["id"], utterances["speaker"]))
+    speaker = dict(zip(utterances["id"], utterances["speaker"], strict=False))
     voice_by_utt = {u: speaker[u] for u in sorted(store.targets)}
     layout = layout_for(tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())))
     packing = PackingConfig.for_profile(cfg.profile)
@@ -52,13 +52,29 @@ def run(cfg) -> dict:
         for rec in group.itertuples(index=False):
             sample = Sample(rec.id, rec.task, rec.split, Sample.parse_turns(rec.turns), rec.fact_id)
             tokenized = tokenize_sample(sample, tokenizer, voice_by_utt)
-            packed = pack_tokenized(tokenized, layout, store.codes, store.n_positions,
-                                    draw_rng(cfg.seed, 0, sample.id), train=False, config=packing)
+            packed = pack_tokenized(
+                tokenized,
+                layout,
+                store.codes,
+                store.n_positions,
+                draw_rng(cfg.seed, 0, sample.id),
+                train=False,
+                config=packing,
+            )
             unknown_tokens += sum(t.ids.count(unk) for t in tokenized.turns)
             labelled += int((packed.labels != IGNORE_INDEX).sum())
-            rows.append(dict(id=sample.id, task=task, split=split, fact_id=sample.fact_id,
-                             turns=tokenized.turns_json(), length=len(packed), n_audio=len(packed.audio),
-                             spoken_target=any(t.role == "assistant" and t.speak for t in tokenized.turns)))
+            rows.append(
+                dict(
+                    id=sample.id,
+                    task=task,
+                    split=split,
+                    fact_id=sample.fact_id,
+                    turns=tokenized.turns_json(),
+                    length=len(packed),
+                    n_audio=len(packed.audio),
+                    spoken_target=any(t.role == "assistant" and t.speak for t in tokenized.turns),
+                )
+            )
         table = pd.DataFrame(rows)
         write_sequences(staging, split, task, table)
         lengths = table["length"].to_numpy()
@@ -77,7 +93,16 @@ def run(cfg) -> dict:
     (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
-    log.info("packed %d samples into %s (vocab %d, %d streams)", len(all_lengths), out, layout.vocab_size,
-             layout.n_streams)
-    return {"samples": len(all_lengths), "vocab_size": layout.vocab_size,
-            "mean_length": round(float(np.mean(all_lengths)), 1), "max_length": int(np.max(all_lengths))}
+    log.info(
+        "packed %d samples into %s (vocab %d, %d streams)",
+        len(all_lengths),
+        out,
+        layout.vocab_size,
+        layout.n_streams,
+    )
+    return {
+        "samples": len(all_lengths),
+        "vocab_size": layout.vocab_size,
+        "mean_length": round(float(np.mean(all_lengths)), 1),
+        "max_length": int(np.max(all_lengths)),
+    }

@@ -20,7 +20,14 @@ from deeptalk.data.dataset import (
     write_sequences,
 )
 from deeptalk.data.features import LogMelExtractor, trim
-from deeptalk.data.packing import PackingConfig, answer_start, pack_tokenized, save_layout, tokenize_sample, undelay
+from deeptalk.data.packing import (
+    PackingConfig,
+    answer_start,
+    pack_tokenized,
+    save_layout,
+    tokenize_sample,
+    undelay,
+)
 from deeptalk.data.processed import ProcessedMeta, ProcessedStore, write_processed
 from deeptalk.data.schema import Sample, Turn
 from deeptalk.tokens import IGNORE_INDEX, TokenLayout
@@ -46,18 +53,41 @@ def tone(seconds: float, freq: float, sr: int = 16000) -> np.ndarray:
 
 SAMPLES = {
     ("train", "aqa"): [
-        Sample("aqa-1", "aqa", "train", (
-            Turn("user", "what is the capital of france", "q0", True), Turn("assistant", "paris", "a0", True),
-            Turn("user", "hello", "q1", True), Turn("assistant", "world", "a1", True))),
-        Sample("aqa-2", "aqa", "train", (Turn("user", "hello", "q1", True), Turn("assistant", "paris", "a1", True))),
+        Sample(
+            "aqa-1",
+            "aqa",
+            "train",
+            (
+                Turn("user", "what is the capital of france", "q0", True),
+                Turn("assistant", "paris", "a0", True),
+                Turn("user", "hello", "q1", True),
+                Turn("assistant", "world", "a1", True),
+            ),
+        ),
+        Sample(
+            "aqa-2",
+            "aqa",
+            "train",
+            (Turn("user", "hello", "q1", True), Turn("assistant", "paris", "a1", True)),
+        ),
     ],
     ("train", "rqa"): [
-        Sample("rqa-1", "rqa", "train", (Turn("user", "what is the capital", "q0"), Turn("assistant", "paris"))),
+        Sample(
+            "rqa-1", "rqa", "train", (Turn("user", "what is the capital", "q0"), Turn("assistant", "paris"))
+        ),
     ],
     ("validation", "aqa"): [
-        Sample("val-1", "aqa", "validation", (
-            Turn("user", "hello", "q0", True), Turn("assistant", "paris", "a0", True),
-            Turn("user", "world", "q1", True), Turn("assistant", "hello", "a1", True))),
+        Sample(
+            "val-1",
+            "aqa",
+            "validation",
+            (
+                Turn("user", "hello", "q0", True),
+                Turn("assistant", "paris", "a0", True),
+                Turn("user", "world", "q1", True),
+                Turn("assistant", "hello", "a1", True),
+            ),
+        ),
     ],
 }
 
@@ -67,7 +97,8 @@ def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     cfg = SimpleNamespace(
         paths=SimpleNamespace(processed=root / "processed", sequences=root / "sequences"),
-        seed=3, profile="tiny",
+        seed=3,
+        profile="tiny",
     )
     extractor = LogMelExtractor(AUDIO_CFG)
     gen = np.random.default_rng(0)
@@ -77,14 +108,38 @@ def project(tmp_path_factory):
     for utt, f in feats.items():
         kept, fill = trim(f.mel)
         mels[utt] = kept
-        rows.append(dict(utt_id=utt, split="train", speaker="espeak", is_input=True, is_target=False,
-                         n_samples=f.n_samples, n_positions=f.n_positions, mel_kept=kept.shape[1],
-                         mel_fill=fill, n_frames=0))
+        rows.append(
+            dict(
+                utt_id=utt,
+                split="train",
+                speaker="espeak",
+                is_input=True,
+                is_target=False,
+                n_samples=f.n_samples,
+                n_positions=f.n_positions,
+                mel_kept=kept.shape[1],
+                mel_fill=fill,
+                n_frames=0,
+            )
+        )
     for utt, c in codes.items():
-        rows.append(dict(utt_id=utt, split="train", speaker="piper:joe", is_input=False, is_target=True,
-                         n_samples=0, n_positions=0, mel_kept=0, mel_fill=0.0, n_frames=c.shape[1]))
-    meta = ProcessedMeta(n_mels=80, mel_frames=AUDIO_CFG.mel_frames, n_streams=3, codebook_size=16,
-                         frames_per_second=11.7)
+        rows.append(
+            dict(
+                utt_id=utt,
+                split="train",
+                speaker="piper:joe",
+                is_input=False,
+                is_target=True,
+                n_samples=0,
+                n_positions=0,
+                mel_kept=0,
+                mel_fill=0.0,
+                n_frames=c.shape[1],
+            )
+        )
+    meta = ProcessedMeta(
+        n_mels=80, mel_frames=AUDIO_CFG.mel_frames, n_streams=3, codebook_size=16, frames_per_second=11.7
+    )
     write_processed(cfg.paths.processed, pd.DataFrame(rows), codes, mels, meta)
     save_layout(LAYOUT, cfg.paths.sequences)
     tok = WordTokenizer()
@@ -94,8 +149,18 @@ def project(tmp_path_factory):
         for s in samples:
             ts = tokenize_sample(s, tok, {"a0": "joe", "a1": "joe"})
             packed = pack_tokenized(ts, LAYOUT, store.codes, store.n_positions, random.Random(0), train=False)
-            table.append(dict(id=s.id, task=task, split=split, fact_id="", turns=ts.turns_json(),
-                              length=len(packed), n_audio=len(packed.audio), spoken_target=True))
+            table.append(
+                dict(
+                    id=s.id,
+                    task=task,
+                    split=split,
+                    fact_id="",
+                    turns=ts.turns_json(),
+                    length=len(packed),
+                    n_audio=len(packed.audio),
+                    spoken_target=True,
+                )
+            )
         write_sequences(cfg.paths.sequences, split, task, pd.DataFrame(table))
     return SimpleNamespace(cfg=cfg, feats=feats, codes=codes)
 

@@ -79,7 +79,8 @@ def test_spoken_answer_rows_follow_the_delay_pattern():
     p0 = answer_start(packed.input_ids, L)
     assert p0 == 6
     assert packed.input_ids[p0].tolist() == [L.audio_special("ANS_A", s) for s in range(3)] + [
-        L.text_special("ASSISTANT")]
+        L.text_special("ASSISTANT")
+    ]
     body = packed.input_ids[p0 + 1 :]
     # T codes + K + 1 = 4 + 3 + 1 rows; stream i: i+1 pads, 4 codes, EOA, pads
     assert body.shape == (8, 4)
@@ -101,15 +102,20 @@ def test_spoken_answer_rows_follow_the_delay_pattern():
 
 def test_voice_token_replaces_ans_a():
     sample = spoken_qa()
-    packed = pack_sample(sample, LAYOUT, TOK, codes_for(["a0"]), {"q0": 3}, random.Random(0),
-                         voice_by_utt={"a0": "piper:joe"})
+    packed = pack_sample(
+        sample, LAYOUT, TOK, codes_for(["a0"]), {"q0": 3}, random.Random(0), voice_by_utt={"a0": "piper:joe"}
+    )
     p0 = answer_start(packed.input_ids, LAYOUT)
     assert packed.input_ids[p0, :3].tolist() == [LAYOUT.audio_special("VOICE:piper:joe", s) for s in range(3)]
 
 
 def test_text_answer_carries_asr_token_and_no_audio_labels():
-    sample = Sample("t", "asr", "train", (Turn("user", "hello world", audio_id="u", speak=True),
-                                          Turn("assistant", "hello world")))
+    sample = Sample(
+        "t",
+        "asr",
+        "train",
+        (Turn("user", "hello world", audio_id="u", speak=True), Turn("assistant", "hello world")),
+    )
     packed = pack_sample(sample, LAYOUT, TOK, {}, {"u": 5}, random.Random(0))
     p0 = answer_start(packed.input_ids, LAYOUT)
     assert packed.input_ids[p0, :3].tolist() == [LAYOUT.audio_special("ASR", s) for s in range(3)]
@@ -138,8 +144,13 @@ def test_multiturn_targets_only_last_turn_and_random_truncation_in_training():
 
 
 def test_text_only_conversation_labels_every_assistant_turn():
-    turns = (Turn("system", "yes"), Turn("user", "one"), Turn("assistant", "two"), Turn("user", "three"),
-             Turn("assistant", "no"))
+    turns = (
+        Turn("system", "yes"),
+        Turn("user", "one"),
+        Turn("assistant", "two"),
+        Turn("user", "three"),
+        Turn("assistant", "no"),
+    )
     packed = pack_sample(Sample("x", "tqa", "train", turns), LAYOUT, TOK, {}, {}, random.Random(0))
     text_labels = [int(x) for x in packed.labels[:, 3] if x != IGNORE_INDEX]
     eot = LAYOUT.text_special("EOT")
@@ -149,17 +160,22 @@ def test_text_only_conversation_labels_every_assistant_turn():
 
 def test_rqa_user_turns_are_spoken_with_probability_p():
     sample = Sample("r", "rqa", "train", (Turn("user", "hello", audio_id="u"), Turn("assistant", "world")))
-    spoken = sum(bool(pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s)).audio) for s in range(2000))
+    spoken = sum(
+        bool(pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s)).audio) for s in range(2000)
+    )
     assert 0.66 < spoken / 2000 < 0.74
     never = PackingConfig(user_speech_prob=0.0)
     assert not pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(0), config=never).audio
     # evaluation keeps the corpus's own choice
-    assert not any(pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s), train=False).audio
-                   for s in range(20))
+    assert not any(
+        pack_sample(sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s), train=False).audio for s in range(20)
+    )
     spoken_turns = (Turn("user", "hello", audio_id="u", speak=True), Turn("assistant", "world"))
     spoken_sample = Sample("r", "rqa", "validation", spoken_turns)
-    assert all(pack_sample(spoken_sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s), train=False).audio
-               for s in range(20))
+    assert all(
+        pack_sample(spoken_sample, LAYOUT, TOK, {}, {"u": 2}, random.Random(s), train=False).audio
+        for s in range(20)
+    )
 
 
 def test_same_rng_seed_gives_identical_packing():
@@ -174,12 +190,21 @@ def test_too_long_conversations_drop_oldest_turns_then_cut():
     sample = spoken_qa(n_turns=3)
     codes, n_pos = codes_for(["a0", "a1", "a2"]), {"q0": 6, "q1": 6, "q2": 6}
     full = pack_sample(sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False)
-    short = pack_sample(sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False,
-                        config=PackingConfig(max_length=len(full) - 5))
+    short = pack_sample(
+        sample,
+        LAYOUT,
+        TOK,
+        codes,
+        n_pos,
+        random.Random(0),
+        train=False,
+        config=PackingConfig(max_length=len(full) - 5),
+    )
     assert [a.utt_id for a in short.audio] == ["q1", "q2"]
     assert short.input_ids[1, 3] == LAYOUT.text_special("USER")  # window starts at a user turn
-    tiny = pack_sample(sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False,
-                       config=PackingConfig(max_length=8))
+    tiny = pack_sample(
+        sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False, config=PackingConfig(max_length=8)
+    )
     assert len(tiny) == 8 and tiny.audio == [AudioRef("q2", 3, 5)]
 
 
@@ -201,7 +226,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="shape"):
         pack_sample(sample, LAYOUT, TOK, {"a0": np.zeros((2, 2), dtype=int)}, {"q0": 2}, random.Random(0))
     with pytest.raises(ValueError, match="no assistant turn"):
-        pack_sample(Sample("n", "tqa", "train", (Turn("user", "hello"),)), LAYOUT, TOK, {}, {}, random.Random(0))
+        pack_sample(
+            Sample("n", "tqa", "train", (Turn("user", "hello"),)), LAYOUT, TOK, {}, {}, random.Random(0)
+        )
     small = TokenLayout(text_vocab_size=3, n_audio_streams=3, codebook_size=16)
     with pytest.raises(ValueError, match="text vocabulary"):
         pack_sample(sample, small, TOK, codes_for(["a0"]), {"q0": 2}, random.Random(0))
@@ -226,15 +253,16 @@ def test_undelay_returns_only_complete_frames():
     assert torch.equal(partial, torch.as_tensor(codes[:, :2]))
 
 
-# ---- properties -------------------------------------------------------------------------------------------------
+# ---- properties ---------------------------------------------------------------------------------------
 
 
 @st.composite
 def conversations(draw):
     k = draw(st.integers(1, 7))
     codebook = draw(st.sampled_from([4, 16, 4096]))
-    layout = TokenLayout(text_vocab_size=len(WORDS), n_audio_streams=k, codebook_size=codebook,
-                         voices=("v1", "v2"))
+    layout = TokenLayout(
+        text_vocab_size=len(WORDS), n_audio_streams=k, codebook_size=codebook, voices=("v1", "v2")
+    )
     n_turns = draw(st.integers(1, 3))
     task = draw(st.sampled_from(["aqa", "rqa", "tqa", "asr", "tts"]))
     turns, codes, n_pos, voices = [], {}, {}, {}
@@ -251,8 +279,9 @@ def conversations(draw):
         turns.append(Turn("assistant", answer, audio_id=f"a{i}" if speak else None, speak=speak))
         if speak:
             t = draw(st.integers(0, 12))
-            codes[f"a{i}"] = np.asarray(draw(st.lists(st.integers(0, codebook - 1), min_size=k * t,
-                                                      max_size=k * t)), dtype=np.int64).reshape(k, t)
+            codes[f"a{i}"] = np.asarray(
+                draw(st.lists(st.integers(0, codebook - 1), min_size=k * t, max_size=k * t)), dtype=np.int64
+            ).reshape(k, t)
             voices[f"a{i}"] = draw(st.sampled_from(["v1", "v2"]))
     sample = Sample("h", task, "train", tuple(turns))
     return layout, sample, codes, n_pos, voices, draw(st.integers(0, 2**32 - 1)), draw(st.booleans())
@@ -262,8 +291,9 @@ def conversations(draw):
 @given(conversations())
 def test_packing_properties(case):
     layout, sample, codes, n_pos, voices, seed, train = case
-    packed = pack_sample(sample, layout, TOK, codes, n_pos, random.Random(seed), train=train,
-                         voice_by_utt=voices)
+    packed = pack_sample(
+        sample, layout, TOK, codes, n_pos, random.Random(seed), train=train, voice_by_utt=voices
+    )
     ids, labels = packed.input_ids, packed.labels
     assert ids.shape == labels.shape and ids.shape[1] == layout.n_streams
     # every id belongs to the stream it sits on
@@ -278,11 +308,13 @@ def test_packing_properties(case):
     tokenized = tokenize_sample(sample, TOK, voices)
     rng = random.Random(seed)
     from deeptalk.data.packing import choose_target
+
     target = sample.turns[choose_target(tokenized, rng, train)]
     if target.speak:
         voice = voices[target.audio_id]
         assert ids[p0, : layout.n_audio_streams].tolist() == [
-            layout.audio_special(f"VOICE:{voice}", s) for s in range(layout.n_audio_streams)]
+            layout.audio_special(f"VOICE:{voice}", s) for s in range(layout.n_audio_streams)
+        ]
         assert torch.equal(undelay(ids[p0 + 1 :], layout), torch.as_tensor(codes[target.audio_id]))
     # user audio segments sit between BOA and EOA with AUDIO_PH on the text stream
     for ref in packed.audio:
@@ -298,8 +330,9 @@ def test_packing_properties(case):
 def test_pack_prompt_equals_the_training_prefix():
     sample = Sample("p", "aqa", "validation", (Turn("system", "yes"),) + spoken_qa(n_turns=2).turns)
     codes, n_pos = codes_for(["a0", "a1"]), {"q0": 3, "q1": 2}
-    packed = pack_sample(sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False,
-                         voice_by_utt={"a1": "piper:joe"})
+    packed = pack_sample(
+        sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False, voice_by_utt={"a1": "piper:joe"}
+    )
     p0 = answer_start(packed.input_ids, LAYOUT)
     history = tokenize_sample(sample, TOK).turns[:-1]
     prompt = pack_prompt(history, LAYOUT, n_pos, speak=True, voice="piper:joe")

@@ -1,4 +1,4 @@
-"""encode → pack on a tiny hand-made corpus with a real (tiny) embedded codec: contents, determinism, errors."""
+"""encode → pack on a tiny hand-made corpus with a real (tiny) embedded codec: contents, determinism."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from deeptalk.codec.registry import load_codec
 from deeptalk.codec.config import CodecConfig
 from deeptalk.codec.embedded import EmbeddedCodec
+from deeptalk.codec.registry import load_codec
 from deeptalk.config import load_config
 from deeptalk.data.audio_io import read_wav, write_wav
 from deeptalk.data.dataset import SequenceDataset
@@ -31,16 +31,35 @@ UTTS = {  # id: (text, speaker, seconds, pitch)
     "us1": ("hello world", "espeak:en-us", 0.5, 200.0),
 }
 SAMPLES = [
-    Sample("aqa-train-0", "aqa", "train", (Turn("user", UTTS["uq1"][0], "uq1", True),
-                                           Turn("assistant", UTTS["ua1"][0], "ua1", True),
-                                           Turn("user", UTTS["uq2"][0], "uq2", True),
-                                           Turn("assistant", UTTS["ua2"][0], "ua2", True))),
-    Sample("asr-train-0", "asr", "train", (Turn("user", "hello world", "us1", True),
-                                           Turn("assistant", "hello world"))),
-    Sample("rqa-validation-0", "rqa", "validation", (Turn("user", UTTS["uq2"][0], "uq2", False),
-                                                     Turn("assistant", "four"))),
-    Sample("tts-heldout-0", "tts", "heldout", (Turn("user", "repeat [two plus two is four]"),
-                                               Turn("assistant", UTTS["ua2"][0], "ua2", True))),
+    Sample(
+        "aqa-train-0",
+        "aqa",
+        "train",
+        (
+            Turn("user", UTTS["uq1"][0], "uq1", True),
+            Turn("assistant", UTTS["ua1"][0], "ua1", True),
+            Turn("user", UTTS["uq2"][0], "uq2", True),
+            Turn("assistant", UTTS["ua2"][0], "ua2", True),
+        ),
+    ),
+    Sample(
+        "asr-train-0",
+        "asr",
+        "train",
+        (Turn("user", "hello world", "us1", True), Turn("assistant", "hello world")),
+    ),
+    Sample(
+        "rqa-validation-0",
+        "rqa",
+        "validation",
+        (Turn("user", UTTS["uq2"][0], "uq2", False), Turn("assistant", "four")),
+    ),
+    Sample(
+        "tts-heldout-0",
+        "tts",
+        "heldout",
+        (Turn("user", "repeat [two plus two is four]"), Turn("assistant", UTTS["ua2"][0], "ua2", True)),
+    ),
 ]
 
 
@@ -56,12 +75,24 @@ def write_corpus(raw: Path) -> None:
     for uid, (text, speaker, seconds, pitch) in UTTS.items():
         wav = voice(seconds, pitch)
         data = write_wav(raw / "audio" / f"{uid}.wav", wav, 16000)
-        rows.append(dict(id=uid, task="aqa", split="train", speaker=speaker, text=text,
-                         audio_path=f"audio/{uid}.wav", sample_rate=16000, duration=seconds,
-                         rms=float(np.sqrt((wav**2).mean())), sha256=hashlib.sha256(data).hexdigest()))
+        rows.append(
+            dict(
+                id=uid,
+                task="aqa",
+                split="train",
+                speaker=speaker,
+                text=text,
+                audio_path=f"audio/{uid}.wav",
+                sample_rate=16000,
+                duration=seconds,
+                rms=float(np.sqrt((wav**2).mean())),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
     pd.DataFrame(rows).astype(UTTERANCE_COLUMNS).to_parquet(raw / "utterances.parquet", index=False)
-    samples = pd.DataFrame([dict(id=s.id, task=s.task, split=s.split, fact_id=s.fact_id, turns=s.turns_json())
-                            for s in SAMPLES]).astype(SAMPLE_COLUMNS)
+    samples = pd.DataFrame(
+        [dict(id=s.id, task=s.task, split=s.split, fact_id=s.fact_id, turns=s.turns_json()) for s in SAMPLES]
+    ).astype(SAMPLE_COLUMNS)
     samples.to_parquet(raw / "samples.parquet", index=False)
     texts = [t.text for s in SAMPLES for t in s.turns]
     TextTokenizer.build(texts).save(raw / "tokenizer")
@@ -78,8 +109,12 @@ def tree_hash(path: Path) -> str:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    cfg = load_config(root / "params.yaml", profile="tiny", root=root,
-                      overrides={"audio_input": {"max_seconds": 2.0}, "seed": 5})
+    cfg = load_config(
+        root / "params.yaml",
+        profile="tiny",
+        root=root,
+        overrides={"audio_input": {"max_seconds": 2.0}, "seed": 5},
+    )
     write_corpus(cfg.paths.raw)
     codec_cfg = CodecConfig(codebook_size=16, kmeans_iters=2, kmeans_max_frames=2000)
     fit_audio = [(voice(s, p), 16000) for _, _, s, p in UTTS.values()]
@@ -135,8 +170,12 @@ def test_pack_writes_datasets_the_trainer_can_read(project):
 
 def test_encode_rejects_missing_utterances_and_too_long_audio(project, tmp_path):
     cfg, _ = project
-    broken = load_config(tmp_path / "params.yaml", profile="tiny", root=tmp_path,
-                         overrides={"audio_input": {"max_seconds": 0.8}})
+    broken = load_config(
+        tmp_path / "params.yaml",
+        profile="tiny",
+        root=tmp_path,
+        overrides={"audio_input": {"max_seconds": 0.8}},
+    )
     write_corpus(broken.paths.raw)
     broken.paths.codec.parent.mkdir(parents=True)
     broken.paths.codec.symlink_to(cfg.paths.codec)
