@@ -17,75 +17,76 @@ NAME = "sorted_mm"
 
 
 class _SortedExperts(torch.autograd.Function):
-    """SwiGLU experts over expert-sorted rows: out[n] = Σ_j w[n,j] · down_e(silu(gate_e x) ⊙ up_e x), e = idx[n,j]."""
+    """SwiGLU experts over expert-sorted rows: out[n] = Σ_j w[n,j] · down_e(silu(gate_e x) ⊙ up_e x), e = idx[n,j].
+
+    The routing weight is applied to the [S, I] activation (not the [S, H] output), so no [S, H] tensor is
+    scaled in either pass; the backward reuses the forward's sort and saved activations.
+    """
 
     @staticmethod
-    def forward(ctx, x, gate_up, down, order, counts, weights_sorted, token_of_row):
-        # x [N, H]; gate_up [E, 2I, H]; down [E, H, I]; order: row→pair permutation (sorted by expert)
-        # counts: python list of rows per expert; weights_sorted [S]; token_of_row [S] token index of each row
+    def forward(ctx, x, gate_up, down, counts, weights_sorted, token_of_row):
+        # x [N, H]; gate_up [E, 2I, H]; down [E, H, I]; counts: python list of rows per expert (sorted order);
+        # weights_sorted [S] routing weight of each row; token_of_row [S] token index of each row.
         xs = x.index_select(0, token_of_row)  # [S, H]
         inter = down.shape[-1]
-        gu = x.new_empty(xs.shape[0], 2 * inter)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                torch.mm(xs[start : start + n], gate_up[e].t(), out=gu[start : start + n])
-            start += n
-        g, u = gu[:, :inter], gu[:, inter:]
-        sg = torch.sigmoid(g)
-        act = g * sg * u  # silu(g) * u, [S, I]
+        # gate and up projections in separate contiguous buffers: elementwise ops on strided halves are slow on CPU
+        g = x.new_empty(xs.shape[0], inter)
+        u = x.new_empty(xs.shape[0], inter)
+        for e, sl in _slices(counts):
+            torch.mm(xs[sl], gate_up[e, :inter].t(), out=g[sl])
+            torch.mm(xs[sl], gate_up[e, inter:].t(), out=u[sl])
+        act = F.silu(g).mul_(u)  # [S, I]
+        act_w = act * weights_sorted.unsqueeze(-1)
         y = x.new_empty(xs.shape[0], x.shape[1])
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                torch.mm(act[start : start + n], down[e].t(), out=y[start : start + n])
-            start += n
+        for e, sl in _slices(counts):
+            torch.mm(act_w[sl], down[e].t(), out=y[sl])
         out = torch.zeros_like(x)
-        out.index_add_(0, token_of_row, y * weights_sorted.unsqueeze(-1))
+        out.index_add_(0, token_of_row, y)
         ctx.counts = counts
-        ctx.save_for_backward(xs, gate_up, down, gu, sg, act, y, weights_sorted, token_of_row)
         ctx.n_tokens = x.shape[0]
+        ctx.save_for_backward(xs, gate_up, down, g, u, act, act_w, weights_sorted, token_of_row)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        xs, gate_up, down, gu, sg, act, y, weights_sorted, token_of_row = ctx.saved_tensors
+        xs, gate_up, down, g, u, act, act_w, weights_sorted, token_of_row = ctx.saved_tensors
         counts = ctx.counts
         inter = down.shape[-1]
-        g, u = gu[:, :inter], gu[:, inter:]
+        need_x, need_gu, need_down, need_w = (ctx.needs_input_grad[i] for i in (0, 1, 2, 4))
         go = grad_out.index_select(0, token_of_row)  # [S, H]
-        grad_w = (go * y).sum(-1) if ctx.needs_input_grad[5] else None
-        gy = go * weights_sorted.unsqueeze(-1)  # d loss / d y, [S, H]
-        need_gu, need_down = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grad_down = torch.zeros_like(down) if need_down else None
         grad_gate_up = torch.zeros_like(gate_up) if need_gu else None
-        gact = torch.empty_like(act)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                sl = slice(start, start + n)
-                torch.mm(gy[sl], down[e], out=gact[sl])
-                if need_down:
-                    torch.mm(gy[sl].t(), act[sl], out=grad_down[e])
-            start += n
-        silu_g = g * sg
-        dgu = torch.empty_like(gu)
-        dgu[:, inter:] = gact * silu_g
-        dgu[:, :inter] = gact * u * sg * (1 + g * (1 - sg))
-        gxs = torch.empty_like(xs)
-        start = 0
-        for e, n in enumerate(counts):
-            if n:
-                sl = slice(start, start + n)
-                torch.mm(dgu[sl], gate_up[e], out=gxs[sl])
-                if need_gu:
-                    torch.mm(dgu[sl].t(), xs[sl], out=grad_gate_up[e])
-            start += n
+        g_act_w = torch.empty_like(act)  # d loss / d (act · w)
+        for e, sl in _slices(counts):
+            torch.mm(go[sl], down[e], out=g_act_w[sl])
+            if need_down:
+                torch.mm(go[sl].t(), act_w[sl], out=grad_down[e])
+        grad_w = (g_act_w * act).sum(-1) if need_w else None
+        g_act = g_act_w.mul_(weights_sorted.unsqueeze(-1))
+        dg = torch.ops.aten.silu_backward(g_act * u, g)
+        du = g_act.mul_(F.silu(g))
+        gxs = torch.empty_like(xs) if need_x else None
+        for e, sl in _slices(counts):
+            if need_x:
+                torch.mm(dg[sl], gate_up[e, :inter], out=gxs[sl])
+                gxs[sl].addmm_(du[sl], gate_up[e, inter:])
+            if need_gu:
+                torch.mm(dg[sl].t(), xs[sl], out=grad_gate_up[e, :inter])
+                torch.mm(du[sl].t(), xs[sl], out=grad_gate_up[e, inter:])
         grad_x = None
-        if ctx.needs_input_grad[0]:
+        if need_x:
             grad_x = torch.zeros(ctx.n_tokens, xs.shape[1], dtype=xs.dtype, device=xs.device)
             grad_x.index_add_(0, token_of_row, gxs)
-        return grad_x, grad_gate_up, grad_down, None, None, grad_w, None
+        return grad_x, grad_gate_up, grad_down, None, grad_w, None
+
+
+def _slices(counts: list[int]):
+    """(expert, row slice) for every expert with at least one row, in sorted-row order."""
+    start = 0
+    for e, n in enumerate(counts):
+        if n:
+            yield e, slice(start, start + n)
+        start += n
 
 
 def sorted_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights):
@@ -101,9 +102,7 @@ def sorted_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights):
     counts = torch.bincount(flat, minlength=self.num_experts).tolist()
     token_of_row = order // k
     weights_sorted = top_k_weights.reshape(-1).index_select(0, order).to(hidden_states.dtype)
-    return _SortedExperts.apply(
-        hidden_states, self.gate_up_proj, self.down_proj, order, counts, weights_sorted, token_of_row
-    )
+    return _SortedExperts.apply(hidden_states, self.gate_up_proj, self.down_proj, counts, weights_sorted, token_of_row)
 
 
 def ensure_registered(name: str) -> None:

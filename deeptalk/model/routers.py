@@ -63,12 +63,14 @@ class MaskableRouterMixin:
         self.allowed.copy_(allowed.to(self.allowed.device))
         self.masked = n_allowed < self.num_experts
 
-    def _masked_scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(masked logits, probs over allowed experts, selection scores with masked experts at −1)."""
-        logits = logits.masked_fill(~self.allowed, float("-inf"))
+    def _scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, probs, selection scores). Unmasked: the stock ops exactly. Masked: masked logits → −inf,
+        softmax over the allowed experts, and selection scores at −1 for masked experts (below any
+        probability, so top-k never picks one even if an allowed probability underflows to 0)."""
+        if self.masked:
+            logits = logits.masked_fill(~self.allowed, float("-inf"))
         probs = logits.softmax(dim=-1, dtype=torch.float32)
-        # −1 < any probability, so top-k can never pick a masked expert, even if an allowed prob underflows to 0.
-        select = probs.masked_fill(~self.allowed, -1.0)
+        select = probs.masked_fill(~self.allowed, -1.0) if self.masked else probs
         return logits, probs, select
 
     def _emit(self, logits: torch.Tensor, probs: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> None:
@@ -86,24 +88,20 @@ class MaskableDeepseekV2Router(MaskableRouterMixin, DeepseekV2TopkRouter):
         self._init_masking(layer_idx)
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.masked:
-            logits, weights, idx = super().forward(hidden_states)
-            if self.sinks:
-                self._emit(logits, logits.softmax(dim=-1, dtype=torch.float32), idx, weights)
-            return logits, weights, idx
+        # Same op sequence with or without sinks (activation-checkpoint recomputation must match the forward).
         hidden_states = hidden_states.view(-1, self.hidden_dim)
         logits = F.linear(hidden_states.type(torch.float32), self.weight.type(torch.float32))
-        logits, probs, select = self._masked_scores(logits)
+        logits, probs, select = self._scores(logits)
         if self.topk_method == "group_limited_greedy":
             per_group = self.num_experts // self.num_group
             group_scores = select.view(-1, self.num_group, per_group).max(dim=-1).values
             group_idx = torch.topk(group_scores, k=self.topk_group, dim=-1, sorted=False)[1]
             group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, group_idx, True)
-            select = select.masked_fill(~group_mask.repeat_interleave(per_group, dim=1), -1.0)
+            select = select.masked_fill(~group_mask.repeat_interleave(per_group, dim=1), -1.0 if self.masked else 0.0)
         elif self.topk_method != "greedy":
             raise ValueError(f"unsupported topk_method {self.topk_method!r}")
-        idx = torch.topk(select, k=self.top_k, dim=-1, sorted=False)[1]
-        weights = probs.gather(1, idx) * self.routed_scaling_factor
+        weights, idx = torch.topk(select, k=self.top_k, dim=-1, sorted=False)
+        weights = weights * self.routed_scaling_factor
         self._emit(logits, probs, idx, weights)
         return logits, weights, idx
 
@@ -116,21 +114,15 @@ class MaskableQwen2MoeRouter(MaskableRouterMixin, Qwen2MoeTopKRouter):
         self._init_masking(layer_idx)
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.masked:
-            logits, weights, idx = super().forward(hidden_states)
-            if self.sinks:
-                self._emit(logits.float(), logits.softmax(dim=-1, dtype=torch.float32), idx, weights)
-            return logits, weights, idx
         hidden_states = hidden_states.reshape(-1, self.hidden_dim)
-        raw = F.linear(hidden_states, self.weight)
-        logits, probs, select = self._masked_scores(raw.float())
-        idx = torch.topk(select, self.top_k, dim=-1)[1]
-        weights = probs.gather(1, idx)
+        logits = F.linear(hidden_states, self.weight)
+        logits, probs, select = self._scores(logits)
+        weights, idx = torch.topk(select, self.top_k, dim=-1)
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
-        weights = weights.to(raw.dtype)
-        self._emit(logits, probs, idx, weights)
-        return logits.to(raw.dtype), weights, idx
+        weights = weights.to(logits.dtype)
+        self._emit(logits.float(), probs, idx, weights)
+        return logits, weights, idx
 
 
 ROUTER_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
