@@ -151,3 +151,27 @@ def run_pipeline_and_serve(profile: str = "tiny", params: str = "params.yaml") -
 
 
 __all__ = ["deeptalk_pipeline", "deeptalk_step", "run_pipeline_and_serve", "STEP_NAMES"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the DeepTalk pipeline flow (Prefect)")
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--stages", default=None, help="comma-separated step names (default: all)")
+    parser.add_argument("--baselines", default=None, help="comma-separated: plain,fixed,moextend,strict")
+    parser.add_argument("--split-rule", default=None)
+    parser.add_argument("--gpu-pool", action="store_true", help="send training steps to the gpu work pool")
+    args = parser.parse_args(argv)
+    split = (lambda text: text.split(",") if text else None)
+    summaries = deeptalk_pipeline(
+        profile=args.profile or load_config(args.params).profile, params=args.params, stages=split(args.stages),
+        baselines=split(args.baselines), split_rule=args.split_rule, gpu_pool=args.gpu_pool,
+    )
+    print(json.dumps(summaries, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
