@@ -50,7 +50,7 @@ class DataConfig:
     max_words: int = 16  # ASR/TTS sentences longer than this are skipped (keeps audio under the limit)
     workers: int = 2  # synthesis processes
     import_source: str | None = None  # paper profile: local dir or s3://bucket/prefix with the two manifests
-    hf_tokenizer: str | None = None  # local Hugging Face tokenizer dir (paper); None = word tokenizer from corpus
+    hf_tokenizer: str | None = None  # local HF tokenizer dir, relative to the project root (paper); None = word level
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.counts) - set(SPEECH_TASKS))
@@ -90,7 +90,7 @@ class DataConfig:
             )
         if profile == "paper":
             return cls(
-                import_source="s3://deeptalk-data/manifests", hf_tokenizer="checkpoints/deepseek-v2-lite-chat",
+                import_source="s3://deeptalk-data/manifests", hf_tokenizer="checkpoints/DeepSeek-V2-Lite-Chat",
                 max_utterance_seconds=30.0, workers=8,
             )
         raise ValueError(f"unknown profile {profile!r}")

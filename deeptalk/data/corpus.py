@@ -156,7 +156,7 @@ def _answer_sentence(fact: Fact) -> str:
     return fact.statement(RELATIONS[fact.relation].train_statements[0])
 
 
-def _make_turns(task: str, split: str, item, rng: random.Random, planner: _Planner, split_facts_: list[Fact]
+def _make_turns(task: str, split: str, item, rng: random.Random, planner: _Planner, pool: list[Fact]
                 ) -> tuple[tuple[Turn, ...], str]:
     if task == "asr":
         uid = planner.utterance(rng, item.text, task, split)
@@ -167,8 +167,8 @@ def _make_turns(task: str, split: str, item, rng: random.Random, planner: _Plann
     fact: Fact = item
     if task == "aqa":
         rounds = [fact]
-        if rng.random() < planner.cfg.multi_turn_prob and len(split_facts_) > 1:
-            rounds.insert(0, rng.choice([f for f in split_facts_ if f.id != fact.id]))
+        if rng.random() < planner.cfg.multi_turn_prob and len(pool) > 1:
+            rounds.insert(0, rng.choice([f for f in pool if f.id != fact.id]))
         turns: list[Turn] = []
         for f in rounds:
             q, a = _question(f, split, rng), _answer_sentence(f)

@@ -129,3 +129,35 @@ def test_tokenizer_covers_the_corpus(corpus):
     tok = load_tokenizer(root / "tokenizer")
     texts = list(utts.text) + [t["text"] for turns in samples.turns for t in json.loads(turns)]
     assert all(tok.unk_id not in tok.encode(t) for t in texts)
+
+
+def test_generate_data_step_writes_the_corpus_and_checks_the_encoder_limit(tmp_path):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from deeptalk.audio_input import AudioInputConfig
+    from deeptalk.config import Paths
+    from deeptalk.steps import generate_data
+
+    cfg = SimpleNamespace(data=small_config(0, counts={"asr": (2, 1, 1)}, max_facts=40), paths=Paths(tmp_path),
+                          audio_input=AudioInputConfig(), seed=0)
+    summary = generate_data.run(cfg)
+    assert summary["samples"]["asr/train"] == 2 and summary["utterances"] == 4
+    assert {p.name for p in cfg.paths.raw.iterdir()} == {
+        "audio", "facts.parquet", "samples.parquet", "tokenizer", "utterances.parquet"}
+    cfg.audio_input = dataclasses.replace(AudioInputConfig(), max_seconds=4.0)
+    with pytest.raises(ValueError, match="exceeds the audio encoder"):
+        generate_data.run(cfg)
+
+
+def test_data_config_rejects_bad_settings():
+    from deeptalk.data.config import DataConfig
+
+    with pytest.raises(ValueError, match="unknown task"):
+        DataConfig(counts={"asr": (1, 1, 1), "chat": (1, 1, 1)})
+    with pytest.raises(ValueError, match="held-out speakers must not speak in training"):
+        DataConfig(train_speakers=("flite:rms",), heldout_speakers=("flite:rms",))
+    with pytest.raises(ValueError, match="3 non-negative ints"):
+        DataConfig(counts={"asr": (1, 1)})
+    assert DataConfig.for_profile("small").count("aqa", "train") > DataConfig.for_profile("tiny").count("aqa", "train")
+    assert DataConfig.for_profile("paper").import_source
