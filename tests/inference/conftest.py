@@ -40,6 +40,7 @@ def espeak(text: str, path: Path, voice: str = "en-us") -> Path:
 
 def build_package(root: Path, seed: int = 0) -> Path:
     """Write model/, codec/, tokenizer/ of a tiny random model under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
     wavs = [read_wav(espeak(s, root / f"fit{i}.wav")) for i, s in enumerate(SENTENCES)]
     codec = EmbeddedCodec.fit(wavs, CodecConfig(codebook_size=32, kmeans_iters=3, griffin_lim_iters=4), seed=seed)
     tokenizer = TextTokenizer.build([*SENTENCES, TTS_PROMPT])
