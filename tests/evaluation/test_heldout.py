@@ -1,0 +1,61 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from deeptalk.evaluation.heldout import load_audio, load_heldout
+
+
+def _turns(*turns):
+    return json.dumps([{"role": r, "text": t, "audio_id": a, "speak": s} for r, t, a, s in turns])
+
+
+@pytest.fixture
+def raw(tmp_path):
+    (tmp_path / "audio").mkdir()
+    for utt in ("u1", "u2", "u3"):
+        sf.write(tmp_path / "audio" / f"{utt}.wav", np.zeros(1600, np.float32) + 0.1, 16000)
+    pd.DataFrame({"id": ["u1", "u2", "u3"], "audio_path": ["audio/u1.wav", "audio/u2.wav", "audio/u3.wav"]}
+                 ).to_parquet(tmp_path / "utterances.parquet")
+    pd.DataFrame({"id": ["cap:france", "num:4"], "answer": ["paris", "four"], "aliases": ['["paris"]', '["4"]']}
+                 ).to_parquet(tmp_path / "facts.parquet")
+    rows = [
+        ("tqa-heldout-1", "tqa", "heldout", "cap:france", _turns(("user", "Capital of France?", None, False),
+                                                                 ("assistant", "Paris.", None, False))),
+        ("tqa-heldout-0", "tqa", "heldout", "num:4", _turns(("user", "Two plus two?", None, False),
+                                                            ("assistant", "4.", None, False))),
+        ("tqa-train-0", "tqa", "train", "num:4", _turns(("user", "x?", None, False), ("assistant", "4.", None, False))),
+        ("aqa-heldout-0", "aqa", "heldout", "cap:france", _turns(
+            ("user", "old question", "u3", True), ("assistant", "old answer", None, True),
+            ("user", "Capital of France?", "u1", True), ("assistant", "Paris it is.", None, True))),
+        ("rqa-heldout-0", "rqa", "heldout", "num:4", _turns(("user", "Two plus two?", "u2", False),
+                                                            ("assistant", "4.", None, False))),
+        ("asr-heldout-0", "asr", "heldout", "", _turns(("user", "Hello there.", "u2", True),
+                                                       ("assistant", "Hello there.", None, False))),
+        ("tts-heldout-0", "tts", "heldout", "", _turns(("user", "Repeat [Good day.]", None, False),
+                                                       ("assistant", "Good day.", "u3", True))),
+    ]
+    pd.DataFrame(rows, columns=["id", "task", "split", "fact_id", "turns"]).to_parquet(tmp_path / "samples.parquet")
+    return tmp_path
+
+
+def test_heldout_items(raw):
+    held = load_heldout(raw)
+    assert [(q.id, q.question, q.references) for q in held.text_qa] == [
+        ("tqa-heldout-0", "Two plus two?", ("four", "4")), ("tqa-heldout-1", "Capital of France?", ("paris",))]
+    # aqa asks its last spoken question; rqa given as text (speak=False) is not a spoken item
+    assert [(q.id, q.question, q.audio_path.name) for q in held.spoken_qa] == [
+        ("aqa-heldout-0", "Capital of France?", "u1.wav")]
+    assert [(a.text, a.audio_path.name) for a in held.asr] == [("Hello there.", "u2.wav")]
+    assert held.tts == ("Good day.",)
+    assert held.sentences == ("Good day.", "Hello there.")
+    assert load_audio(held.asr[0].audio_path).shape == (1600,)
+
+
+def test_caps_and_missing_manifest(raw, tmp_path_factory):
+    held = load_heldout(raw, max_text_qa=1, max_sentences=1)
+    assert [q.id for q in held.text_qa] == ["tqa-heldout-0"] and held.sentences == ("Good day.",)
+    with pytest.raises(ValueError, match="generate_data"):
+        load_heldout(tmp_path_factory.mktemp("empty"))
