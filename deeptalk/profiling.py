@@ -290,3 +290,38 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(path)
+
+
+# ---- running a model -----------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def profile_model(model, batches, desc: str = "profile") -> ExpertLoad:
+    """Teacher-forced pass of a SpeechLM over ``batches`` (iterable of SpeechBatch) with unrestricted routing,
+    accumulating the top-k counts and gate probabilities at speech and at text positions."""
+    from tqdm.auto import tqdm
+
+    from deeptalk.model.experts import RoutingMode
+
+    layers = model.moe_layers()
+    load = ExpertLoad(len(layers), layers[0].num_experts, int(model.backbone.config.num_experts_per_tok))
+    previous = model.routing_mode
+    was_training = model.training
+    model.set_routing(RoutingMode.NONE)
+    model.eval()
+    try:
+        for batch in tqdm(batches, desc=desc):
+            batch = batch.to(model.device)
+            with model.record_routing() as recorder:
+                model(batch)
+            speech, text = modality_masks(batch.input_ids, batch.labels, batch.attention_mask, model.layout)
+            masks = {"speech": speech, "text": text}
+            load.add_positions(masks)
+            for i, moe in enumerate(layers):
+                load.add_layer(i, recorder.indices(moe.layer_idx), recorder.probs(moe.layer_idx), masks)
+    finally:
+        model.set_routing(previous)
+        model.train(was_training)
+    if load.positions["speech"] == 0 or load.positions["text"] == 0:
+        raise ValueError(f"profiling saw {load.positions} positions: need both speech and text positions")
+    return load

@@ -186,8 +186,9 @@ def _dir_signature(path: Path | None) -> str:
 
 
 def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
+    canonical = {**asdict(spec), "trainable": sorted(g.value for g in spec.trainable), "routing": spec.routing.value}
     blob = json.dumps({
-        "spec": repr(spec), "loop": asdict(loop), "seed": cfg.seed, "model": asdict(cfg.model),
+        "spec": canonical, "loop": asdict(loop), "seed": cfg.seed, "model": asdict(cfg.model),
         "init": _dir_signature(init), "extra": extra,
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
