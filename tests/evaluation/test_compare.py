@@ -3,8 +3,6 @@ stage runner and evaluation are tested in their own modules; a real small-profil
 
 import json
 
-import pytest
-
 from deeptalk.config import load_config
 from deeptalk.evaluation import compare
 
