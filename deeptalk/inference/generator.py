@@ -111,10 +111,13 @@ class Generator:
         self._pad_a_code = lay.audio_special_code("PAD_A")
         self._eoa_code = lay.audio_special_code("EOA")
         self._pad_a = torch.tensor([lay.audio_special("PAD_A", i) for i in range(K)])
-        # the text stream may produce words and EOT; audio streams codes, and stream 0 also EOA
+        # the text stream may produce words and EOT
         self._text_mask = allowed_mask(lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot])
-        self._code_mask = allowed_mask(lay.audio_block_size, [range(lay.codebook_size)])
-        self._code_eoa_mask = allowed_mask(lay.audio_block_size, [range(lay.codebook_size), self._eoa_code])
+        # audio streams may produce codes; stream 0 also EOA (the others are closed by the schedule)
+        self._audio_mask = torch.stack(
+            [allowed_mask(lay.audio_block_size, [range(lay.codebook_size)] + ([self._eoa_code] if i == 0 else []))
+             for i in range(K)]
+        )
 
     # ---- public -------------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -212,7 +215,10 @@ class Generator:
         """Global ids for the K audio streams at step ``t``: delay pads, sampled codes, staged EOA closure."""
         st, lay = self.state, self.layout
         K = lay.n_audio_streams
-        row_logits = logits[st.items.index("audio")]
+        start = lay.stream_offset(0)  # the K audio blocks are contiguous and equally sized
+        rows = logits[st.items.index("audio"), start : start + K * lay.audio_block_size].view(K, -1).float()
+        sampled = sample_top_k(rows + self._audio_mask.to(rows.device), self.sampling.audio_top_k,
+                               self.sampling.audio_temperature, rng).tolist()  # [K] local ids, one draw
         out = torch.empty(K, dtype=torch.long, device=self.device)
         for i in range(K):
             if t <= i:  # delay: stream i starts at step i + 1
@@ -222,10 +228,8 @@ class Generator:
             elif st.eoa_step is not None and t == st.eoa_step + i:
                 local = self._eoa_code
             else:
-                mask = self._code_eoa_mask if i == 0 else self._code_mask
-                row = row_logits[lay.stream_slice(i)].float() + mask.to(row_logits.device)
-                local = int(sample_top_k(row, self.sampling.audio_top_k, self.sampling.audio_temperature, rng))
-                if local == self._eoa_code:
+                local = int(sampled[i])
+                if local == self._eoa_code:  # only stream 0 may choose EOA; the others close after it
                     st.eoa_step = t
                 else:
                     st.codes[i].append(local)

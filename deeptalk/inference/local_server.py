@@ -62,7 +62,7 @@ class LocalServer:
                  port: int | None = None, startup_timeout_s: float = 180.0, log_path: str | Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **(env or {})}
+        self.env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
         if bentoml_home is not None:
             self.env["BENTOML_HOME"] = str(bentoml_home)
         self.startup_timeout_s = startup_timeout_s
