@@ -31,8 +31,33 @@ def nearest(x: np.ndarray, codebook: np.ndarray, batch: int = 8192) -> np.ndarra
     return out
 
 
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: int = 2) -> np.ndarray:
+    """k-means++ seeding (D² sampling) on a random subset of ``sample · k`` points (bounds the k sequential passes).
+
+    Random-sample seeding leaves pairs of codes in one cluster that Lloyd iterations never separate.
+    """
+    if len(x) > sample * k:
+        x = x[rng.choice(len(x), sample * k, replace=False)]
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    sq = (xt * xt).sum(1)
+    picks = np.empty(k, dtype=np.int64)
+    picks[0] = rng.integers(len(x))
+    d2 = (sq - 2.0 * xt @ xt[picks[0]] + sq[picks[0]]).clamp_min_(0.0)
+    draws = rng.random(k)
+    for i in range(1, k):
+        cum = torch.cumsum(d2, 0)
+        total = float(cum[-1])
+        if total > 0:
+            j = min(int(torch.searchsorted(cum, torch.tensor([draws[i] * total]))[0]), len(x) - 1)
+        else:  # every point is already a centre
+            j = int(rng.integers(len(x)))
+        picks[i] = j
+        torch.minimum(d2, (sq - 2.0 * xt @ xt[j] + sq[j]).clamp_min_(0.0), out=d2)
+    return np.ascontiguousarray(x[picks], dtype=np.float32)
+
+
 def kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator, desc: str = "k-means") -> np.ndarray:
-    """Lloyd's k-means with random-sample init; empty clusters are re-seeded with the worst-fit points.
+    """Lloyd's k-means from k-means++ seeds; empty clusters are re-seeded with the worst-fit points.
 
     With fewer points than ``k`` every point becomes a code and the remaining rows repeat them (codes that
     the encoder never picks), so the codebook size — part of the token layout — never depends on data size.
@@ -44,7 +69,7 @@ def kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator, desc: st
     if n <= k:
         log.warning("%s: only %d vectors for %d codes; %d codes repeat others", desc, n, k, k - n)
         return np.concatenate([x, x[rng.integers(0, n, k - n)]], axis=0) if n < k else x.copy()
-    centres = x[rng.choice(n, k, replace=False)].copy()
+    centres = kmeans_plus_plus(x, k, rng)
     xt = torch.from_numpy(x)
     for _ in tqdm(range(iters), desc=desc, leave=False):
         assign = nearest(x, centres)

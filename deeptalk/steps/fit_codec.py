@@ -2,7 +2,7 @@
 
 Writes ``cfg.paths.codec`` (a codec directory ``load_codec`` reads). The embedded codec is fitted on the
 training utterances of every voice the model must *speak* — the speakers of assistant answer audio in
-``samples.parquet`` — plus ``cfg.codec.fit_speakers``: codebooks do not transfer to voices outside the fit.
+``samples.parquet`` (``cfg.data.assistant_voice`` if there is none) — plus ``cfg.codec.fit_speakers``: codebooks do not transfer to voices outside the fit.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def run(cfg: Any) -> dict:
         summary: dict[str, Any] = {"kind": "snac", "checkpoint": str(_checkpoint_path(cfg))}
     else:
         raw = Path(cfg.paths.raw)
-        speakers = assistant_speakers(raw) | set(cfg.codec.fit_speakers)
-        if not speakers:
-            raise ValueError("no codec voices: the corpus has no spoken assistant answers and codec.fit_speakers is empty")
+        if not (raw / "utterances.parquet").is_file():
+            raise ValueError(f"no corpus manifest {raw / 'utterances.parquet'}: run generate_data first")
+        # the voices of spoken answers; the configured assistant voice when the corpus has none
+        speakers = (assistant_speakers(raw) or {cfg.data.assistant_voice}) | set(cfg.codec.fit_speakers)
         rows = fit_utterances(raw, speakers)
         codec = EmbeddedCodec.fit(_read_audio(raw, rows), cfg.codec, seed=cfg.seed)
         codec.fit_info["speakers"] = sorted(speakers)
