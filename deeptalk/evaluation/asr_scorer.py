@@ -17,6 +17,7 @@ import jiwer
 import numpy as np
 
 from deeptalk.codec.base import check_wav
+from deeptalk.runtime import free_cores
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,14 @@ def default_model_dir() -> Path:
 class AsrScorer:
     """``transcribe(wav, sr) -> str`` with Whisper tiny.en, greedy and deterministic."""
 
-    def __init__(self, model_dir: str | Path | None = None, cpu_threads: int = 1, language: str = "en") -> None:
+    def __init__(self, model_dir: str | Path | None = None, cpu_threads: int | None = None,
+                 language: str = "en") -> None:
+        """``cpu_threads=None`` follows the runtime (``$DEEPTALK_THREADS``, else the cores free right now)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
+
+        if cpu_threads is None:
+            cpu_threads = int(os.environ.get("DEEPTALK_THREADS", 0)) or free_cores()
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         if not (model_dir / "model.bin").is_file():

@@ -1,0 +1,64 @@
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from deeptalk.evaluation.asr_scorer import AsrScorer, normalize_text, wer
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("The capital of France is Paris.", "the capital of france is paris"),
+        ("Copper has atomic number 29!", "copper has atomic number twenty nine"),
+        ("It costs 1,250 dollars", "it costs one thousand two hundred fifty dollars"),
+        ("Porto-Novo, Benin's capital", "porto novo benin's capital"),
+        ("  'Quoted'   words ", "quoted words"),
+        ("100%", "one hundred percent"),
+    ],
+)
+def test_normalize_text(text, expected):
+    assert normalize_text(text) == expected
+
+
+def test_wer_counts_edits_over_reference_words():
+    assert wer(["the cat sat", "a dog"], ["The cat sat.", "a dog"]) == 0.0
+    assert wer(["one two three four"], ["one 2 three"]) == pytest.approx(0.25)
+    assert wer(["hello world"], [""]) == pytest.approx(1.0)
+
+
+def test_wer_rejects_bad_input():
+    with pytest.raises(ValueError, match="as many"):
+        wer(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="at least one"):
+        wer([], [])
+
+
+def test_missing_model_directory(tmp_path):
+    with pytest.raises(ValueError, match="model.bin"):
+        AsrScorer(model_dir=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return AsrScorer(cpu_threads=1)
+
+
+def test_transcribes_clean_speech(scorer, tmp_path):
+    text = "The weather today is bright and sunny."
+    path = tmp_path / "s.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(path)], check=True, capture_output=True)
+    wav, sr = sf.read(path, dtype="float32")
+    score, hyps = scorer.score([(wav, sr)], [text])
+    assert score <= 0.15, hyps
+    assert scorer.transcribe(wav, sr) == hyps[0]  # greedy decoding is deterministic
+
+
+def test_silence_gives_little_text(scorer):
+    assert len(normalize_text(scorer.transcribe(np.zeros(16000, np.float32), 16000)).split()) <= 3
+
+
+def test_rejects_nan_audio(scorer):
+    with pytest.raises(ValueError, match="NaN"):
+        scorer.transcribe(np.full(1600, np.nan, np.float32), 16000)
