@@ -269,8 +269,14 @@ class _Runner:
                     continue
                 cfg = r.expectation_config
                 res = r.result or {}
-                if r.exception_info and r.exception_info.get("raised_exception"):
+                column = cfg.kwargs.get("column")
+                if column is not None and column not in df.columns:
+                    res = {"observed_value": "column is missing"}
+                elif r.exception_info and r.exception_info.get("raised_exception"):
                     res = {"observed_value": r.exception_info.get("exception_message")}
+                mismatch = (res.get("details") or {}).get("mismatched")
+                if mismatch:  # column-set check: name what is missing / extra rather than the whole list
+                    res = {"observed_value": {k: sorted(v) for k, v in sorted(mismatch.items()) if v}}
                 examples = tuple(_plain(x) for x in
                                  res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or ())
                 failures.append(Failure(table, cfg.type, cfg.kwargs.get("column"), res.get("unexpected_count"),

@@ -28,6 +28,7 @@ def _tree_digest(root):
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_corpus(tmp_path):
     from deeptalk.data.corpus import build_corpus
 

@@ -141,7 +141,16 @@ def out_of_vocabulary(cfg):
     return sid, ["samples: expect_column_values_to_be_in_set(column='unknown_words'): 1 of"]
 
 
-@pytest.mark.parametrize("corruption", [corrupt_wav, wrong_sample_rate, empty_text, empty_transcript, nan_duration,
+def missing_and_extra_columns(cfg):
+    def edit(df):
+        return df.drop(columns=["rms"]).assign(loudness=1.0)
+    _rewrite(_utts(cfg), edit)
+    return None, ["utterances: expect_table_columns_to_match_set: observed {'missing': ['rms'], 'unexpected': "
+                  "['loudness']}", "utterances: expect_column_values_to_not_be_null(column='rms'): observed "
+                  "'column is missing'"]
+
+
+@pytest.mark.parametrize("corruption", [missing_and_extra_columns, corrupt_wav, wrong_sample_rate, empty_text, empty_transcript, nan_duration,
                                         duplicated_id, leaked_heldout_fact, heldout_speaker_in_training,
                                         out_of_vocabulary])
 def test_bad_record_fails_with_its_expectation_and_keeps_validated_outputs(project, corruption):
@@ -153,7 +162,8 @@ def test_bad_record_fails_with_its_expectation_and_keeps_validated_outputs(proje
     assert message.startswith("data validation failed:")
     for line in expected:
         assert line in message, message
-    assert repr(bad_id) in message  # example rows name the offending record
+    if bad_id is not None:
+        assert repr(bad_id) in message  # example rows name the offending record
     assert (project.paths.validated / "summary.json").read_bytes() == before
     assert sorted(p.name for p in project.paths.validated.iterdir()) == ["summary.json"]
 
