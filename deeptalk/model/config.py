@@ -16,7 +16,7 @@ from deeptalk.audio_input import AudioInputConfig
 from deeptalk.tokens import TokenLayout
 
 FAMILIES = ("deepseek_v2", "qwen2_moe")
-EXPERTS_IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm", "sorted_mm")
+EXPERTS_IMPLEMENTATIONS = ("auto", "eager", "batched_mm", "grouped_mm", "sorted_mm")
 LOSS_REDUCTIONS = ("weighted_sum", "reference_mean")
 
 
@@ -48,7 +48,7 @@ class BackboneConfig:
     routed_scaling_factor: float = 1.0
     norm_topk_prob: bool = False  # DeepSeek-V2-Lite: top-k weights are NOT renormalised
     aux_loss_alpha: float = 0.001  # sequence-level load-balance loss weight (DeepSeek seq_aux), 0 = off
-    experts_implementation: str = "grouped_mm"  # see deeptalk.model.experts_impl and benchmarks/moe_layer.py
+    experts_implementation: str = "auto"  # auto = sorted_mm on CPU, grouped_mm on GPU (benchmarks/moe_layer.py)
     attn_implementation: str = "sdpa"
     dtype: str = "float32"
 

@@ -1,7 +1,8 @@
 """``sorted_mm``: an experts implementation for transformers' fused 3D expert tensors, tuned for CPU training.
 
 Registered through transformers' public ``ExpertsInterface.register`` (the documented extension point used by
-``set_experts_implementation``), not by patching any class. Token→expert pairs are sorted by expert once; each
+``set_experts_implementation``), not by patching any class. ``auto`` picks ``sorted_mm`` on CPU and
+transformers' ``grouped_mm`` on accelerators. Token→expert pairs are sorted by expert once; each
 active expert then runs two contiguous matmuls on its slice, and a hand-written backward reuses the sort and
 the saved activations, so autograd records one node per MoE layer instead of dozens of small gather/scatter
 ops. ``benchmarks/moe_layer.py`` compares it with ``eager``, ``batched_mm`` and ``grouped_mm``.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, grouped_mm_experts_forward
 
 NAME = "sorted_mm"
 
@@ -35,7 +36,8 @@ class _SortedExperts(torch.autograd.Function):
         for e, sl in _slices(counts):
             torch.mm(xs[sl], gate_up[e, :inter].t(), out=g[sl])
             torch.mm(xs[sl], gate_up[e, inter:].t(), out=u[sl])
-        act = F.silu(g).mul_(u)  # [S, I]
+        silu_g = F.silu(g)
+        act = silu_g * u  # [S, I]
         act_w = act * weights_sorted.unsqueeze(-1)
         y = x.new_empty(xs.shape[0], x.shape[1])
         for e, sl in _slices(counts):
@@ -44,12 +46,12 @@ class _SortedExperts(torch.autograd.Function):
         out.index_add_(0, token_of_row, y)
         ctx.counts = counts
         ctx.n_tokens = x.shape[0]
-        ctx.save_for_backward(xs, gate_up, down, g, u, act, act_w, weights_sorted, token_of_row)
+        ctx.save_for_backward(xs, gate_up, down, g, u, silu_g, act, act_w, weights_sorted, token_of_row)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        xs, gate_up, down, g, u, act, act_w, weights_sorted, token_of_row = ctx.saved_tensors
+        xs, gate_up, down, g, u, silu_g, act, act_w, weights_sorted, token_of_row = ctx.saved_tensors
         counts = ctx.counts
         inter = down.shape[-1]
         need_x, need_gu, need_down, need_w = (ctx.needs_input_grad[i] for i in (0, 1, 2, 4))
@@ -64,7 +66,7 @@ class _SortedExperts(torch.autograd.Function):
         grad_w = (g_act_w * act).sum(-1) if need_w else None
         g_act = g_act_w.mul_(weights_sorted.unsqueeze(-1))
         dg = torch.ops.aten.silu_backward(g_act * u, g)
-        du = g_act.mul_(F.silu(g))
+        du = g_act.mul_(silu_g)
         gxs = torch.empty_like(xs) if need_x else None
         for e, sl in _slices(counts):
             if need_x:
@@ -89,26 +91,48 @@ def _slices(counts: list[int]):
         start += n
 
 
-def sorted_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights):
-    """Drop-in for ``DeepseekV2Experts.forward`` / ``Qwen2MoeExperts.forward`` (gated, concatenated, no bias)."""
-    if not getattr(self, "has_gate", True) or getattr(self, "has_bias", False) or getattr(self, "is_transposed", False):
+def _check_swiglu(experts) -> None:
+    if not getattr(experts, "has_gate", True) or getattr(experts, "has_bias", False) or getattr(experts, "is_transposed", False):
         raise ValueError("sorted_mm supports gated, untransposed experts without bias only")
-    if not isinstance(self.act_fn, torch.nn.SiLU) and getattr(self.act_fn, "__name__", "") != "silu":
-        if type(self.act_fn).__name__ not in ("SiLU", "SiLUActivation"):
-            raise ValueError(f"sorted_mm implements SwiGLU only, got activation {type(self.act_fn).__name__}")
+    if type(experts.act_fn).__name__ not in ("SiLU", "SiLUActivation"):
+        raise ValueError(f"sorted_mm implements SwiGLU only, got activation {type(experts.act_fn).__name__}")
+
+
+def sorted_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights):
+    """Drop-in for ``DeepseekV2Experts.forward`` / ``Qwen2MoeExperts.forward`` (gated, concatenated, no bias).
+
+    Under autocast it defers to transformers' ``grouped_mm`` (the hand-written kernels run in one dtype).
+    """
+    _check_swiglu(self)
+    if torch.is_autocast_enabled(hidden_states.device.type):
+        return grouped_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights)
+    dtype = hidden_states.dtype
+    x = hidden_states.to(self.gate_up_proj.dtype)
     k = top_k_index.shape[-1]
     flat = top_k_index.reshape(-1)
     order = torch.argsort(flat, stable=True)
     counts = torch.bincount(flat, minlength=self.num_experts).tolist()
     token_of_row = order // k
-    weights_sorted = top_k_weights.reshape(-1).index_select(0, order).to(hidden_states.dtype)
-    return _SortedExperts.apply(hidden_states, self.gate_up_proj, self.down_proj, counts, weights_sorted, token_of_row)
+    weights_sorted = top_k_weights.reshape(-1).index_select(0, order).to(x.dtype)
+    out = _SortedExperts.apply(x, self.gate_up_proj, self.down_proj, counts, weights_sorted, token_of_row)
+    return out.to(dtype)
+
+
+def auto_experts_forward(self, hidden_states, top_k_index, top_k_weights):
+    """The fastest measured path per device (benchmarks/moe_layer.py): ``sorted_mm`` on CPU, ``grouped_mm``
+    (native grouped GEMM kernels) elsewhere."""
+    if hidden_states.device.type == "cpu":
+        return sorted_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights)
+    return grouped_mm_experts_forward(self, hidden_states, top_k_index, top_k_weights)
+
+
+_IMPLEMENTATIONS = {NAME: sorted_mm_experts_forward, "auto": auto_experts_forward}
 
 
 def ensure_registered(name: str) -> None:
-    """Register ``sorted_mm`` with transformers' experts interface when it is asked for (idempotent)."""
-    if name == NAME and NAME not in ALL_EXPERTS_FUNCTIONS:
-        ALL_EXPERTS_FUNCTIONS.register(NAME, sorted_mm_experts_forward)
+    """Register ``sorted_mm`` / ``auto`` with transformers' experts interface when asked for (idempotent)."""
+    if name in _IMPLEMENTATIONS and name not in ALL_EXPERTS_FUNCTIONS:
+        ALL_EXPERTS_FUNCTIONS.register(name, _IMPLEMENTATIONS[name])
 
 
 def reference_loop_forward(gate_up: torch.Tensor, down: torch.Tensor, x: torch.Tensor, idx: torch.Tensor,

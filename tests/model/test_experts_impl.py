@@ -61,3 +61,14 @@ def test_speech_lm_loss_and_grads_agree_across_implementations():
     for impl in ("grouped_mm", "sorted_mm"):
         assert torch.allclose(results[impl][0], results["eager"][0], atol=1e-5)
         assert torch.allclose(results[impl][1], results["eager"][1], atol=1e-5)
+
+
+def test_auto_and_autocast_paths_match_eager():
+    batch = random_batch()
+    ref = build_tiny(experts_implementation="eager").eval()
+    auto = build_tiny(experts_implementation="auto").eval()
+    with torch.no_grad():
+        assert torch.allclose(auto(batch).logits, ref(batch).logits, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # sorted_mm defers to grouped_mm under autocast
+            logits = build_tiny(experts_implementation="sorted_mm").eval()(batch).logits
+    assert torch.isfinite(logits).all()
