@@ -72,7 +72,8 @@ def run(cfg: ProjectConfig) -> dict:
     else:
         summary = run_stage("text_pretrain", cfg)["phases"][0]
         model = SpeechLM.from_pretrained(cfg.paths.base)
-    baseline = {"heldout_text_ppl": round(text_perplexity(model, heldout_text_batches(cfg, cfg.training.eval_batches)), 4)}
+    ppl = text_perplexity(model, heldout_text_batches(cfg, cfg.training.eval_batches))
+    baseline: dict = {"heldout_text_ppl": round(ppl, 4)}
     qa = _qa_score(cfg, model)
     if qa is not None:
         baseline["text_qa"] = qa

@@ -12,7 +12,7 @@ import os
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deeptalk.training", description=__doc__)
-    parser.add_argument("--stage", required=True, help="text_pretrain, s1, s2a, s2b, s3, plain, fixed, moextend, strict")
+    parser.add_argument("--stage", required=True, help="text_pretrain, s1, s2a, s2b, s3, or a baseline")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--profile", default=None)
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None)

@@ -179,9 +179,12 @@ def train(
                 metrics.write(record)
             running, n_running = {}, 0
         if done % loop.checkpoint_every == 0 or done == loop.steps:
-            manager.save(done, engine, {"data_position": done, "stage": desc, "fingerprint": fingerprint}, lambda d: program.export(module, d))
+            state = {"data_position": done, "stage": desc, "fingerprint": fingerprint}
+            manager.save(done, engine, state, lambda d: program.export(module, d))
     bar.close()
-    summary = {"stage": desc, "steps": loop.steps, "resumed_from": start, "fingerprint": fingerprint, **stats.summary()}
+    summary = {
+        "stage": desc, "steps": loop.steps, "resumed_from": start, "fingerprint": fingerprint, **stats.summary(),
+    }
     if dist.is_main:
         program.export(module, out_dir)
         write_plots(metrics.records(), out_dir / "plots")

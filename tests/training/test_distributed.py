@@ -1,0 +1,37 @@
+"""Process-group environment handling for single-process and launcher runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from deeptalk.training import distributed
+
+KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def test_local_rank_from_the_deepspeed_launcher():
+    assert distributed.parse_local_rank(["--stage", "s2a", "--local_rank=3"]) == 3
+    assert distributed.parse_local_rank(["--local-rank", "1"]) == 1
+    assert distributed.parse_local_rank(["--stage", "s2a"]) is None
+
+
+def test_single_process_env_is_filled_in(monkeypatch):
+    for key in KEYS:
+        monkeypatch.delenv(key, raising=False)
+    distributed.ensure_env()
+    import os
+
+    assert [os.environ[k] for k in KEYS[:4]] == ["0", "1", "0", "127.0.0.1"]
+    assert 0 < int(os.environ["MASTER_PORT"]) < 65536
+
+
+def test_launcher_env_is_kept_and_incomplete_multiprocess_env_rejected(monkeypatch):
+    for key, value in zip(KEYS, ("1", "2", "1", "10.0.0.1", "29500")):
+        monkeypatch.setenv(key, value)
+    distributed.ensure_env()
+    import os
+
+    assert os.environ["MASTER_ADDR"] == "10.0.0.1" and os.environ["RANK"] == "1"
+    monkeypatch.delenv("MASTER_PORT")
+    with pytest.raises(ValueError, match="use a launcher"):
+        distributed.ensure_env()
