@@ -87,11 +87,12 @@ class SpeechLM(nn.Module):
         if checkpoint is not None:
             backbone = load_backbone(checkpoint, cfg.backbone)
             old_rows = backbone.get_input_embeddings().weight.shape[0]
-            if old_rows > layout.text_block_size:
+            if old_rows > layout.text_block_size and old_rows != layout.vocab_size:
                 raise ValueError(
                     f"checkpoint {checkpoint} has {old_rows} embedding rows, more than the layout's text block "
                     f"({layout.text_block_size}); is TokenLayout.text_vocab_size the checkpoint's vocabulary?"
                 )
+            # a text LLM: copy its rows and extend; a speech LM's backbone (same layout): keep every row
             resize_vocab(backbone, layout.vocab_size, keep_rows=old_rows)
         else:
             backbone = build_backbone(cfg.backbone, layout.vocab_size)

@@ -93,8 +93,9 @@ def test_param_groups_and_counts():
     assert count_trainable(model) == 0 and not model._grad_mask_handles
 
 
-def test_every_parameter_belongs_to_some_group():
-    model = build_tiny()
+@pytest.mark.parametrize("family", ["deepseek_v2", "qwen2_moe"])
+def test_every_parameter_belongs_to_some_group(family):
+    model = build_tiny(family=family)
     apply_trainable(model, list(ParamGroup), split=SPLIT)
     untouched = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert untouched == ["audio_encoder.embed_positions.weight"]  # Whisper's fixed sinusoids

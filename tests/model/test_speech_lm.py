@@ -212,3 +212,30 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients():
         grads.append((out.loss.detach(), moe.router.weight.grad.clone(), moe.experts.down_proj.grad.clone()))
     for a, b in zip(*grads, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_right_padding_does_not_change_real_positions(model):
+    batch = random_batch(audio=False, labels=False, t=12)
+    short = SpeechBatch(batch.input_ids[:1, :7], torch.ones(1, 7, dtype=torch.long))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, 7:] = 0
+    with torch.no_grad():
+        padded = model(SpeechBatch(batch.input_ids, mask)).logits
+        alone = model(short).logits
+    assert torch.allclose(padded[0, :7], alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["deepseek_v2", "qwen2_moe"])
+def test_every_family_round_trips_through_a_transformers_checkpoint(tmp_path, family):
+    """A SpeechLM's backbone dir is a plain transformers checkpoint: build() from it gives the same logits."""
+    model = build_tiny(family=family).eval()
+    model.save_pretrained(tmp_path / "m")
+    again = SpeechLM.build(tiny_config(family=family), base_checkpoint=tmp_path / "m" / "backbone").eval()
+    again.audio_encoder.load_state_dict(model.audio_encoder.state_dict())
+    again.projector.load_state_dict(model.projector.state_dict())
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.equal(model(batch).logits, again(batch).logits)
+    with pytest.raises(ValueError, match="asks for"):
+        SpeechLM.build(tiny_config(family="qwen2_moe" if family == "deepseek_v2" else "deepseek_v2"),
+                       base_checkpoint=tmp_path / "m" / "backbone")
