@@ -35,6 +35,7 @@ class CodecConfig:
     decoder_ridge: float = 1e-1  # ridge penalty of that decoder (closed-form least squares)
     griffin_lim_iters: int = 32
     griffin_lim_momentum: float = 0.0  # "fast Griffin-Lim" momentum; 0 measured best on blocky spectra
+    phase_init: str = "rtisi"  # new frames continue the phase of the frames before them ("random": noise)
     # ---- streaming ------------------------------------------------------------------------------------
     chunk_frames: int = 8  # fine frames per Griffin-Lim chunk (2 coarse frames, 171 ms)
     left_context_frames: int = 8  # already-emitted frames kept as the chunk's boundary condition
@@ -61,6 +62,8 @@ class CodecConfig:
                 raise ValueError(f"codec {name} must be positive, got {getattr(self, name)}")
         if self.lookahead_frames < 2 or self.left_context_frames < 2:
             raise ValueError("lookahead_frames and left_context_frames must be >= 2 (overlap-add of 4 hops)")
+        if self.phase_init not in ("rtisi", "random"):
+            raise ValueError(f"phase_init {self.phase_init!r} unknown; expected 'rtisi' or 'random'")
         if self.kind == "snac" and not self.checkpoint:
             raise ValueError("codec kind 'snac' needs `checkpoint` (a local SNAC directory)")
 

@@ -163,7 +163,8 @@ class EmbeddedStreamingDecoder:
         self.codec = codec
         cfg = codec.config
         self.gl = StreamingGriffinLim(cfg.n_fft, cfg.hop, cfg.chunk_frames, cfg.left_context_frames,
-                                      cfg.lookahead_frames, cfg.griffin_lim_iters, cfg.griffin_lim_momentum)
+                                      cfg.lookahead_frames, cfg.griffin_lim_iters, cfg.griffin_lim_momentum,
+                                      cfg.phase_init)
         self.reset()
 
     def reset(self) -> None:

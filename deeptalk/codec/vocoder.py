@@ -19,6 +19,8 @@ import numpy as np
 
 from deeptalk.codec.spectral import OVERLAP, frame_blocks, hann, overlap_add
 
+PHASE_INITS = ("rtisi", "random")
+
 
 def context_windows(frames: np.ndarray, context: int, first: int, n_out: int, ended: bool) -> np.ndarray:
     """Stack frames ``i-context .. i+context`` for ``i`` in ``[first, first+n_out)``; indices clamp to the ends.
@@ -75,11 +77,13 @@ class StreamingGriffinLim:
     """Chunked Griffin-Lim over log-magnitude frames; see the module docstring for the schedule."""
 
     def __init__(self, n_fft: int, hop: int, chunk: int, left: int, lookahead: int, iters: int, momentum: float,
-                 seed: int = 0) -> None:
+                 phase_init: str = "rtisi", seed: int = 0) -> None:
         if n_fft != OVERLAP * hop:
             raise ValueError(f"n_fft must be {OVERLAP} × hop, got {n_fft} and {hop}")
         self.n_fft, self.hop, self.chunk, self.left, self.lookahead = n_fft, hop, chunk, left, lookahead
-        self.iters, self.momentum, self.seed = iters, momentum, seed
+        if phase_init not in PHASE_INITS:
+            raise ValueError(f"phase_init {phase_init!r} unknown; expected one of {PHASE_INITS}")
+        self.iters, self.momentum, self.phase_init, self.seed = iters, momentum, phase_init, seed
         self.window = hann(n_fft)
         self.reset()
 
@@ -95,10 +99,34 @@ class StreamingGriffinLim:
         return self.mags[0] if self.mags else np.zeros((0, self.n_fft // 2 + 1))
 
     def _initial(self, frame: int, mag: np.ndarray) -> np.ndarray:
-        if frame in self.solved:
-            return self.solved[frame]
+        """Random phase seeded by the frame index (only the very first frames, or ``phase_init="random"``)."""
         phase = np.random.default_rng((self.seed, frame)).uniform(-np.pi, np.pi, mag.shape[0])
         return mag * np.exp(1j * phase)
+
+    def _rtisi_initial(self, first: int, start: int, mag: np.ndarray, known: list[np.ndarray],
+                       wsum: np.ndarray) -> np.ndarray:
+        """Initial spectra of the chunk's frames: warm starts where solved, else RTISI-style phases.
+
+        A new frame takes the phase of the signal that the frames before it already overlap-add to under
+        its window (Zhu et al., real-time iterative spectrogram inversion), which continues their phase
+        instead of starting from noise.
+        """
+        spec = np.empty((len(mag), mag.shape[1]), dtype=np.complex128)
+        blocks = np.zeros_like(wsum)
+        frames = list(known)  # frozen left-context frames, in order
+        for i, f in enumerate(range(first, start)):
+            blocks[i : i + 4] += (np.fft.irfft(frames[i], n=self.n_fft) * self.window).reshape(4, self.hop)
+        for i in range(len(mag)):
+            f, seg = start + i, start - first + i
+            if f in self.solved:
+                spec[i] = self.solved[f]
+            elif seg == 0 or self.phase_init == "random":
+                spec[i] = self._initial(f, mag[i])
+            else:
+                partial = np.fft.rfft((blocks[seg : seg + 4] / wsum[seg : seg + 4]).reshape(-1) * self.window)
+                spec[i] = mag[i] * np.exp(1j * np.angle(partial))
+            blocks[seg : seg + 4] += (np.fft.irfft(spec[i], n=self.n_fft) * self.window).reshape(4, self.hop)
+        return spec
 
     def push(self, log_mag: np.ndarray, ended: bool) -> np.ndarray:
         """Add frames; return the waveform blocks that became final (all of them when ``ended``)."""
@@ -122,11 +150,12 @@ class StreamingGriffinLim:
     def _solve_chunk(self, start: int, stop: int, emit_stop: int) -> np.ndarray:
         mag = self._mag()[start:stop]
         first = max(0, start - self.left)
-        frozen = np.stack([self.solved[f] for f in range(first, start)]) if start > first else None
+        known = [self.solved[f] for f in range(first, start)]
+        frozen = np.stack(known) if known else None
         n_frozen = start - first
-        spec = np.stack([self._initial(start + i, mag[i]) for i in range(len(mag))])
         wsum = overlap_add(np.tile(self.window**2, (stop - first, 1)), self.hop)
         wsum = np.maximum(wsum, 1e-6)
+        spec = self._rtisi_initial(first, start, mag, known, wsum)
         prev = spec
         for _ in range(self.iters):
             blocks = self._synthesise(spec if frozen is None else np.concatenate([frozen, spec]), wsum)

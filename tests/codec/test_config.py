@@ -34,6 +34,7 @@ def test_unknown_profile():
         ({"codebook_size": 0}, "codebook_size"),
         ({"lookahead_frames": 1}, "lookahead"),
         ({"kind": "snac"}, "checkpoint"),
+        ({"phase_init": "zero"}, "phase_init"),
     ],
 )
 def test_invalid_settings(change, message):
