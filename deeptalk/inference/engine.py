@@ -143,25 +143,39 @@ class Engine:
     @classmethod
     def load(cls, package_dir: str | Path, config: ServiceConfig, device: str = "cpu") -> Engine:
         """Load a packaged model directory: ``model/`` (SpeechLM), ``codec/``, ``tokenizer/``, ``package.json``."""
+        root = Path(package_dir)
+        for sub in (MODEL_DIR, CODEC_DIR, TOKENIZER_DIR):
+            if not (root / sub).is_dir():
+                raise ValueError(f"packaged model at {root} lacks {sub}/")
+        meta = json.loads((root / META_FILE).read_text()) if (root / META_FILE).exists() else {}
+        return cls.from_paths(root / MODEL_DIR, root / CODEC_DIR, root / TOKENIZER_DIR, config, device, meta)
+
+    @classmethod
+    def from_paths(
+        cls,
+        model_dir: str | Path,
+        codec_dir: str | Path,
+        tokenizer_dir: str | Path,
+        config: ServiceConfig,
+        device: str = "cpu",
+        metadata: dict | None = None,
+    ) -> Engine:
+        """Load from the pipeline's separate outputs (e.g. ``models/stages/s3``, ``models/codec``,
+        ``data/raw/tokenizer``), as the evaluation step does."""
         from deeptalk.codec.registry import load_codec
         from deeptalk.data.features import LogMelExtractor
         from deeptalk.data.text_tokenizer import load_tokenizer
         from deeptalk.model import SpeechLM
 
-        root = Path(package_dir)
-        for sub in (MODEL_DIR, CODEC_DIR, TOKENIZER_DIR):
-            if not (root / sub).is_dir():
-                raise ValueError(f"packaged model at {root} lacks {sub}/")
-        model = SpeechLM.from_pretrained(root / MODEL_DIR).to(device).eval()
-        codec = load_codec(root / CODEC_DIR)
-        tokenizer = load_tokenizer(root / TOKENIZER_DIR)
+        model = SpeechLM.from_pretrained(model_dir).to(device).eval()
+        codec = load_codec(codec_dir)
+        tokenizer = load_tokenizer(tokenizer_dir)
         audio_input = model.cfg.audio_input
-        meta = json.loads((root / META_FILE).read_text()) if (root / META_FILE).exists() else {}
         return cls(
-            model=model, codec=codec, tokenizer=tokenizer, features=log_mel_features(LogMelExtractor(audio_input)), audio_input=audio_input,
-            config=config, tasks=TaskPrompts(tokenizer), device=device, metadata=meta,
+            model=model, codec=codec, tokenizer=tokenizer, features=log_mel_features(LogMelExtractor(audio_input)),
+            audio_input=audio_input, config=config, tasks=TaskPrompts(tokenizer), device=device,
+            metadata=metadata or {},
         )
-
 
 def log_mel_features(extractor: Any) -> FeatureFn:
     """Adapt ``deeptalk.data.features.LogMelExtractor`` (the training features) to ``FeatureFn``."""
