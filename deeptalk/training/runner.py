@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -256,8 +257,10 @@ def train_phase(
     program = SpeechProgram(model, batches, dist.device)
     log.info("%s: %s (init %s, routing %s, %d steps)", spec.name, spec.description, source,
              spec.routing.value, loop.steps)
-    summary = train(model, groups, program, loop, out, checkpoint_dir(cfg, spec), dist, desc=spec.name,
-                    fingerprint=fp)
+    ckpt = checkpoint_dir(cfg, spec)
+    summary = train(model, groups, program, loop, out, ckpt, dist, desc=spec.name, fingerprint=fp)
+    if dist.is_main:  # the finished output (with its fingerprint) is the resume point from now on
+        shutil.rmtree(ckpt, ignore_errors=True)
     return {**summary, "out": str(out)}
 
 
