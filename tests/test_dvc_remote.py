@@ -22,8 +22,11 @@ def _run(repo: Path, *args: str, env: dict | None = None) -> str:
 
 
 def _digest(directory: Path) -> dict[str, str]:
-    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -35,8 +38,14 @@ def repo(tmp_path):
     (data / "manifest.csv").write_text("id,text\nu1,hello\nu2,world\n")
     for i in range(3):
         (data / "audio" / f"u{i}.bin").write_bytes(hashlib.sha256(str(i).encode()).digest() * 100)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     _run(repo, "git", "init", "-q", env=env)
     _run(repo, DVC, "init", "-q", env=env)
     _run(repo, DVC, "add", "-q", "data", env=env)
@@ -59,15 +68,37 @@ def test_s3_remote_push_wipe_pull(repo):
         env = {**env, **CREDENTIALS}
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                     aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"]).create_bucket(Bucket="dvc-store")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        ).create_bucket(Bucket="dvc-store")
         _run(repo, DVC, "remote", "add", "s3store", "s3://dvc-store/deeptalk", env=env)
         _run(repo, DVC, "remote", "modify", "s3store", "endpointurl", endpoint, env=env)
-        _run(repo, DVC, "remote", "modify", "--local", "s3store", "access_key_id",
-             CREDENTIALS["AWS_ACCESS_KEY_ID"], env=env)
-        _run(repo, DVC, "remote", "modify", "--local", "s3store", "secret_access_key",
-             CREDENTIALS["AWS_SECRET_ACCESS_KEY"], env=env)
+        _run(
+            repo,
+            DVC,
+            "remote",
+            "modify",
+            "--local",
+            "s3store",
+            "access_key_id",
+            CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            env=env,
+        )
+        _run(
+            repo,
+            DVC,
+            "remote",
+            "modify",
+            "--local",
+            "s3store",
+            "secret_access_key",
+            CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            env=env,
+        )
         _run(repo, DVC, "push", "-q", "-r", "s3store", env=env)
         _wipe_and_pull(repo, env, "s3store")
         status = _run(repo, DVC, "status", "-c", "-r", "s3store", env=env)

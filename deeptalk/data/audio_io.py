@@ -25,7 +25,7 @@ def to_mono(wav: np.ndarray) -> np.ndarray:
 
 
 def read_wav(path: str | Path, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
-    """Read a file as mono float32; resample to ``sample_rate`` when given. Raises ValueError if unreadable."""
+    """Read mono float32, resampled to ``sample_rate`` when given; ValueError if the file is unreadable."""
     try:
         wav, sr = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError) as e:
@@ -44,7 +44,13 @@ def decode_wav_bytes(data: bytes) -> tuple[np.ndarray, int]:
 def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
     """16-bit PCM wav bytes (deterministic: same samples → same bytes)."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    sf.write(
+        buf,
+        np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0),
+        sample_rate,
+        subtype="PCM_16",
+        format="WAV",
+    )
     return buf.getvalue()
 
 

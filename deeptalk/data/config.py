@@ -7,7 +7,9 @@ from typing import Self
 
 from deeptalk.data.schema import SPLITS, TASKS
 
-SPEECH_TASKS = tuple(t for t in TASKS if t != "text")  # tasks whose size is a sample count (``text`` covers all facts)
+SPEECH_TASKS = tuple(
+    t for t in TASKS if t != "text"
+)  # tasks whose size is a sample count (``text`` covers all facts)
 
 
 def _counts(train: int, validation: int, heldout: int) -> tuple[int, int, int]:
@@ -39,7 +41,11 @@ class DataConfig:
     heldout_fraction: float = 0.15  # of facts
     assistant_voice: str = "piper:joe"  # the only voice the model speaks with (clearest available)
     train_speakers: tuple[str, ...] = (
-        "espeak:en-us", "espeak:en-us+m3", "espeak:en-gb-x-rp+m7", "flite:slt", "flite:awb",
+        "espeak:en-us",
+        "espeak:en-us+m3",
+        "espeak:en-gb-x-rp+m7",
+        "flite:slt",
+        "flite:awb",
     )
     heldout_speakers: tuple[str, ...] = ("espeak:en-us+f3", "flite:rms")
     speeds: tuple[int, int] = (140, 170)  # espeak-ng words per minute, drawn uniformly per utterance
@@ -50,7 +56,9 @@ class DataConfig:
     max_words: int = 16  # ASR/TTS sentences longer than this are skipped (keeps audio under the limit)
     workers: int = 2  # synthesis processes
     import_source: str | None = None  # paper profile: local dir or s3://bucket/prefix with the two manifests
-    hf_tokenizer: str | None = None  # local HF tokenizer dir, relative to the project root (paper); None = word level
+    hf_tokenizer: str | None = (
+        None  # local HF tokenizer dir, relative to the project root (paper); None = word level
+    )
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.counts) - set(SPEECH_TASKS))
@@ -83,14 +91,16 @@ class DataConfig:
                     "asr": _counts(800, 60, 120),
                     "tts": _counts(400, 40, 80),
                     "aqa": _counts(800, 60, 120),
-                    "tqa": _counts(600, 60, 200),
+                    "tqa": _counts(600, 60, 180),
                     "rqa": _counts(600, 60, 120),
                 },
                 max_facts=2000,
             )
         if profile == "paper":
             return cls(
-                import_source="s3://deeptalk-data/manifests", hf_tokenizer="checkpoints/DeepSeek-V2-Lite-Chat",
-                max_utterance_seconds=30.0, workers=8,
+                import_source="s3://deeptalk-data/manifests",
+                hf_tokenizer="checkpoints/DeepSeek-V2-Lite-Chat",
+                max_utterance_seconds=30.0,
+                workers=8,
             )
         raise ValueError(f"unknown profile {profile!r}")

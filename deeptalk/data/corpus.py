@@ -23,8 +23,9 @@ Splits and leakage (checked by ``validation.py``):
 - Held-out samples are spoken by ``heldout_speakers`` only; train/validation by ``train_speakers``; the
   assistant voice speaks every spoken answer.
 
-Output under ``out_dir`` (= ``cfg.paths.raw``): ``utterances.parquet``, ``samples.parquet``, ``facts.parquet``,
-``audio/<utt_id>.wav`` (16 kHz mono PCM16), ``tokenizer/``. Same config and seed → byte-identical files.
+Output under ``out_dir`` (= ``cfg.paths.raw``): ``utterances.parquet``, ``samples.parquet``,
+``facts.parquet``, ``audio/<utt_id>.wav`` (16 kHz mono PCM16), ``tokenizer/``. Same config and seed →
+byte-identical files.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 from tqdm import tqdm
@@ -55,8 +56,14 @@ from deeptalk.data.voices import check_speakers, synthesize
 log = logging.getLogger(__name__)
 
 TTS_PROMPT = "Repeat the sentence inside the brackets without any explanation. [{text}]"
-FACT_COLUMNS = {"id": "string", "relation": "string", "subject": "string", "answer": "string",
-                "aliases": "string", "split": "string"}
+FACT_COLUMNS = {
+    "id": "string",
+    "relation": "string",
+    "subject": "string",
+    "answer": "string",
+    "aliases": "string",
+    "split": "string",
+}
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,9 @@ def _cycle(rng: random.Random, items: list, n: int) -> list:
     return out
 
 
-def sentence_pools(facts_by_split: dict[str, list[Fact]], seed: int, max_words: int) -> dict[str, list[Sentence]]:
+def sentence_pools(
+    facts_by_split: dict[str, list[Fact]], seed: int, max_words: int
+) -> dict[str, list[Sentence]]:
     """ASR/TTS sentences per split: fact statements (held-out template for held-out facts) and poem lines
     assigned to splits by a stable hash."""
     pools: dict[str, list[Sentence]] = {s: [] for s in SPLITS}
@@ -125,8 +134,9 @@ def sentence_pools(facts_by_split: dict[str, list[Fact]], seed: int, max_words: 
     return {s: [x for x in v if len(x.text.split()) <= max_words] for s, v in pools.items()}
 
 
-def plan_samples(cfg: DataConfig, facts_by_split: dict[str, list[Fact]], sentences: dict[str, list[Sentence]]
-                 ) -> tuple[list[Sample], list[UtteranceRequest]]:
+def plan_samples(
+    cfg: DataConfig, facts_by_split: dict[str, list[Fact]], sentences: dict[str, list[Sentence]]
+) -> tuple[list[Sample], list[UtteranceRequest]]:
     """All samples of all tasks and splits plus the (de-duplicated) utterances they reference."""
     planner = _Planner(cfg)
     samples: list[Sample] = []
@@ -156,14 +166,18 @@ def _answer_sentence(fact: Fact) -> str:
     return fact.statement(RELATIONS[fact.relation].train_statements[0])
 
 
-def _make_turns(task: str, split: str, item, rng: random.Random, planner: _Planner, pool: list[Fact]
-                ) -> tuple[tuple[Turn, ...], str]:
+def _make_turns(
+    task: str, split: str, item, rng: random.Random, planner: _Planner, pool: list[Fact]
+) -> tuple[tuple[Turn, ...], str]:
     if task == "asr":
         uid = planner.utterance(rng, item.text, task, split)
         return (Turn("user", item.text, uid, True), Turn("assistant", item.text)), item.fact_id
     if task == "tts":
         uid = planner.utterance(rng, item.text, task, split, assistant=True)
-        return (Turn("user", TTS_PROMPT.format(text=item.text)), Turn("assistant", item.text, uid, True)), item.fact_id
+        return (
+            Turn("user", TTS_PROMPT.format(text=item.text)),
+            Turn("assistant", item.text, uid, True),
+        ), item.fact_id
     fact: Fact = item
     if task == "aqa":
         rounds = [fact]
@@ -192,7 +206,11 @@ def _text_samples(facts_by_split: dict[str, list[Fact]]) -> list[Sample]:
     for f in facts:
         rel = RELATIONS[f.relation]
         for t in rel.train_statements:
-            out.append(Sample(f"text-train-{len(out):05d}", "text", "train", (Turn("assistant", f.statement(t)),), f.id))
+            out.append(
+                Sample(
+                    f"text-train-{len(out):05d}", "text", "train", (Turn("assistant", f.statement(t)),), f.id
+                )
+            )
         for t in rel.train_questions:
             turns = (Turn("user", f.question(t)), Turn("assistant", f.short_answer))
             out.append(Sample(f"text-train-{len(out):05d}", "text", "train", turns, f.id))
@@ -205,13 +223,22 @@ def _synthesize_one(args: tuple[UtteranceRequest, str, int]) -> dict:
     wav = synthesize(req.speaker, req.text, req.speed, sample_rate)
     data = write_wav(Path(root) / req.audio_path, wav, sample_rate)
     return {
-        "id": req.id, "task": req.task, "split": req.split, "speaker": req.speaker, "text": req.text,
-        "audio_path": req.audio_path, "sample_rate": sample_rate, "duration": len(wav) / sample_rate,
-        "rms": round(rms(wav), 6), "sha256": sha256_bytes(data),
+        "id": req.id,
+        "task": req.task,
+        "split": req.split,
+        "speaker": req.speaker,
+        "text": req.text,
+        "audio_path": req.audio_path,
+        "sample_rate": sample_rate,
+        "duration": len(wav) / sample_rate,
+        "rms": round(rms(wav), 6),
+        "sha256": sha256_bytes(data),
     }
 
 
-def synthesize_all(requests: list[UtteranceRequest], root: Path, sample_rate: int, workers: int) -> list[dict]:
+def synthesize_all(
+    requests: list[UtteranceRequest], root: Path, sample_rate: int, workers: int
+) -> list[dict]:
     """Synthesize in ``workers`` processes; rows come back in request order (deterministic manifests)."""
     jobs = [(r, str(root), sample_rate) for r in requests]
     bar = dict(total=len(jobs), desc="synthesize", unit="utt", disable=None)
@@ -228,8 +255,10 @@ def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
 
 
 def samples_frame(samples: list[Sample]) -> pd.DataFrame:
-    rows = [{"id": s.id, "task": s.task, "split": s.split, "fact_id": s.fact_id, "turns": s.turns_json()}
-            for s in samples]
+    rows = [
+        {"id": s.id, "task": s.task, "split": s.split, "fact_id": s.fact_id, "turns": s.turns_json()}
+        for s in samples
+    ]
     return _frame(rows, SAMPLE_COLUMNS)
 
 
@@ -271,7 +300,9 @@ def build_corpus(cfg: DataConfig, out_dir: str | Path) -> dict:
         rows = synthesize_all(requests, tmp, cfg.sample_rate, cfg.workers)
         too_long = {r["id"] for r in rows if r["duration"] > cfg.max_utterance_seconds}
         if too_long:
-            log.warning("dropping %d samples whose audio exceeds %.1f s", len(too_long), cfg.max_utterance_seconds)
+            log.warning(
+                "dropping %d samples whose audio exceeds %.1f s", len(too_long), cfg.max_utterance_seconds
+            )
         kept = [s for s in samples if not any(t.audio_id in too_long for t in s.turns)]
         used = {t.audio_id for s in kept for t in s.turns if t.audio_id}
         for r in rows:
@@ -280,9 +311,20 @@ def build_corpus(cfg: DataConfig, out_dir: str | Path) -> dict:
         utterances = _frame([r for r in rows if r["id"] in used], UTTERANCE_COLUMNS)
         samples_df = samples_frame(kept)
         fact_split = {f.id: split for split, fs in by_split.items() for f in fs}
-        facts_df = _frame([{"id": f.id, "relation": f.relation, "subject": f.subject, "answer": f.answer,
-                            "aliases": json.dumps(list(f.aliases)), "split": fact_split[f.id]} for f in facts],
-                          FACT_COLUMNS)
+        facts_df = _frame(
+            [
+                {
+                    "id": f.id,
+                    "relation": f.relation,
+                    "subject": f.subject,
+                    "answer": f.answer,
+                    "aliases": json.dumps(list(f.aliases)),
+                    "split": fact_split[f.id],
+                }
+                for f in facts
+            ],
+            FACT_COLUMNS,
+        )
         write_parquet(utterances, tmp / "utterances.parquet")
         write_parquet(samples_df, tmp / "samples.parquet")
         write_parquet(facts_df, tmp / "facts.parquet")

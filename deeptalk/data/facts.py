@@ -1,4 +1,4 @@
-"""Knowledge items (facts) from offline sources, and the phrasings that turn them into questions and sentences.
+"""Knowledge items (facts) from offline sources, and the phrasings that make questions and sentences of them.
 
 Sources: the Debian ``bsdgames`` quiz files (capitals, US states, elements, collective nouns, …) and the PyPI
 ``countryinfo`` package, plus generated arithmetic. Every relation has several question and statement
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 QUIZ_DIR = Path("/usr/share/games/bsdgames/quiz")
 
 
-# ---- quiz pattern syntax: `a|b` alternatives, `{opt}` optional parts, `[a|b]` groups, `\:` escapes -----------
+# ---- quiz pattern syntax: `a|b` alternatives, `{opt}` optional parts, `[a|b]` groups, `\:` escapes ------
 def _parse_alt(s: str, i: int, stop: str) -> tuple[list, int]:
     """Parse alternatives up to ``stop``; returns ([sequence, ...], index after the stop char)."""
     alts: list[list] = [[]]
@@ -91,7 +91,7 @@ def parse_pattern(pattern: str, limit: int = 32) -> tuple[str, tuple[str, ...]]:
 
 def _clean(text: str) -> str:
     """ASCII-fold and squeeze spaces (espeak/flite and the word tokenizer all want plain ASCII)."""
-    text = re.sub("[\\x27^~`\"]\x08|\x08[\\x27^~`\"]|\x08", "", text)  # overstruck accents: e'<BS> → e
+    text = re.sub('[\\x27^~`"]\x08|\x08[\\x27^~`"]|\x08', "", text)  # overstruck accents: e'<BS> → e
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     text = re.sub(r"(?<=[a-z])'(?=[aeiou]\w)", "", text)  # quiz files spell accents as Asunci'on
     return re.sub(r"\s+", " ", text).strip()
@@ -130,7 +130,7 @@ def read_quiz_file(path: Path) -> list[list[str]]:
 # ---- relations and templates ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Relation:
-    """Phrasings of one relation. ``{s}`` = subject, ``{a}`` = answer. The last template of each is held out."""
+    """Phrasings of one relation (``{s}`` subject, ``{a}`` answer). The last template of each is held out."""
 
     questions: tuple[str, ...]
     statements: tuple[str, ...]
@@ -158,70 +158,144 @@ class Relation:
 
 RELATIONS: dict[str, Relation] = {
     "capital": Relation(
-        ("What is the capital of {s}?", "Which city is the capital of {s}?", "Name the capital of {s}.",
-         "Tell me the capital city of {s}."),
+        (
+            "What is the capital of {s}?",
+            "Which city is the capital of {s}?",
+            "Name the capital of {s}.",
+            "Tell me the capital city of {s}.",
+        ),
         ("The capital of {s} is {a}.", "{a} is the capital of {s}.", "The capital city of {s} is {a}."),
     ),
     "region": Relation(
-        ("In which region is {s}?", "Which part of the world is {s} in?", "Where in the world is {s}?",
-         "On which continent or region is {s} located?"),
+        (
+            "In which region is {s}?",
+            "Which part of the world is {s} in?",
+            "Where in the world is {s}?",
+            "On which continent or region is {s} located?",
+        ),
         ("{s} is in {a}.", "{s} lies in {a}.", "{s} is located in {a}."),
     ),
     "state_abbrev": Relation(
-        ("What is the postal abbreviation of {s}?", "How do you abbreviate {s}?",
-         "What is the two letter code for {s}?", "Which postal code stands for {s}?"),
-        ("The postal abbreviation of {s} is {a}.", "{s} is abbreviated {a}.", "The two letter code for {s} is {a}."),
+        (
+            "What is the postal abbreviation of {s}?",
+            "How do you abbreviate {s}?",
+            "What is the two letter code for {s}?",
+            "Which postal code stands for {s}?",
+        ),
+        (
+            "The postal abbreviation of {s} is {a}.",
+            "{s} is abbreviated {a}.",
+            "The two letter code for {s} is {a}.",
+        ),
     ),
     "state_flower": Relation(
-        ("What is the state flower of {s}?", "Which flower is the symbol of {s}?", "Name the state flower of {s}.",
-         "Which flower represents the state of {s}?"),
-        ("The state flower of {s} is the {a}.", "{s} has the {a} as its state flower.",
-         "The flower of the state of {s} is the {a}."),
+        (
+            "What is the state flower of {s}?",
+            "Which flower is the symbol of {s}?",
+            "Name the state flower of {s}.",
+            "Which flower represents the state of {s}?",
+        ),
+        (
+            "The state flower of {s} is the {a}.",
+            "{s} has the {a} as its state flower.",
+            "The flower of the state of {s} is the {a}.",
+        ),
     ),
     "element_symbol": Relation(
-        ("What is the chemical symbol for {s}?", "Which symbol stands for {s}?", "How is {s} written in chemistry?",
-         "What symbol does the element {s} have?"),
+        (
+            "What is the chemical symbol for {s}?",
+            "Which symbol stands for {s}?",
+            "How is {s} written in chemistry?",
+            "What symbol does the element {s} have?",
+        ),
         ("The chemical symbol for {s} is {a}.", "{s} has the symbol {a}.", "The element {s} is written {a}."),
     ),
     "element_number": Relation(
-        ("What is the atomic number of {s}?", "Which atomic number does {s} have?",
-         "How many protons does an atom of {s} have?", "What number is {s} in the periodic table?"),
-        ("The atomic number of {s} is {a}.", "{s} has atomic number {a}.", "{s} is number {a} in the periodic table."),
+        (
+            "What is the atomic number of {s}?",
+            "Which atomic number does {s} have?",
+            "How many protons does an atom of {s} have?",
+            "What number is {s} in the periodic table?",
+        ),
+        (
+            "The atomic number of {s} is {a}.",
+            "{s} has atomic number {a}.",
+            "{s} is number {a} in the periodic table.",
+        ),
     ),
     "collective": Relation(
-        ("What is a group of {s} called?", "What do you call a group of {s}?", "Name a group of {s}.",
-         "Which word describes a group of {s}?"),
-        ("A group of {s} is called a {a}.", "Many {s} together make a {a}.", "The word for a group of {s} is {a}."),
+        (
+            "What is a group of {s} called?",
+            "What do you call a group of {s}?",
+            "Name a group of {s}.",
+            "Which word describes a group of {s}?",
+        ),
+        (
+            "A group of {s} is called a {a}.",
+            "Many {s} together make a {a}.",
+            "The word for a group of {s} is {a}.",
+        ),
     ),
     "baby": Relation(
-        ("What is a baby {s} called?", "What do you call a young {s}?", "Name a baby {s}.",
-         "Which word means a young {s}?"),
+        (
+            "What is a baby {s} called?",
+            "What do you call a young {s}?",
+            "Name a baby {s}.",
+            "Which word means a young {s}?",
+        ),
         ("A baby {s} is called a {a}.", "A young {s} is a {a}.", "The word for a young {s} is {a}."),
     ),
     "female": Relation(
-        ("What is the female of {s}?", "What is the female form of {s}?", "Name the female of {s}.",
-         "Which word is the female counterpart of {s}?"),
+        (
+            "What is the female of {s}?",
+            "What is the female form of {s}?",
+            "Name the female of {s}.",
+            "Which word is the female counterpart of {s}?",
+        ),
         ("The female of {s} is {a}.", "A female {s} is called {a}.", "The female counterpart of {s} is {a}."),
     ),
     "opposite": Relation(
-        ("What is the opposite of {s}?", "Which word means the opposite of {s}?", "Name the opposite of {s}.",
-         "What is the antonym of {s}?"),
+        (
+            "What is the opposite of {s}?",
+            "Which word means the opposite of {s}?",
+            "Name the opposite of {s}.",
+            "What is the antonym of {s}?",
+        ),
         ("The opposite of {s} is {a}.", "{a} is the opposite of {s}.", "The antonym of {s} is {a}."),
     ),
     "zodiac_next": Relation(
-        ("Which Chinese year follows the year of the {s}?", "What comes after the year of the {s}?",
-         "Name the Chinese year after the {s}.", "In the Chinese calendar, what follows the {s}?"),
-        ("The year of the {a} follows the year of the {s}.", "After the {s} comes the {a}.",
-         "In the Chinese calendar the {a} follows the {s}."),
+        (
+            "Which Chinese year follows the year of the {s}?",
+            "What comes after the year of the {s}?",
+            "Name the Chinese year after the {s}.",
+            "In the Chinese calendar, what follows the {s}?",
+        ),
+        (
+            "The year of the {a} follows the year of the {s}.",
+            "After the {s} comes the {a}.",
+            "In the Chinese calendar the {a} follows the {s}.",
+        ),
     ),
     "president_next": Relation(
-        ("Who was president after {s}?", "Who succeeded {s} as president?", "Name the president who followed {s}.",
-         "Which president came right after {s}?"),
-        ("{a} was president after {s}.", "{a} succeeded {s} as president.", "The president after {s} was {a}."),
+        (
+            "Who was president after {s}?",
+            "Who succeeded {s} as president?",
+            "Name the president who followed {s}.",
+            "Which president came right after {s}?",
+        ),
+        (
+            "{a} was president after {s}.",
+            "{a} succeeded {s} as president.",
+            "The president after {s} was {a}.",
+        ),
     ),
     "monarch_next": Relation(
-        ("Who reigned after {s}?", "Who succeeded {s} on the throne?", "Name the monarch who followed {s}.",
-         "Which English monarch came after {s}?"),
+        (
+            "Who reigned after {s}?",
+            "Who succeeded {s} on the throne?",
+            "Name the monarch who followed {s}.",
+            "Which English monarch came after {s}?",
+        ),
         ("{a} reigned after {s}.", "{a} succeeded {s} on the throne.", "The monarch after {s} was {a}."),
     ),
     "sum": Relation(
@@ -287,7 +361,15 @@ _QUIZ_TABLES = (
     ("pres", "president_next", 0, 3),
     ("sov", "monarch_next", 0, 2),
 )
-_LOWER_SUBJECTS = {"collective", "baby", "female", "opposite", "zodiac_next", "element_symbol", "element_number"}
+_LOWER_SUBJECTS = {
+    "collective",
+    "baby",
+    "female",
+    "opposite",
+    "zodiac_next",
+    "element_symbol",
+    "element_number",
+}
 _LOWER_ANSWERS = {"collective", "baby", "female", "opposite", "zodiac_next", "state_flower"}
 
 
@@ -305,7 +387,9 @@ def quiz_facts(quiz_dir: Path = QUIZ_DIR) -> list[Fact]:
             answer = answer.lower() if relation in _LOWER_ANSWERS else answer
             if not subject or not answer or answer.lower() in {"none", "gok"}:
                 continue
-            facts.append(Fact(f"{relation}:{_slug(subject)}", relation, subject, answer, aliases, f"quiz/{name}"))
+            facts.append(
+                Fact(f"{relation}:{_slug(subject)}", relation, subject, answer, aliases, f"quiz/{name}")
+            )
     return facts
 
 
@@ -362,8 +446,9 @@ def load_facts(seed: int, max_facts: int, quiz_dir: Path = QUIZ_DIR) -> list[Fac
     return sorted(chosen, key=lambda f: f.id)
 
 
-def split_facts(facts: list[Fact], seed: int, validation_fraction: float, heldout_fraction: float
-                ) -> dict[str, list[Fact]]:
+def split_facts(
+    facts: list[Fact], seed: int, validation_fraction: float, heldout_fraction: float
+) -> dict[str, list[Fact]]:
     """Assign each fact to exactly one split, stratified by relation (every relation is in every split)."""
     rng = random.Random(f"split-{seed}")
     out: dict[str, list[Fact]] = {"train": [], "validation": [], "heldout": []}

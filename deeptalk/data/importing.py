@@ -54,9 +54,16 @@ def import_corpus(source: str, dest: str | Path, cfg: DataConfig) -> dict:
             wav = resample(wav, sr, cfg.sample_rate)
             rel = f"audio/{row['id']}.wav"
             out = write_wav(tmp / rel, wav, cfg.sample_rate)
-            rows.append({**row, "audio_path": rel, "sample_rate": cfg.sample_rate,
-                         "duration": len(wav) / cfg.sample_rate, "rms": round(rms(wav), 6),
-                         "sha256": sha256_bytes(out)})
+            rows.append(
+                {
+                    **row,
+                    "audio_path": rel,
+                    "sample_rate": cfg.sample_rate,
+                    "duration": len(wav) / cfg.sample_rate,
+                    "rms": round(rms(wav), 6),
+                    "sha256": sha256_bytes(out),
+                }
+            )
         utterances = pd.DataFrame(rows, columns=list(UTTERANCE_COLUMNS)).astype(UTTERANCE_COLUMNS)
         write_parquet(utterances, tmp / "utterances.parquet")
         write_parquet(samples, tmp / "samples.parquet")
@@ -65,7 +72,12 @@ def import_corpus(source: str, dest: str | Path, cfg: DataConfig) -> dict:
         else:
             tokenizer = TextTokenizer.build(tokenizer_texts(samples, utterances))
         tokenizer.save(tmp / "tokenizer")
-    summary = {"source": source, "utterances": len(utterances), "samples": len(samples),
-               "audio_seconds": round(float(utterances["duration"].sum()), 1), "vocab_size": tokenizer.vocab_size}
+    summary = {
+        "source": source,
+        "utterances": len(utterances),
+        "samples": len(samples),
+        "audio_seconds": round(float(utterances["duration"].sum()), 1),
+        "vocab_size": tokenizer.vocab_size,
+    }
     log.info("imported corpus: %s", summary)
     return summary

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Protocol
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 VOCAB_FILE = "word_vocab.json"
@@ -75,11 +76,13 @@ class TextTokenizer:
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = range(len(SPECIALS))
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> "TextTokenizer":
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> TextTokenizer:
         """Vocabulary = specials, ten digits, then every word/mark seen ≥ ``min_count`` times, sorted
         (sorting keeps ids independent of corpus order)."""
         counts = Counter(tok for text in texts for tok in split_words(text))
-        words = sorted(t for t, c in counts.items() if c >= min_count and t not in SPECIALS and not t.isdigit())
+        words = sorted(
+            t for t, c in counts.items() if c >= min_count and t not in SPECIALS and not t.isdigit()
+        )
         return cls([*SPECIALS, *"0123456789", *words])
 
     @property
@@ -106,10 +109,12 @@ class TextTokenizer:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / VOCAB_FILE).write_text(json.dumps({"type": "word", "vocab": self.vocab}, indent=0) + "\n")
+        (directory / VOCAB_FILE).write_text(
+            json.dumps({"type": "word", "vocab": self.vocab}, indent=0) + "\n"
+        )
 
     @classmethod
-    def load(cls, directory: str | Path) -> "TextTokenizer":
+    def load(cls, directory: str | Path) -> TextTokenizer:
         path = Path(directory) / VOCAB_FILE
         if not path.exists():
             raise ValueError(f"no word tokenizer at {directory} (missing {VOCAB_FILE})")
@@ -128,7 +133,7 @@ class HFTextTokenizer:
         self.bos_id, self.eos_id = tokenizer.bos_token_id, tokenizer.eos_token_id
 
     @classmethod
-    def load(cls, directory: str | Path) -> "HFTextTokenizer":
+    def load(cls, directory: str | Path) -> HFTextTokenizer:
         from transformers import AutoTokenizer
 
         if not Path(directory).is_dir():
@@ -142,7 +147,11 @@ class HFTextTokenizer:
         if self.unk_id < 0:
             return []
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        return [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == self.unk_id]
+        return [
+            text[a:b]
+            for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=False)
+            if i == self.unk_id
+        ]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)

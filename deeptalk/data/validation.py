@@ -40,7 +40,7 @@ _MAX_EXAMPLES = 5
 class DataValidationError(Exception):
     """Raised when a suite fails; ``failures`` holds every failed expectation with example rows."""
 
-    def __init__(self, failures: list["Failure"]):
+    def __init__(self, failures: list[Failure]):
         self.failures = failures
         lines = [f"data validation failed: {len(failures)} expectation(s) not met"]
         lines += [f"- {f}" for f in failures]
@@ -86,8 +86,14 @@ def _audio_stats(root: Path, path: str) -> dict:
     import soundfile as sf
 
     full = root / path
-    out = {"file_readable": False, "file_sample_rate": None, "file_channels": None, "file_duration": None,
-           "file_rms": None, "file_sha256": None}
+    out = {
+        "file_readable": False,
+        "file_sample_rate": None,
+        "file_channels": None,
+        "file_duration": None,
+        "file_rms": None,
+        "file_sha256": None,
+    }
     if not full.is_file():
         return out
     out["file_sha256"] = sha256_file(full)
@@ -96,9 +102,13 @@ def _audio_stats(root: Path, path: str) -> dict:
     except (sf.LibsndfileError, RuntimeError) as e:
         log.debug("unreadable %s: %s", full, e)
         return out
-    out.update(file_readable=wav.shape[0] > 0, file_sample_rate=int(sr), file_channels=int(wav.shape[1]),
-               file_duration=wav.shape[0] / sr, file_rms=float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
-               if wav.size else 0.0)
+    out.update(
+        file_readable=wav.shape[0] > 0,
+        file_sample_rate=int(sr),
+        file_channels=int(wav.shape[1]),
+        file_duration=wav.shape[0] / sr,
+        file_rms=float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) if wav.size else 0.0,
+    )
     return out
 
 
@@ -111,20 +121,29 @@ def _unknown(tokenizer, texts) -> int:
 def utterance_table(utts: pd.DataFrame, root: Path, cfg: DataConfig, tokenizer) -> pd.DataFrame:
     df = utts.copy()
     if "audio_path" in df:
-        stats = pd.DataFrame([_audio_stats(root, p) if isinstance(p, str) else _audio_stats(root, "")
-                              for p in df["audio_path"]], index=df.index)
+        stats = pd.DataFrame(
+            [
+                _audio_stats(root, p) if isinstance(p, str) else _audio_stats(root, "")
+                for p in df["audio_path"]
+            ],
+            index=df.index,
+        )
     else:
         stats = pd.DataFrame([_audio_stats(root, "")] * len(df), index=df.index)
     df = pd.concat([df, stats.astype({"file_readable": bool})], axis=1)
     if "sha256" in df:
-        df["sha256_matches_file"] = df["file_sha256"].astype(object).eq(df["sha256"].astype(object)).fillna(False)
+        df["sha256_matches_file"] = (
+            df["file_sha256"].astype(object).eq(df["sha256"].astype(object)).fillna(False)
+        )
     if "duration" in df:
         df["duration_matches_file"] = (df["file_duration"].astype(float) - df["duration"]).abs().le(0.01)
     if "text" in df:
         df["unknown_words"] = [_unknown(tokenizer, [t]) for t in df["text"]]
     if "speaker" in df and "split" in df:
         held = set(cfg.heldout_speakers)
-        df["heldout_speaker_in_training"] = df["speaker"].isin(held) & df["split"].isin(["train", "validation"])
+        df["heldout_speaker_in_training"] = df["speaker"].isin(held) & df["split"].isin(
+            ["train", "validation"]
+        )
     return df.drop(columns=["file_sha256"])
 
 
@@ -134,25 +153,38 @@ def sample_table(samples: pd.DataFrame, utt_ids: set[str], tokenizer) -> pd.Data
     for raw in df.get("turns", pd.Series([None] * len(df), index=df.index)):
         try:
             parsed = json.loads(raw)
-            ok = isinstance(parsed, list) and parsed and all(isinstance(t, dict) and "text" in t for t in parsed)
+            ok = (
+                isinstance(parsed, list)
+                and parsed
+                and all(isinstance(t, dict) and "text" in t for t in parsed)
+            )
             turns.append(parsed if ok else None)
         except (TypeError, ValueError):
             turns.append(None)
     df["turns_valid"] = [t is not None for t in turns]
     df["empty_turn_texts"] = [sum(not str(x.get("text") or "").strip() for x in t) if t else 0 for t in turns]
     df["unknown_words"] = [_unknown(tokenizer, [x.get("text") for x in t]) if t else 0 for t in turns]
-    df["missing_audio_refs"] = [sum(bool(x.get("audio_id")) and x["audio_id"] not in utt_ids for x in t)
-                                if t else 0 for t in turns]
+    df["missing_audio_refs"] = [
+        sum(bool(x.get("audio_id")) and x["audio_id"] not in utt_ids for x in t) if t else 0 for t in turns
+    ]
     if {"task", "split", "fact_id"} <= set(df.columns):
         qa = df["task"] != "text"
         held_facts = set(df.loc[qa & (df["split"] == "heldout"), "fact_id"]) - {""}
-        df["shares_fact_with_heldout"] = (qa & df["split"].isin(["train", "validation"])
-                                          & df["fact_id"].isin(held_facts)).astype(bool)
-        text_texts = {x.get("text") for t, is_text in zip(turns, df["task"] == "text") if t and is_text for x in t}
+        df["shares_fact_with_heldout"] = (
+            qa & df["split"].isin(["train", "validation"]) & df["fact_id"].isin(held_facts)
+        ).astype(bool)
+        text_texts = {
+            x.get("text")
+            for t, is_text in zip(turns, df["task"] == "text", strict=False)
+            if t and is_text
+            for x in t
+        }
         df["heldout_phrasing_in_text"] = [
-            bool(t) and split == "heldout" and task != "text"
+            bool(t)
+            and split == "heldout"
+            and task != "text"
             and any(x.get("role") == "user" and x.get("text") in text_texts for x in t)
-            for t, split, task in zip(turns, df["split"], df["task"])
+            for t, split, task in zip(turns, df["split"], df["task"], strict=False)
         ]
     return df
 
@@ -170,8 +202,17 @@ def _schema_expectations(columns: dict[str, str], derived: list[str]):
 def utterance_expectations(cfg: DataConfig):
     import great_expectations.expectations as gxe
 
-    derived = ["file_readable", "file_sample_rate", "file_channels", "file_duration", "file_rms",
-               "sha256_matches_file", "duration_matches_file", "unknown_words", "heldout_speaker_in_training"]
+    derived = [
+        "file_readable",
+        "file_sample_rate",
+        "file_channels",
+        "file_duration",
+        "file_rms",
+        "sha256_matches_file",
+        "duration_matches_file",
+        "unknown_words",
+        "heldout_speaker_in_training",
+    ]
     yield from _schema_expectations(UTTERANCE_COLUMNS, derived)
     yield gxe.ExpectTableRowCountToBeBetween(min_value=1)
     yield gxe.ExpectColumnValuesToBeUnique(column="id")
@@ -180,13 +221,16 @@ def utterance_expectations(cfg: DataConfig):
     yield gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=1)
     yield gxe.ExpectColumnValuesToMatchRegex(column="sha256", regex=r"^[0-9a-f]{64}$")
     yield gxe.ExpectColumnValuesToBeInSet(column="sample_rate", value_set=[cfg.sample_rate])
-    yield gxe.ExpectColumnValuesToBeBetween(column="duration", min_value=0.05, max_value=cfg.max_utterance_seconds)
+    yield gxe.ExpectColumnValuesToBeBetween(
+        column="duration", min_value=0.05, max_value=cfg.max_utterance_seconds
+    )
     yield gxe.ExpectColumnValuesToBeBetween(column="rms", min_value=cfg.min_rms, max_value=1.0)
     yield gxe.ExpectColumnValuesToBeInSet(column="file_readable", value_set=[True])
     yield gxe.ExpectColumnValuesToBeInSet(column="file_sample_rate", value_set=[cfg.sample_rate])
     yield gxe.ExpectColumnValuesToBeInSet(column="file_channels", value_set=[1])
-    yield gxe.ExpectColumnValuesToBeBetween(column="file_duration", min_value=0.05,
-                                            max_value=cfg.max_utterance_seconds)
+    yield gxe.ExpectColumnValuesToBeBetween(
+        column="file_duration", min_value=0.05, max_value=cfg.max_utterance_seconds
+    )
     yield gxe.ExpectColumnValuesToBeBetween(column="file_rms", min_value=cfg.min_rms, max_value=1.0)
     yield gxe.ExpectColumnValuesToBeInSet(column="sha256_matches_file", value_set=[True])
     yield gxe.ExpectColumnValuesToBeInSet(column="duration_matches_file", value_set=[True])
@@ -197,8 +241,14 @@ def utterance_expectations(cfg: DataConfig):
 def sample_expectations(cfg: DataConfig):
     import great_expectations.expectations as gxe
 
-    derived = ["turns_valid", "empty_turn_texts", "unknown_words", "missing_audio_refs",
-               "shares_fact_with_heldout", "heldout_phrasing_in_text"]
+    derived = [
+        "turns_valid",
+        "empty_turn_texts",
+        "unknown_words",
+        "missing_audio_refs",
+        "shares_fact_with_heldout",
+        "heldout_phrasing_in_text",
+    ]
     yield from _schema_expectations(SAMPLE_COLUMNS, derived)
     yield gxe.ExpectTableRowCountToBeBetween(min_value=1)
     yield gxe.ExpectColumnValuesToBeUnique(column="id")
@@ -239,11 +289,17 @@ class _Runner:
         self.site = None
         if docs_dir is not None:
             docs_dir.mkdir(parents=True, exist_ok=True)
-            self.ctx.add_data_docs_site(DOCS_SITE, {
-                "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            })
+            self.ctx.add_data_docs_site(
+                DOCS_SITE,
+                {
+                    "class_name": "SiteBuilder",
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs_dir),
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
             self.site = docs_dir
         self.source = self.ctx.data_sources.add_pandas("deeptalk")
 
@@ -254,13 +310,22 @@ class _Runner:
         for e in expectations:
             suite.add_expectation(e)
         vd = self.ctx.validation_definitions.add(gx.ValidationDefinition(name=table, data=batch, suite=suite))
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE])] if self.site else []
+        actions = (
+            [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[DOCS_SITE])] if self.site else []
+        )
         id_cols = ["id"] if "id" in df.columns else []
-        checkpoint = self.ctx.checkpoints.add(gx.Checkpoint(
-            name=f"{table}_checkpoint", validation_definitions=[vd], actions=actions,
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": id_cols,
-                           "partial_unexpected_count": _MAX_EXAMPLES},
-        ))
+        checkpoint = self.ctx.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{table}_checkpoint",
+                validation_definitions=[vd],
+                actions=actions,
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": id_cols,
+                    "partial_unexpected_count": _MAX_EXAMPLES,
+                },
+            )
+        )
         result = checkpoint.run(batch_parameters={"dataframe": df})
         failures = []
         for vr in result.run_results.values():
@@ -277,11 +342,23 @@ class _Runner:
                 mismatch = (res.get("details") or {}).get("mismatched")
                 if mismatch:  # column-set check: name what is missing / extra rather than the whole list
                     res = {"observed_value": {k: sorted(v) for k, v in sorted(mismatch.items()) if v}}
-                examples = tuple(_plain(x) for x in
-                                 res.get("partial_unexpected_index_list") or res.get("partial_unexpected_list") or ())
-                failures.append(Failure(table, cfg.type, cfg.kwargs.get("column"), res.get("unexpected_count"),
-                                        res.get("element_count"), examples[:_MAX_EXAMPLES],
-                                        res.get("observed_value")))
+                examples = tuple(
+                    _plain(x)
+                    for x in res.get("partial_unexpected_index_list")
+                    or res.get("partial_unexpected_list")
+                    or ()
+                )
+                failures.append(
+                    Failure(
+                        table,
+                        cfg.type,
+                        cfg.kwargs.get("column"),
+                        res.get("unexpected_count"),
+                        res.get("element_count"),
+                        examples[:_MAX_EXAMPLES],
+                        res.get("observed_value"),
+                    )
+                )
         return sorted(failures, key=lambda f: (f.expectation, f.column or ""))
 
 
@@ -303,13 +380,16 @@ def _statistics(utts: pd.DataFrame, samples: pd.DataFrame) -> dict:
             speakers=sorted(map(str, utts["speaker"].dropna().unique())),
         )
     if {"task", "split"} <= set(samples.columns):
-        stats["samples_by_task_split"] = {f"{t}/{s}": int(n)
-                                          for (t, s), n in samples.groupby(["task", "split"]).size().items()}
+        stats["samples_by_task_split"] = {
+            f"{t}/{s}": int(n) for (t, s), n in samples.groupby(["task", "split"]).size().items()
+        }
     return stats
 
 
-def validate_corpus(raw_dir: str | Path, cfg: DataConfig, docs_dir: str | Path | None = None) -> ValidationResult:
-    """Validate ``raw_dir`` (manifests, audio, tokenizer); never raises for bad data, see ``raise_on_failure``."""
+def validate_corpus(
+    raw_dir: str | Path, cfg: DataConfig, docs_dir: str | Path | None = None
+) -> ValidationResult:
+    """Validate ``raw_dir`` (manifests, audio, tokenizer). Bad data does not raise (``raise_on_failure``)."""
     from deeptalk.data.text_tokenizer import load_tokenizer
 
     raw_dir = Path(raw_dir)
@@ -323,7 +403,9 @@ def validate_corpus(raw_dir: str | Path, cfg: DataConfig, docs_dir: str | Path |
         log.warning("no tokenizer in %s: vocabulary checks skipped", raw_dir)
     runner = _Runner(Path(docs_dir) if docs_dir is not None else None)
     utt_ids = set(utts["id"].dropna()) if "id" in utts else set()
-    failures = runner.run("utterances", utterance_table(utts, raw_dir, cfg, tokenizer), utterance_expectations(cfg))
+    failures = runner.run(
+        "utterances", utterance_table(utts, raw_dir, cfg, tokenizer), utterance_expectations(cfg)
+    )
     failures += runner.run("samples", sample_table(samples, utt_ids, tokenizer), sample_expectations(cfg))
     docs = Path(docs_dir) / "index.html" if docs_dir is not None else None
     return ValidationResult(not failures, failures, _statistics(utts, samples), docs)
@@ -340,7 +422,7 @@ def code_table(codes) -> pd.DataFrame:
     if isinstance(codes, pd.DataFrame):
         if not {"id", "codes"} <= set(codes.columns):
             raise ValueError("codes DataFrame needs columns 'id' and 'codes'")
-        items = list(zip(codes["id"], codes["codes"]))
+        items = list(zip(codes["id"], codes["codes"], strict=False))
     elif isinstance(codes, dict):
         items = list(codes.items())
     else:
@@ -352,16 +434,27 @@ def code_table(codes) -> pd.DataFrame:
             raise ValueError(f"codes for {uid} must be [K, T], got shape {a.shape}")
         for k in range(a.shape[0]):
             row = a[k]
-            rows.append({"id": f"{uid}/{k}", "utterance": str(uid), "stream": k, "n_streams": a.shape[0],
-                         "n_frames": int(row.size), "is_integer": bool(np.issubdtype(a.dtype, np.integer)),
-                         "min_code": int(row.min()) if row.size else None,
-                         "max_code": int(row.max()) if row.size else None})
-    return pd.DataFrame(rows, columns=["id", "utterance", "stream", "n_streams", "n_frames", "is_integer",
-                                       "min_code", "max_code"])
+            rows.append(
+                {
+                    "id": f"{uid}/{k}",
+                    "utterance": str(uid),
+                    "stream": k,
+                    "n_streams": a.shape[0],
+                    "n_frames": int(row.size),
+                    "is_integer": bool(np.issubdtype(a.dtype, np.integer)),
+                    "min_code": int(row.min()) if row.size else None,
+                    "max_code": int(row.max()) if row.size else None,
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=["id", "utterance", "stream", "n_streams", "n_frames", "is_integer", "min_code", "max_code"],
+    )
 
 
-def validate_codes(codes, codebook_size: int, n_streams: int | None = None,
-                   docs_dir: str | Path | None = None) -> ValidationResult:
+def validate_codes(
+    codes, codebook_size: int, n_streams: int | None = None, docs_dir: str | Path | None = None
+) -> ValidationResult:
     """Check codec codes are integers in ``[0, codebook_size)`` with ``n_streams`` rows; raises
     ``DataValidationError`` listing the offending utterance/streams, else returns the result."""
     if codebook_size <= 0:
@@ -369,8 +462,12 @@ def validate_codes(codes, codebook_size: int, n_streams: int | None = None,
     table = code_table(codes)
     runner = _Runner(Path(docs_dir) if docs_dir is not None else None)
     failures = runner.run("codes", table, code_expectations(codebook_size, n_streams))
-    result = ValidationResult(not failures, failures, {"streams": int(len(table))},
-                              Path(docs_dir) / "index.html" if docs_dir is not None else None)
+    result = ValidationResult(
+        not failures,
+        failures,
+        {"streams": int(len(table))},
+        Path(docs_dir) / "index.html" if docs_dir is not None else None,
+    )
     result.raise_on_failure()
     return result
 

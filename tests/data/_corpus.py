@@ -17,7 +17,7 @@ def small_config(seed: int = 0, **changes) -> DataConfig:
     return DataConfig(**{"seed": seed, "counts": SMALL_COUNTS, "max_facts": 80, "workers": 2, **changes})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_corpus(seed: int = 0) -> Path:
     """Path of a corpus built with ``small_config(seed)``; treat it as read-only (copy before corrupting)."""
     from deeptalk.data.corpus import build_corpus

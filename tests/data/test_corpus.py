@@ -24,8 +24,11 @@ def corpus():
 
 
 def _tree_digest(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -52,7 +55,11 @@ def test_manifests_follow_the_schema_and_counts(corpus):
     assert list(samples.columns) == list(SAMPLE_COLUMNS)
     counts = samples[samples.task != "text"].groupby(["task", "split"]).size()
     for task, (train, val, held) in SMALL_COUNTS.items():
-        assert (counts[(task, "train")], counts[(task, "validation")], counts[(task, "heldout")]) == (train, val, held)
+        assert (counts[(task, "train")], counts[(task, "validation")], counts[(task, "heldout")]) == (
+            train,
+            val,
+            held,
+        )
     assert utts.id.is_unique and samples.id.is_unique
     for row in utts.itertuples():
         wav, sr = read_wav(root / row.audio_path)
@@ -65,7 +72,7 @@ def test_manifests_follow_the_schema_and_counts(corpus):
 def test_task_structure(corpus):
     _, utts, samples, _ = corpus
     cfg = small_config(0)
-    speaker = dict(zip(utts.id, utts.speaker))
+    speaker = dict(zip(utts.id, utts.speaker, strict=False))
     for row in samples.itertuples():
         turns = Sample.parse_turns(row.turns)
         user, answer = turns[-2] if len(turns) > 1 else None, turns[-1]
@@ -76,7 +83,7 @@ def test_task_structure(corpus):
             assert answer.speak and speaker[answer.audio_id] == cfg.assistant_voice
         elif row.task == "aqa":
             assert len(turns) in (2, 4)
-            for u, a in zip(turns[::2], turns[1::2]):
+            for u, a in zip(turns[::2], turns[1::2], strict=False):
                 assert u.speak and u.audio_id and speaker[u.audio_id] != cfg.assistant_voice
                 assert a.speak and speaker[a.audio_id] == cfg.assistant_voice
         elif row.task == "tqa":
@@ -93,7 +100,7 @@ def test_no_heldout_fact_in_training_speech_or_qa(corpus):
     heldout = set(qa.loc[qa.split == "heldout", "fact_id"]) - {""}
     trained = set(qa.loc[qa.split != "heldout", "fact_id"])
     assert heldout and not heldout & trained
-    fact_split = dict(zip(facts.id, facts.split))
+    fact_split = dict(zip(facts.id, facts.split, strict=False))
     for row in qa.itertuples():  # every QA turn (context rounds too) uses facts of its own split
         if row.fact_id in fact_split:
             assert fact_split[row.fact_id] == row.split
@@ -140,12 +147,21 @@ def test_generate_data_step_writes_the_corpus_and_checks_the_encoder_limit(tmp_p
     from deeptalk.config import Paths
     from deeptalk.steps import generate_data
 
-    cfg = SimpleNamespace(data=small_config(0, counts={"asr": (2, 1, 1)}, max_facts=40), paths=Paths(tmp_path),
-                          audio_input=AudioInputConfig(), seed=0)
+    cfg = SimpleNamespace(
+        data=small_config(0, counts={"asr": (2, 1, 1)}, max_facts=40),
+        paths=Paths(tmp_path),
+        audio_input=AudioInputConfig(),
+        seed=0,
+    )
     summary = generate_data.run(cfg)
     assert summary["samples"]["asr/train"] == 2 and summary["utterances"] == 4
     assert {p.name for p in cfg.paths.raw.iterdir()} == {
-        "audio", "facts.parquet", "samples.parquet", "tokenizer", "utterances.parquet"}
+        "audio",
+        "facts.parquet",
+        "samples.parquet",
+        "tokenizer",
+        "utterances.parquet",
+    }
     cfg.audio_input = dataclasses.replace(AudioInputConfig(), max_seconds=4.0)
     with pytest.raises(ValueError, match="exceeds the audio encoder"):
         generate_data.run(cfg)
@@ -160,5 +176,7 @@ def test_data_config_rejects_bad_settings():
         DataConfig(train_speakers=("flite:rms",), heldout_speakers=("flite:rms",))
     with pytest.raises(ValueError, match="3 non-negative ints"):
         DataConfig(counts={"asr": (1, 1)})
-    assert DataConfig.for_profile("small").count("aqa", "train") > DataConfig.for_profile("tiny").count("aqa", "train")
+    assert DataConfig.for_profile("small").count("aqa", "train") > DataConfig.for_profile("tiny").count(
+        "aqa", "train"
+    )
     assert DataConfig.for_profile("paper").import_source

@@ -2,7 +2,15 @@ from collections import Counter
 
 import pytest
 
-from deeptalk.data.facts import RELATIONS, Relation, load_facts, parse_pattern, poetry_lines, read_quiz_file, split_facts
+from deeptalk.data.facts import (
+    RELATIONS,
+    Relation,
+    load_facts,
+    parse_pattern,
+    poetry_lines,
+    read_quiz_file,
+    split_facts,
+)
 
 
 @pytest.mark.parametrize(
@@ -12,7 +20,11 @@ from deeptalk.data.facts import RELATIONS, Relation, load_facts, parse_pattern, 
         ("Cal{if{ornia}}|CA", "California", {"California", "Calif", "Cal", "CA"}),
         ("Andorra la V[ell|iej]a", "Andorra la Vella", {"Andorra la Vella", "Andorra la Vieja"}),
         ("{the }Federation", "the Federation", {"the Federation", "Federation"}),
-        ("To be{,} or not to be{\\:}", "To be, or not to be:", {"To be, or not to be:", "To be or not to be"}),
+        (
+            "To be{,} or not to be{\\:}",
+            "To be, or not to be:",
+            {"To be, or not to be:", "To be or not to be"},
+        ),
     ],
 )
 def test_parse_pattern_alternatives_and_optionals(pattern, canonical, readings):

@@ -33,7 +33,9 @@ def _check_imported(dest, n_samples_first):
         assert sha256_file(dest / row.audio_path) == row.sha256
     wav, sr = read_wav(dest / utts.loc[0, "audio_path"])
     assert sr == 16000 and abs(len(wav) - n_samples_first) <= 2  # resampled back to 16 kHz
-    assert pd.read_parquet(dest / "samples.parquet").equals(pd.read_parquet(small_corpus(0) / "samples.parquet"))
+    assert pd.read_parquet(dest / "samples.parquet").equals(
+        pd.read_parquet(small_corpus(0) / "samples.parquet")
+    )
     assert (dest / "tokenizer" / "word_vocab.json").is_file()
 
 

@@ -3,7 +3,12 @@ import json
 import pytest
 
 from deeptalk.data.text_tokenizer import (
-    SPECIALS, HFTextTokenizer, TextTokenizer, load_tokenizer, normalize, split_words,
+    SPECIALS,
+    HFTextTokenizer,
+    TextTokenizer,
+    load_tokenizer,
+    normalize,
+    split_words,
 )
 
 CORPUS = [
@@ -16,7 +21,17 @@ CORPUS = [
 
 
 def test_split_words_lowercases_and_splits_digits_and_marks():
-    assert split_words("St. John's has 144 rooms!") == ["st", ".", "john's", "has", "1", "4", "4", "rooms", "!"]
+    assert split_words("St. John's has 144 rooms!") == [
+        "st",
+        ".",
+        "john's",
+        "has",
+        "1",
+        "4",
+        "4",
+        "rooms",
+        "!",
+    ]
 
 
 def test_roundtrip_gives_normalized_text():
@@ -70,8 +85,9 @@ def test_hf_tokenizer_from_a_local_directory(tmp_path):
     vocab = {"<unk>": 0, "<pad>": 1, "<s>": 2, "</s>": 3, "hello": 4, "world": 5}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                            eos_token="</s>").save_pretrained(tmp_path / "hf")
+    PreTrainedTokenizerFast(
+        tokenizer_object=raw, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    ).save_pretrained(tmp_path / "hf")
     tok = load_tokenizer(tmp_path / "hf")
     assert isinstance(tok, HFTextTokenizer)
     assert tok.encode("hello world") == [4, 5]

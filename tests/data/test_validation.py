@@ -61,8 +61,10 @@ def _samples(cfg):
 def corrupt_wav(cfg):
     uid, rel = pd.read_parquet(_utts(cfg)).iloc[0][["id", "audio_path"]]
     (cfg.paths.raw / rel).write_bytes(b"RIFF\x00\x00garbage, not a wav file")
-    return uid, ["utterances: expect_column_values_to_be_in_set(column='file_readable'): 1 of",
-                 "utterances: expect_column_values_to_be_in_set(column='sha256_matches_file'): 1 of"]
+    return uid, [
+        "utterances: expect_column_values_to_be_in_set(column='file_readable'): 1 of",
+        "utterances: expect_column_values_to_be_in_set(column='sha256_matches_file'): 1 of",
+    ]
 
 
 def wrong_sample_rate(cfg):
@@ -72,8 +74,10 @@ def wrong_sample_rate(cfg):
     data = write_wav(cfg.paths.raw / rel, wav, 22050)  # re-labelled: a 22.05 kHz file with an honest hash
     utts.loc[1, ["sample_rate", "sha256"]] = [22050, sha256_bytes(data)]
     utts.to_parquet(_utts(cfg), index=False)
-    return uid, ["utterances: expect_column_values_to_be_in_set(column='sample_rate'): 1 of",
-                 "utterances: expect_column_values_to_be_in_set(column='file_sample_rate'): 1 of"]
+    return uid, [
+        "utterances: expect_column_values_to_be_in_set(column='sample_rate'): 1 of",
+        "utterances: expect_column_values_to_be_in_set(column='file_sample_rate'): 1 of",
+    ]
 
 
 def empty_text(cfg):
@@ -82,6 +86,7 @@ def empty_text(cfg):
         turns[-1]["text"] = " "
         df.loc[0, "turns"] = json.dumps(turns)
         return df
+
     sid = _rewrite(_samples(cfg), edit).loc[0, "id"]
     return sid, ["samples: expect_column_values_to_be_in_set(column='empty_turn_texts'): 1 of"]
 
@@ -90,6 +95,7 @@ def empty_transcript(cfg):
     def edit(df):
         df.loc[2, "text"] = ""
         return df
+
     uid = _rewrite(_utts(cfg), edit).loc[2, "id"]
     return uid, ["utterances: expect_column_value_lengths_to_be_between(column='text'): 1 of"]
 
@@ -98,6 +104,7 @@ def nan_duration(cfg):
     def edit(df):
         df.loc[3, "duration"] = np.nan
         return df
+
     uid = _rewrite(_utts(cfg), edit).loc[3, "id"]
     return uid, ["utterances: expect_column_values_to_not_be_null(column='duration'): 1 of"]
 
@@ -106,6 +113,7 @@ def duplicated_id(cfg):
     def edit(df):
         df.loc[1, "id"] = df.loc[0, "id"]
         return df
+
     uid = _rewrite(_samples(cfg), edit).loc[0, "id"]
     return uid, ["samples: expect_column_values_to_be_unique(column='id'): 2 of"]
 
@@ -116,6 +124,7 @@ def leaked_heldout_fact(cfg):
         i = df.index[(df.split == "train") & (df.task == "aqa")][0]
         df.loc[i, "fact_id"] = held
         return df
+
     df = _rewrite(_samples(cfg), edit)
     sid = df[(df.split == "train") & (df.task == "aqa")].iloc[0].id
     return sid, ["samples: expect_column_values_to_be_in_set(column='shares_fact_with_heldout'): 1 of"]
@@ -126,6 +135,7 @@ def heldout_speaker_in_training(cfg):
         i = df.index[df.split == "train"][0]
         df.loc[i, "speaker"] = cfg.data.heldout_speakers[0]
         return df
+
     df = _rewrite(_utts(cfg), edit)
     uid = df[df.split == "train"].iloc[0].id
     return uid, ["utterances: expect_column_values_to_be_in_set(column='heldout_speaker_in_training'): 1 of"]
@@ -137,6 +147,7 @@ def out_of_vocabulary(cfg):
         turns[-1]["text"] = "Xylophonic zymurgy."
         df.loc[0, "turns"] = json.dumps(turns)
         return df
+
     sid = _rewrite(_samples(cfg), edit).loc[0, "id"]
     return sid, ["samples: expect_column_values_to_be_in_set(column='unknown_words'): 1 of"]
 
@@ -144,15 +155,30 @@ def out_of_vocabulary(cfg):
 def missing_and_extra_columns(cfg):
     def edit(df):
         return df.drop(columns=["rms"]).assign(loudness=1.0)
+
     _rewrite(_utts(cfg), edit)
-    return None, ["utterances: expect_table_columns_to_match_set: observed {'missing': ['rms'], 'unexpected': "
-                  "['loudness']}", "utterances: expect_column_values_to_not_be_null(column='rms'): observed "
-                  "'column is missing'"]
+    return None, [
+        "utterances: expect_table_columns_to_match_set: observed {'missing': ['rms'], 'unexpected': "
+        "['loudness']}",
+        "utterances: expect_column_values_to_not_be_null(column='rms'): observed 'column is missing'",
+    ]
 
 
-@pytest.mark.parametrize("corruption", [missing_and_extra_columns, corrupt_wav, wrong_sample_rate, empty_text, empty_transcript, nan_duration,
-                                        duplicated_id, leaked_heldout_fact, heldout_speaker_in_training,
-                                        out_of_vocabulary])
+@pytest.mark.parametrize(
+    "corruption",
+    [
+        missing_and_extra_columns,
+        corrupt_wav,
+        wrong_sample_rate,
+        empty_text,
+        empty_transcript,
+        nan_duration,
+        duplicated_id,
+        leaked_heldout_fact,
+        heldout_speaker_in_training,
+        out_of_vocabulary,
+    ],
+)
 def test_bad_record_fails_with_its_expectation_and_keeps_validated_outputs(project, corruption):
     before = (project.paths.validated / "summary.json").read_bytes()
     bad_id, expected = corruption(project)
@@ -169,12 +195,17 @@ def test_bad_record_fails_with_its_expectation_and_keeps_validated_outputs(proje
 
 
 def test_validate_codes_accepts_in_range_and_names_bad_streams():
-    good = {"u1": np.random.default_rng(0).integers(0, 16, size=(3, 10)), "u2": np.zeros((3, 4), dtype=np.int64)}
+    good = {
+        "u1": np.random.default_rng(0).integers(0, 16, size=(3, 10)),
+        "u2": np.zeros((3, 4), dtype=np.int64),
+    }
     assert validate_codes(good, codebook_size=16, n_streams=3).success
     bad = {**good, "u3": np.array([[0, 1], [2, 16], [3, 4]])}
     with pytest.raises(DataValidationError) as err:
         validate_codes(bad, codebook_size=16, n_streams=3)
-    assert "codes: expect_column_values_to_be_between(column='max_code'): 1 of 9 rows unexpected" in str(err.value)
+    assert "codes: expect_column_values_to_be_between(column='max_code'): 1 of 9 rows unexpected" in str(
+        err.value
+    )
     assert "'u3/1'" in str(err.value)
     with pytest.raises(DataValidationError, match=r"column='n_streams'"):
         validate_codes({"u": np.zeros((2, 5), dtype=np.int64)}, codebook_size=16, n_streams=3)
