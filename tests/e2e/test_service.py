@@ -66,6 +66,13 @@ def test_chat_streams_events_as_they_are_generated(server):
     assert done["timings"]["first_audio_ms"] <= (first_audio - start) * 1000 + 50
 
 
+def test_openapi_and_demo_are_served(server):
+    spec = httpx.get(f"{server}/openapi.json").json()
+    assert {"/chat", "/asr", "/tts", "/voices", "/info"} <= set(spec["paths"])
+    assert "415" in spec["paths"]["/chat"]["post"]["responses"]
+    assert "/realtime" in httpx.get(f"{server}/static/app.js").text
+
+
 def test_realtime_websocket_conversation(server):
     ws_url = server.replace("http", "ws") + f"/realtime?api_key={KEY}"
     pcm = (np.sin(np.arange(16000) / 8) * 8000).astype("<i2").tobytes()
