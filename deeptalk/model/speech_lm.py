@@ -9,6 +9,7 @@ trainable groups are set by the training stage, never read from a checkpoint.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -133,6 +134,24 @@ class SpeechLM(nn.Module):
         split = ExpertSplit.from_json(path / SPLIT_FILE) if (path / SPLIT_FILE).exists() else None
         model = cls(cfg, backbone, encoder, projector, expert_split=split, n_added_experts=int(meta["n_added_experts"]))
         return model.eval()
+
+    def export_text_lm(self, path: str | Path) -> None:
+        """Write the backbone as a plain text LLM checkpoint (the reference's ``save_deepseekV2_model.py``):
+        embedding/head cut to the text block, stock transformers classes, no speech parts. Note its inputs are
+        single text embeddings, not the K+1-stream mean the speech LM was trained on (a mismatch the
+        reference accepts for its text benchmarks)."""
+        config = copy.deepcopy(self.backbone.config)
+        config.vocab_size = self.layout.text_block_size
+        config.tie_word_embeddings = True
+        text = AutoModelForCausalLM.from_config(config, dtype=self.backbone.dtype)
+        state = {k: v for k, v in self.backbone.state_dict().items() if k != "lm_head.weight"}
+        key = next(k for k in state if k.endswith("embed_tokens.weight"))
+        state[key] = state[key][: self.layout.text_block_size]
+        missing, unexpected = text.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"lm_head.weight"}:
+            raise ValueError(f"text export mismatch: missing {missing}, unexpected {unexpected}")
+        text.tie_weights()
+        text.save_pretrained(path)
 
     # ---- accessors ------------------------------------------------------------------------------------------
     @property

@@ -239,3 +239,14 @@ def test_every_family_round_trips_through_a_transformers_checkpoint(tmp_path, fa
     with pytest.raises(ValueError, match="asks for"):
         SpeechLM.build(tiny_config(family="qwen2_moe" if family == "deepseek_v2" else "deepseek_v2"),
                        base_checkpoint=tmp_path / "m" / "backbone")
+
+
+def test_text_export_is_a_plain_transformers_llm(tmp_path, model):
+    model.export_text_lm(tmp_path / "text")
+    text = DeepseekV2ForCausalLM.from_pretrained(tmp_path / "text").eval()
+    assert text.config.vocab_size == LAYOUT.text_block_size
+    assert type(text.model.layers[1].mlp.gate).__name__ == "DeepseekV2TopkRouter"
+    ids = torch.randint(0, LAYOUT.text_vocab_size, (1, 8))
+    with torch.no_grad():
+        ours = model.backbone(inputs_embeds=model.embed_tokens(ids)).logits[..., : LAYOUT.text_block_size]
+        assert torch.allclose(text(input_ids=ids).logits, ours, atol=1e-5)
