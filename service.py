@@ -51,8 +51,12 @@ class DeepTalk:
         if config.warmup:
             log.info("warm-up took %.2f s", engine.warmup())
         holder.engine = engine
-        log.info("serving %s: %d voices, up to %d concurrent answers", MODEL_TAG, len(engine.voices),
-                 config.max_concurrency)
+        log.info(
+            "serving %s: %d voices, up to %d concurrent answers",
+            MODEL_TAG,
+            len(engine.voices),
+            config.max_concurrency,
+        )
 
     def __is_ready__(self) -> bool:
         return holder.engine is not None

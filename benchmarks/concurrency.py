@@ -29,8 +29,11 @@ from deeptalk.inference.local_server import LocalServer, store_package_in
 
 def chat(client: httpx.Client, url: str, i: int, wavs: list[bytes]) -> dict:
     spoken = i % 2 == 0
-    kwargs = ({"files": {"audio": ("q.wav", wavs[i % len(wavs)], "audio/wav")}} if spoken
-              else {"json": {"text": QUESTIONS[i % len(QUESTIONS)]}})
+    kwargs = (
+        {"files": {"audio": ("q.wav", wavs[i % len(wavs)], "audio/wav")}}
+        if spoken
+        else {"json": {"text": QUESTIONS[i % len(QUESTIONS)]}}
+    )
     t0 = time.perf_counter()
     first_audio, events = None, []
     with client.stream("POST", f"{url}/chat", timeout=600, **kwargs) as resp:
@@ -49,8 +52,12 @@ def chat(client: httpx.Client, url: str, i: int, wavs: list[bytes]) -> dict:
     text = "".join(e["text"] for e in events if e["type"] == "text.delta").strip()
     if text != events[-1]["text"]:
         return {"error": "text deltas do not add up to the final text"}
-    return {"client_first_audio_ms": first_audio, "server_first_audio_ms": events[-1]["timings"]["first_audio_ms"],
-            "audio_s": events[-1]["timings"]["audio_seconds"], "wall_ms": (time.perf_counter() - t0) * 1000}
+    return {
+        "client_first_audio_ms": first_audio,
+        "server_first_audio_ms": events[-1]["timings"]["first_audio_ms"],
+        "audio_s": events[-1]["timings"]["audio_seconds"],
+        "wall_ms": (time.perf_counter() - t0) * 1000,
+    }
 
 
 def main() -> None:
@@ -64,7 +71,9 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = load_config(args.params, profile=args.profile)
-    service = replace(cfg.service, max_steps=args.max_steps, max_concurrency=args.clients, queue_timeout_s=60.0)
+    service = replace(
+        cfg.service, max_steps=args.max_steps, max_concurrency=args.clients, queue_timeout_s=60.0
+    )
     results: list[dict] = []
     lock = threading.Lock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,8 +111,13 @@ def main() -> None:
     client_fa = [r["client_first_audio_ms"] for r in ok if r["client_first_audio_ms"] is not None]
     server_fa = [r["server_first_audio_ms"] for r in ok if r["server_first_audio_ms"] is not None]
     summary = {
-        "source": source, "clients": args.clients, "duration_s": round(elapsed, 1), "requests": len(results),
-        "errors": len(errors), "error_examples": [e["error"] for e in errors[:5]], "healthy_after": healthy,
+        "source": source,
+        "clients": args.clients,
+        "duration_s": round(elapsed, 1),
+        "requests": len(results),
+        "errors": len(errors),
+        "error_examples": [e["error"] for e in errors[:5]],
+        "healthy_after": healthy,
         "client_first_audio_ms": {"p50": percentile(client_fa, 50), "p90": percentile(client_fa, 90)},
         "server_first_audio_ms": {"p50": percentile(server_fa, 50), "p90": percentile(server_fa, 90)},
         "audio_seconds_per_second": sum(r["audio_s"] for r in ok) / elapsed,

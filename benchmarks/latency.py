@@ -36,7 +36,9 @@ def one_request(url: str, wav: bytes) -> dict:
     t0 = time.perf_counter()
     first_audio = None
     done = None
-    with httpx.stream("POST", f"{url}/chat", files={"audio": ("q.wav", wav, "audio/wav")}, timeout=300) as resp:
+    with httpx.stream(
+        "POST", f"{url}/chat", files={"audio": ("q.wav", wav, "audio/wav")}, timeout=300
+    ) as resp:
         resp.raise_for_status()
         for line in resp.iter_lines():
             if not line:
@@ -46,9 +48,15 @@ def one_request(url: str, wav: bytes) -> dict:
                 first_audio = (time.perf_counter() - t0) * 1000
             elif event["type"] == "done":
                 done = event
-    return {"client_first_audio_ms": first_audio, "server_first_audio_ms": done["timings"]["first_audio_ms"],
-            "rtf": done["timings"]["rtf"], "audio_s": done["timings"]["audio_seconds"],
-            "steps": done["timings"]["steps"], "reason": done["reason"], "wall_ms": (time.perf_counter() - t0) * 1000}
+    return {
+        "client_first_audio_ms": first_audio,
+        "server_first_audio_ms": done["timings"]["first_audio_ms"],
+        "rtf": done["timings"]["rtf"],
+        "audio_s": done["timings"]["audio_seconds"],
+        "steps": done["timings"]["steps"],
+        "reason": done["reason"],
+        "wall_ms": (time.perf_counter() - t0) * 1000,
+    }
 
 
 def main() -> None:
@@ -69,8 +77,10 @@ def main() -> None:
         tmp = Path(tmp)
         package, source = bench_package(cfg, tmp / "package", service)
         store_package_in(package, tmp / "bentoml")
-        wavs = [espeak_wav(q, tmp / f"q{i}.wav", VOICES[i % len(VOICES)]).read_bytes()
-                for i, q in enumerate(QUESTIONS)]
+        wavs = [
+            espeak_wav(q, tmp / f"q{i}.wav", VOICES[i % len(VOICES)]).read_bytes()
+            for i, q in enumerate(QUESTIONS)
+        ]
         env = {"DEEPTALK_THREADS": str(args.threads)}
         with LocalServer(bentoml_home=tmp / "bentoml", env=env, log_path=tmp / "serve.log") as url:
             one_request(url, wavs[0])  # first request through the HTTP stack (the model itself is warm)
@@ -80,7 +90,10 @@ def main() -> None:
     client = [r["client_first_audio_ms"] for r in results if r["client_first_audio_ms"] is not None]
     rtf = [r["rtf"] for r in results if r["rtf"] is not None]
     summary = {
-        "source": source, "profile": args.profile, "requests": len(results), "max_steps": args.max_steps,
+        "source": source,
+        "profile": args.profile,
+        "requests": len(results),
+        "max_steps": args.max_steps,
         "server_first_audio_ms": {"p50": percentile(server, 50), "p90": percentile(server, 90)},
         "client_first_audio_ms": {"p50": percentile(client, 50), "p90": percentile(client, 90)},
         "rtf": {"p50": percentile(rtf, 50), "p90": percentile(rtf, 90)},

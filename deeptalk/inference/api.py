@@ -111,7 +111,9 @@ async def parse_request(request: Request, engine: Engine) -> ChatRequest:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > cfg.max_upload_bytes + 65536:
-        raise ApiError(413, "too_large", f"request body of {length} bytes exceeds the {cfg.max_upload_bytes} limit")
+        raise ApiError(
+            413, "too_large", f"request body of {length} bytes exceeds the {cfg.max_upload_bytes} limit"
+        )
     fields: dict[str, Any] = dict(request.query_params)
     audio: bytes | None = None
     if ctype == "multipart/form-data" or ctype == "application/x-www-form-urlencoded":
@@ -122,7 +124,9 @@ async def parse_request(request: Request, engine: Engine) -> ChatRequest:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 if key != "audio":
-                    raise ApiError(400, "bad_request", f"unexpected file field {key!r}; send the audio as 'audio'")
+                    raise ApiError(
+                        400, "bad_request", f"unexpected file field {key!r}; send the audio as 'audio'"
+                    )
                 audio = await value.read()
                 if not audio:
                     raise ApiError(400, "empty_audio", "the audio upload is empty")
@@ -141,7 +145,9 @@ async def parse_request(request: Request, engine: Engine) -> ChatRequest:
         if not audio:
             raise ApiError(400, "empty_audio", "the audio upload is empty")
     elif ctype == "":
-        raise ApiError(400, "bad_request", "missing Content-Type; send multipart/form-data, JSON or audio/wav")
+        raise ApiError(
+            400, "bad_request", "missing Content-Type; send multipart/form-data, JSON or audio/wav"
+        )
     else:
         raise ApiError(415, "unsupported_media_type", f"unsupported body type {ctype!r}")
     unknown = sorted(set(fields) - {"text", "voice", "speak", "api_key"})
@@ -161,14 +167,20 @@ def validate_text(text: str, engine: Engine) -> str:
     if not text.strip():
         raise ApiError(400, "empty_text", "text is empty")
     if len(text) > engine.config.max_text_chars:
-        raise ApiError(413, "too_large", f"text has {len(text)} characters; the limit is {engine.config.max_text_chars}")
+        raise ApiError(
+            413, "too_large", f"text has {len(text)} characters; the limit is {engine.config.max_text_chars}"
+        )
     return text
 
 
 def decode_audio(data: bytes, engine: Engine):
     cfg = engine.config
-    return load_upload(data, max_bytes=cfg.max_upload_bytes, max_seconds=cfg.max_upload_seconds,
-                       sample_rate=engine.audio_input.sample_rate)
+    return load_upload(
+        data,
+        max_bytes=cfg.max_upload_bytes,
+        max_seconds=cfg.max_upload_seconds,
+        sample_rate=engine.audio_input.sample_rate,
+    )
 
 
 class Generation:
@@ -220,7 +232,9 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-        return JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status, headers=err.headers)
+        return JSONResponse(
+            {"error": {"code": err.code, "message": err.message}}, err.status, headers=err.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -235,8 +249,11 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
 
         return StreamingResponse(lines(), media_type=NDJSON, headers={"Cache-Control": "no-store"})
 
-    @app.post("/chat", summary="Answer a spoken (WAV/FLAC upload) or written user turn; streams NDJSON events",
-              responses={k: {"description": v} for k, v in ERRORS.items()})
+    @app.post(
+        "/chat",
+        summary="Answer a spoken (WAV/FLAC upload) or written user turn; streams NDJSON events",
+        responses={k: {"description": v} for k, v in ERRORS.items()},
+    )
     async def chat(request: Request) -> StreamingResponse:
         check_api_key(request.headers)
         engine = holder.get()
@@ -254,8 +271,11 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
         )
         return ndjson(gen)
 
-    @app.post("/tts", summary="Speak a text (the model repeats it); streams NDJSON events",
-              responses={k: {"description": v} for k, v in ERRORS.items()})
+    @app.post(
+        "/tts",
+        summary="Speak a text (the model repeats it); streams NDJSON events",
+        responses={k: {"description": v} for k, v in ERRORS.items()},
+    )
     async def tts(request: Request) -> StreamingResponse:
         check_api_key(request.headers)
         engine = holder.get()
@@ -269,8 +289,11 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
         text = validate_text(req.text, engine)
         return ndjson(await Generation.start(engine, lambda s: s.synthesize(text, voice=voice)))
 
-    @app.post("/asr", summary="Transcribe a WAV/FLAC upload; returns JSON {text, timings}",
-              responses={k: {"description": v} for k, v in ERRORS.items()})
+    @app.post(
+        "/asr",
+        summary="Transcribe a WAV/FLAC upload; returns JSON {text, timings}",
+        responses={k: {"description": v} for k, v in ERRORS.items()},
+    )
     async def asr(request: Request) -> JSONResponse:
         check_api_key(request.headers)
         engine = holder.get()
@@ -303,8 +326,12 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
             "output_sample_rate": engine.codec.sample_rate,
             "input_sample_rate": engine.audio_input.sample_rate,
             "pcm_format": cfg.pcm_format,
-            "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_upload_seconds": cfg.max_upload_seconds,
-                       "max_text_chars": cfg.max_text_chars, "max_concurrency": cfg.max_concurrency},
+            "limits": {
+                "max_upload_bytes": cfg.max_upload_bytes,
+                "max_upload_seconds": cfg.max_upload_seconds,
+                "max_text_chars": cfg.max_text_chars,
+                "max_concurrency": cfg.max_concurrency,
+            },
         }
 
     from deeptalk.inference.realtime import add_realtime_route

@@ -60,7 +60,9 @@ def load_upload(data: bytes, *, max_bytes: int, max_seconds: float, sample_rate:
         if info.frames <= 0:
             raise EmptyAudio(f"the {fmt} file holds no samples")
         if info.frames / info.samplerate > max_seconds:
-            raise AudioTooLarge(f"the audio lasts {info.frames / info.samplerate:.2f} s; the limit is {max_seconds} s")
+            raise AudioTooLarge(
+                f"the audio lasts {info.frames / info.samplerate:.2f} s; the limit is {max_seconds} s"
+            )
         wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except AudioInputError:
         raise

@@ -23,8 +23,13 @@ from deeptalk.inference.engine import CODEC_DIR, META_FILE, MODEL_DIR, TOKENIZER
 
 log = logging.getLogger(__name__)
 
-QUESTIONS = ("what is the capital of france", "how many legs does a spider have", "who wrote hamlet",
-             "what is two plus two", "what is the chemical symbol for gold")
+QUESTIONS = (
+    "what is the capital of france",
+    "how many legs does a spider have",
+    "who wrote hamlet",
+    "what is two plus two",
+    "what is the chemical symbol for gold",
+)
 
 
 def espeak_wav(text: str, path: Path, voice: str = "en-us") -> Path:
@@ -32,7 +37,9 @@ def espeak_wav(text: str, path: Path, voice: str = "en-us") -> Path:
     return path
 
 
-def bench_package(cfg: ProjectConfig, out: Path, service: ServiceConfig, stage: str = "s3") -> tuple[Path, str]:
+def bench_package(
+    cfg: ProjectConfig, out: Path, service: ServiceConfig, stage: str = "s3"
+) -> tuple[Path, str]:
     """Write ``model/ codec/ tokenizer/ package.json`` under ``out``; returns it and a description of the source."""
     import torch
 

@@ -88,6 +88,12 @@ class ServiceConfig:
         if profile == "small":
             return cls(max_steps=600, max_concurrency=4, max_upload_bytes=4_000_000)
         if profile == "paper":
-            return cls(max_steps=1000, max_concurrency=8, max_upload_bytes=20_000_000, max_upload_seconds=30.0,
-                       max_text_chars=4000, chunk_frames=2)
+            return cls(
+                max_steps=1000,
+                max_concurrency=8,
+                max_upload_bytes=20_000_000,
+                max_upload_seconds=30.0,
+                max_text_chars=4000,
+                chunk_frames=2,
+            )
         raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")

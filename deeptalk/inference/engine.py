@@ -11,11 +11,11 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +61,10 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.layout: TokenLayout = self.model.layout
-        if self.layout.n_audio_streams != self.codec.n_streams or self.layout.codebook_size != self.codec.codebook_size:
+        if (
+            self.layout.n_audio_streams != self.codec.n_streams
+            or self.layout.codebook_size != self.codec.codebook_size
+        ):
             raise ValueError(
                 f"model layout ({self.layout.n_audio_streams} streams × {self.layout.codebook_size} codes) does not "
                 f"match the codec ({self.codec.n_streams} × {self.codec.codebook_size})"
@@ -88,7 +91,9 @@ class Engine:
         if voice is None or voice == "":
             return None
         if voice not in self.layout.voices:
-            raise UnknownVoice(f"unknown voice {voice!r}; available: {', '.join(self.layout.voices) or 'none'}")
+            raise UnknownVoice(
+                f"unknown voice {voice!r}; available: {', '.join(self.layout.voices) or 'none'}"
+            )
         return voice
 
     def encode_audio(self, wav: np.ndarray) -> tuple[torch.Tensor, int]:
@@ -98,7 +103,9 @@ class Engine:
             raise ValueError(f"audio must be non-empty mono samples, got shape {wav.shape}")
         seconds = wav.size / self.audio_input.sample_rate
         if seconds > self.config.max_upload_seconds:
-            raise ValueError(f"audio is {seconds:.2f} s long; the limit is {self.config.max_upload_seconds} s")
+            raise ValueError(
+                f"audio is {seconds:.2f} s long; the limit is {self.config.max_upload_seconds} s"
+            )
         return self.features(wav), self.audio_input.n_positions(wav.size)
 
     # ---- capacity ---------------------------------------------------------------------------------------------
@@ -172,10 +179,17 @@ class Engine:
         tokenizer = load_tokenizer(tokenizer_dir)
         audio_input = model.cfg.audio_input
         return cls(
-            model=model, codec=codec, tokenizer=tokenizer, features=log_mel_features(LogMelExtractor(audio_input)),
-            audio_input=audio_input, config=config, tasks=TaskPrompts(tokenizer), device=device,
+            model=model,
+            codec=codec,
+            tokenizer=tokenizer,
+            features=log_mel_features(LogMelExtractor(audio_input)),
+            audio_input=audio_input,
+            config=config,
+            tasks=TaskPrompts(tokenizer),
+            device=device,
             metadata=metadata or {},
         )
+
 
 def log_mel_features(extractor: Any) -> FeatureFn:
     """Adapt ``deeptalk.data.features.LogMelExtractor`` (the training features) to ``FeatureFn``."""

@@ -112,11 +112,17 @@ class Generator:
         self._eoa_code = lay.audio_special_code("EOA")
         self._pad_a = torch.tensor([lay.audio_special("PAD_A", i) for i in range(K)])
         # the text stream may produce words and EOT
-        self._text_mask = allowed_mask(lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot])
+        self._text_mask = allowed_mask(
+            lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot]
+        )
         # audio streams may produce codes; stream 0 also EOA (the others are closed by the schedule)
         self._audio_mask = torch.stack(
-            [allowed_mask(lay.audio_block_size, [range(lay.codebook_size)] + ([self._eoa_code] if i == 0 else []))
-             for i in range(K)]
+            [
+                allowed_mask(
+                    lay.audio_block_size, [range(lay.codebook_size)] + ([self._eoa_code] if i == 0 else [])
+                )
+                for i in range(K)
+            ]
         )
 
     # ---- public -------------------------------------------------------------------------------------------
@@ -205,7 +211,9 @@ class Generator:
         row = logits[st.items.index("text"), lay.stream_slice(lay.text_stream)].float()
         row = row + self._text_mask.to(row.device)
         row = apply_repetition_penalty(
-            row, torch.tensor(st.text_tokens, dtype=torch.long, device=row.device), self.sampling.text_repetition_penalty
+            row,
+            torch.tensor(st.text_tokens, dtype=torch.long, device=row.device),
+            self.sampling.text_repetition_penalty,
         )
         tok = int(sample_top_k(row, self.sampling.text_top_k, self.sampling.text_temperature))
         st.text_tokens.append(tok)
@@ -217,8 +225,12 @@ class Generator:
         K = lay.n_audio_streams
         start = lay.stream_offset(0)  # the K audio blocks are contiguous and equally sized
         rows = logits[st.items.index("audio"), start : start + K * lay.audio_block_size].view(K, -1).float()
-        sampled = sample_top_k(rows + self._audio_mask.to(rows.device), self.sampling.audio_top_k,
-                               self.sampling.audio_temperature, rng).tolist()  # [K] local ids, one draw
+        sampled = sample_top_k(
+            rows + self._audio_mask.to(rows.device),
+            self.sampling.audio_top_k,
+            self.sampling.audio_temperature,
+            rng,
+        ).tolist()  # [K] local ids, one draw
         out = torch.empty(K, dtype=torch.long, device=self.device)
         for i in range(K):
             if t <= i:  # delay: stream i starts at step i + 1

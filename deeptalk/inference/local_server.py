@@ -50,16 +50,29 @@ def store_package(package_dir: str | Path, name: str = "deeptalk") -> str:
 def store_package_in(package_dir: str | Path, bentoml_home: str | Path) -> str:
     """``store_package`` into another BentoML home (a subprocess: BentoML caches its home per process)."""
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home)}
-    out = subprocess.run([sys.executable, "-m", "deeptalk.inference.local_server", "store", str(package_dir)],
-                         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "deeptalk.inference.local_server", "store", str(package_dir)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
 class LocalServer:
     """``with LocalServer(env={...}) as url:`` a served DeepTalk at ``url`` (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, *, bentoml_home: str | Path | None = None, env: dict[str, str] | None = None,
-                 port: int | None = None, startup_timeout_s: float = 180.0, log_path: str | Path | None = None):
+    def __init__(
+        self,
+        *,
+        bentoml_home: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        startup_timeout_s: float = 180.0,
+        log_path: str | Path | None = None,
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", **os.environ, **(env or {})}
@@ -71,16 +84,31 @@ class LocalServer:
         self._log = None
 
     def __enter__(self) -> str:
-        cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", "service:DeepTalk",
-               "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd = [
+            str(Path(sys.executable).with_name("bentoml")),
+            "serve",
+            "service:DeepTalk",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self._log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.stop()
-                raise RuntimeError(f"bentoml serve exited with {self.proc.returncode}; log: {self.log_tail()}")
+                raise RuntimeError(
+                    f"bentoml serve exited with {self.proc.returncode}; log: {self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return self.url

@@ -60,11 +60,20 @@ class RealtimeConnection:
 
     async def run(self) -> None:
         cfg = self.engine.config
-        await self.send({"type": "session.created", "session": {
-            "voices": list(self.engine.voices), "voice": self.session.voice, "speak": self.speak,
-            "input_sample_rate": self.input_sample_rate, "output_sample_rate": self.engine.codec.sample_rate,
-            "pcm_format": cfg.pcm_format, "max_input_seconds": cfg.max_upload_seconds,
-        }})
+        await self.send(
+            {
+                "type": "session.created",
+                "session": {
+                    "voices": list(self.engine.voices),
+                    "voice": self.session.voice,
+                    "speak": self.speak,
+                    "input_sample_rate": self.input_sample_rate,
+                    "output_sample_rate": self.engine.codec.sample_rate,
+                    "pcm_format": cfg.pcm_format,
+                    "max_input_seconds": cfg.max_upload_seconds,
+                },
+            }
+        )
         try:
             while True:
                 msg = await self.ws.receive()
@@ -122,16 +131,22 @@ class RealtimeConnection:
         limit = self.engine.config.max_upload_seconds * self.input_sample_rate * 2
         if len(self.buffer) + len(data) > limit:
             self.buffer.clear()
-            await self.error("too_large", f"input audio exceeds {self.engine.config.max_upload_seconds} s; "
-                                          "the buffer was cleared")
+            await self.error(
+                "too_large",
+                f"input audio exceeds {self.engine.config.max_upload_seconds} s; the buffer was cleared",
+            )
             return
         self.buffer.extend(data)
 
     async def _commit(self) -> bool:
         cfg = self.engine.config
         try:
-            wav = load_pcm16(bytes(self.buffer), self.input_sample_rate, max_seconds=cfg.max_upload_seconds,
-                             sample_rate=self.engine.audio_input.sample_rate)
+            wav = load_pcm16(
+                bytes(self.buffer),
+                self.input_sample_rate,
+                max_seconds=cfg.max_upload_seconds,
+                sample_rate=self.engine.audio_input.sample_rate,
+            )
         except AudioInputError as err:
             await self.error(err.code, str(err))
             return False
@@ -146,8 +161,13 @@ class RealtimeConnection:
         if isinstance(item, dict) and item.get("role", "user") == "user":
             parts = item.get("content")
             if isinstance(parts, list):
-                text = " ".join(p.get("text", "") for p in parts if isinstance(p, dict) and
-                                p.get("type") in ("input_text", "text") and isinstance(p.get("text"), str))
+                text = " ".join(
+                    p.get("text", "")
+                    for p in parts
+                    if isinstance(p, dict)
+                    and p.get("type") in ("input_text", "text")
+                    and isinstance(p.get("text"), str)
+                )
             elif isinstance(item.get("text"), str):
                 text = item["text"]
         if not text or not text.strip():
@@ -173,14 +193,24 @@ class RealtimeConnection:
             if "input_sample_rate" in session:
                 sr = session["input_sample_rate"]
                 if not isinstance(sr, int) or not 8000 <= sr <= 96000:
-                    raise ApiError(400, "bad_request", "input_sample_rate must be an integer in [8000, 96000]")
+                    raise ApiError(
+                        400, "bad_request", "input_sample_rate must be an integer in [8000, 96000]"
+                    )
                 self.input_sample_rate = sr
         except (ValueError, ApiError) as err:
             api = map_error(err)
             await self.error(api.code, api.message)
             return
-        await self.send({"type": "session.updated", "session": {
-            "voice": self.session.voice, "speak": self.speak, "input_sample_rate": self.input_sample_rate}})
+        await self.send(
+            {
+                "type": "session.updated",
+                "session": {
+                    "voice": self.session.voice,
+                    "speak": self.speak,
+                    "input_sample_rate": self.input_sample_rate,
+                },
+            }
+        )
 
     async def _create(self, options: Any) -> None:
         if self.task is not None:
@@ -222,13 +252,26 @@ class RealtimeConnection:
                     if isinstance(event, TextDelta):
                         await self.send({"type": "response.text.delta", "delta": event.text})
                     elif isinstance(event, AudioChunk):
-                        await self.send({"type": "response.audio.delta",
-                                         "delta": base64.b64encode(event.encode(fmt)).decode("ascii"),
-                                         "sample_rate": event.sample_rate, "format": fmt})
+                        await self.send(
+                            {
+                                "type": "response.audio.delta",
+                                "delta": base64.b64encode(event.encode(fmt)).decode("ascii"),
+                                "sample_rate": event.sample_rate,
+                                "format": fmt,
+                            }
+                        )
                     elif isinstance(event, Done):
                         self.task = None  # the client may start the next response as soon as it sees done
-                        await self.send({"type": "response.done", "response": {
-                            "text": event.text, "reason": event.reason, "timings": asdict(event.timings)}})
+                        await self.send(
+                            {
+                                "type": "response.done",
+                                "response": {
+                                    "text": event.text,
+                                    "reason": event.reason,
+                                    "timings": asdict(event.timings),
+                                },
+                            }
+                        )
             except ValueError as err:
                 api = map_error(err)
                 await self.error(api.code, api.message)

@@ -89,8 +89,15 @@ class Session:
         answer_voice = self.voice if voice is None else self.engine.check_voice(voice)
         user, features = self._user_turn(audio, text)
         answer: list[int] = []
-        for event in self._run([*self.state.turns, user], features, speak=speak, voice=answer_voice,
-                               max_steps=self.engine.config.max_steps, t0=t0, answer=answer):
+        for event in self._run(
+            [*self.state.turns, user],
+            features,
+            speak=speak,
+            voice=answer_voice,
+            max_steps=self.engine.config.max_steps,
+            t0=t0,
+            answer=answer,
+        ):
             if isinstance(event, Done):  # record the turn before the client sees Done (it may stop reading)
                 self._remember(user, features, answer)
             yield event
@@ -109,15 +116,18 @@ class Session:
         t0 = time.perf_counter()
         user, features = self._user_turn(audio, None)
         turns = self.engine.tasks.asr_turns(user)
-        yield from self._run(turns, features, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps,
-                             t0=t0)
+        yield from self._run(
+            turns, features, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps, t0=t0
+        )
 
     def synthesize(self, text: str, voice: str | None = None) -> Iterator[Event]:
         """TTS: speak ``text`` (the model repeats it; events carry the text it actually produced)."""
         t0 = time.perf_counter()
         voice = self.voice if voice is None else self.engine.check_voice(voice)
         turns = self.engine.tasks.tts_turns(self._text_ids(text))
-        yield from self._run(turns, {}, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0)
+        yield from self._run(
+            turns, {}, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0
+        )
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _text_ids(self, text: str) -> tuple[int, ...]:
@@ -125,7 +135,9 @@ class Session:
         if not text:
             raise ValueError("text is empty")
         if len(text) > self.engine.config.max_text_chars:
-            raise ValueError(f"text has {len(text)} characters; the limit is {self.engine.config.max_text_chars}")
+            raise ValueError(
+                f"text has {len(text)} characters; the limit is {self.engine.config.max_text_chars}"
+            )
         ids = tuple(self.engine.tokenizer.encode(text))
         if not ids:
             raise ValueError("text contains no words the tokenizer knows")
@@ -166,16 +178,25 @@ class Session:
         said = ""
         pending: list[torch.Tensor] = []
         frames: list[torch.Tensor] = []
-        rng = None if eng.config.sampling.seed is None else torch.Generator().manual_seed(eng.config.sampling.seed)
+        rng = (
+            None
+            if eng.config.sampling.seed is None
+            else torch.Generator().manual_seed(eng.config.sampling.seed)
+        )
         code = eng.layout.answer_code(voice) if speak else None
-        for out in self._generator.generate(prompt, speak=speak, answer_code=code, max_steps=max_steps,
-                                            stop=self._stop, rng=rng):
+        for out in self._generator.generate(
+            prompt, speak=speak, answer_code=code, max_steps=max_steps, stop=self._stop, rng=rng
+        ):
             if out.step == 0:
                 timings.prefill_ms = ms()
             if out.text_token is not None and out.text_token != eot:
                 answer.append(out.text_token)
                 text = eng.tokenizer.decode(answer)
-                delta = text[len(said):] if text.startswith(said) else " " + eng.tokenizer.decode([out.text_token])
+                delta = (
+                    text[len(said) :]
+                    if text.startswith(said)
+                    else " " + eng.tokenizer.decode([out.text_token])
+                )
                 said = text
                 if delta:
                     if timings.first_text_ms is None:

@@ -106,7 +106,12 @@ def package_model(
         del engine
     model_tag = str(stored.tag)
     log.info("stored %s in the BentoML model store", model_tag)
-    summary: dict[str, Any] = {"model_tag": model_tag, "profile": cfg.profile, "stage": stage, "bento_tag": None}
+    summary: dict[str, Any] = {
+        "model_tag": model_tag,
+        "profile": cfg.profile,
+        "stage": stage,
+        "bento_tag": None,
+    }
     if build:
         root = Path(project_root or paths.root).resolve()
         bento = bentoml.bentos.build_bentofile(str(root / "bentofile.yaml"), build_ctx=str(root))

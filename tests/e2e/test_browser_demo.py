@@ -69,14 +69,27 @@ def test_demo_records_fake_microphone_and_plays_the_streamed_answer(server, tmp_
     wav = espeak("what is the capital of france", tmp_path / "mic.wav")
     port = free_port()
     cmd = [
-        CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
-        "--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}",
-        f"--remote-debugging-port={port}", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,900",
+        CHROMIUM,
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+        f"--remote-debugging-port={port}",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=900,900",
         f"{server}/demo?auto=2&key={KEY}",
     ]
-    browser = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    browser = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         page = None
         for _ in range(60):

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from httpx_ws import connect_ws
+from httpx_ws import WebSocketUpgradeError, connect_ws
 
 from deeptalk.inference.engine import META_FILE
 from deeptalk.inference.events import decode_pcm
@@ -51,16 +51,22 @@ def healthy(url: str) -> None:
 
 def test_chat_streams_events_as_they_are_generated(server):
     start = time.perf_counter()
-    with httpx.stream("POST", f"{server}/chat", headers=HEADERS, timeout=60,
-                      files={"audio": ("q.wav", wav_bytes(1.0, 22050), "audio/wav")}) as resp:
+    with httpx.stream(
+        "POST",
+        f"{server}/chat",
+        headers=HEADERS,
+        timeout=60,
+        files={"audio": ("q.wav", wav_bytes(1.0, 22050), "audio/wav")},
+    ) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/x-ndjson")
         got = list(ndjson_lines(resp))
     kinds = [e["type"] for _, e in got]
     assert kinds[-1] == "done" and kinds.count("done") == 1 and "audio.delta" in kinds
     first_audio = next(t for t, e in got if e["type"] == "audio.delta")
     assert first_audio < got[-1][0], "audio must arrive before the answer is complete"
-    pcm = np.concatenate([decode_pcm(base64.b64decode(e["audio"]), e["format"]) for _, e in got
-                          if e["type"] == "audio.delta"])
+    pcm = np.concatenate(
+        [decode_pcm(base64.b64decode(e["audio"]), e["format"]) for _, e in got if e["type"] == "audio.delta"]
+    )
     done = got[-1][1]
     assert abs(len(pcm) / 24000 - done["timings"]["audio_seconds"]) < 1e-3
     assert done["timings"]["first_audio_ms"] <= (first_audio - start) * 1000 + 50
@@ -104,9 +110,10 @@ def test_bad_input_suite_gets_documented_statuses_and_server_stays_healthy(serve
             wrong.append((case.name, r.status_code, r.text[:200]))
     assert wrong == []
     with httpx.Client() as client:  # a bad WebSocket client: no key, then garbage
-        with pytest.raises(Exception):
+        with pytest.raises(WebSocketUpgradeError) as denied:
             with connect_ws(server.replace("http", "ws") + "/realtime", client):
                 pass
+        assert denied.value.response.status_code == 401
         with connect_ws(server.replace("http", "ws") + f"/realtime?api_key={KEY}", client) as ws:
             ws.receive_json()
             ws.send_text("garbage")
@@ -120,8 +127,13 @@ def test_concurrent_clients_never_mix_streams(server):
 
     def client(i: int):
         barrier.wait()
-        with httpx.stream("POST", f"{server}/chat", headers=HEADERS, timeout=120,
-                          json={"text": ["hello", "two plus two", "the capital of france"][i % 3]}) as resp:
+        with httpx.stream(
+            "POST",
+            f"{server}/chat",
+            headers=HEADERS,
+            timeout=120,
+            json={"text": ["hello", "two plus two", "the capital of france"][i % 3]},
+        ) as resp:
             if resp.status_code == 503:
                 return 503, resp.headers.get("retry-after"), None
             events = [e for _, e in ndjson_lines(resp)]

@@ -13,8 +13,14 @@ import numpy as np
 import soundfile as sf
 
 
-def wav_bytes(seconds: float = 0.5, sr: int = 16000, channels: int = 1, fmt: str = "WAV", subtype: str = "PCM_16",
-              fill: float | None = None) -> bytes:
+def wav_bytes(
+    seconds: float = 0.5,
+    sr: int = 16000,
+    channels: int = 1,
+    fmt: str = "WAV",
+    subtype: str = "PCM_16",
+    fill: float | None = None,
+) -> bytes:
     t = np.arange(int(seconds * sr)) / sr
     wav = 0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32)
     if fill is not None:
@@ -44,7 +50,13 @@ NAN_WAV = wav_bytes(0.3, subtype="FLOAT", fill=float("nan"))
 
 CASES = [
     Case("no content type", "POST", "/chat", 400, {"content": b"hello"}),
-    Case("malformed json", "POST", "/chat", 400, {"content": b"{text:", "headers": {"content-type": "application/json"}}),
+    Case(
+        "malformed json",
+        "POST",
+        "/chat",
+        400,
+        {"content": b"{text:", "headers": {"content-type": "application/json"}},
+    ),
     Case("json array", "POST", "/chat", 400, {"json": ["hello"]}),
     Case("neither text nor audio", "POST", "/chat", 400, {"json": {}}),
     Case("both text and audio", "POST", "/chat", 400, {**_file(wav_bytes()), "data": {"text": "hello"}}),
@@ -57,10 +69,21 @@ CASES = [
     Case("empty audio file", "POST", "/chat", 400, _file(b"")),
     Case("corrupt wav", "POST", "/chat", 400, _file(CORRUPT_WAV)),
     Case("nan samples", "POST", "/chat", 400, _file(NAN_WAV)),
-    Case("mp3 upload", "POST", "/chat", 415, _file(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 400, "q.mp3",
-                                                 "audio/mpeg")),
+    Case(
+        "mp3 upload",
+        "POST",
+        "/chat",
+        415,
+        _file(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb" * 400, "q.mp3", "audio/mpeg"),
+    ),
     Case("ogg upload", "POST", "/chat", 415, _file(b"OggS" + b"\x00" * 200, "q.ogg", "audio/ogg")),
-    Case("text/plain body", "POST", "/chat", 415, {"content": b"hello", "headers": {"content-type": "text/plain"}}),
+    Case(
+        "text/plain body",
+        "POST",
+        "/chat",
+        415,
+        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+    ),
     Case("audio too long", "POST", "/chat", 413, _file(wav_bytes(4.0, sr=8000))),
     Case("upload too many bytes", "POST", "/chat", 413, _file(wav_bytes(2.9, sr=96000, channels=2))),
     Case("wrong file field", "POST", "/chat", 400, {"files": {"sound": ("q.wav", wav_bytes(), "audio/wav")}}),
@@ -71,8 +94,14 @@ CASES = [
     Case("tts unknown voice", "POST", "/tts", 422, {"json": {"text": "hello", "voice": "nobody"}}),
     Case("tts with audio", "POST", "/tts", 400, _file(wav_bytes())),
     Case("missing api key", "POST", "/chat", 401, {"json": {"text": "hello"}}, auth=False),
-    Case("wrong api key", "POST", "/chat", 401, {"json": {"text": "hello"}, "headers": {"x-api-key": "nope"}},
-         auth=False),
+    Case(
+        "wrong api key",
+        "POST",
+        "/chat",
+        401,
+        {"json": {"text": "hello"}, "headers": {"x-api-key": "nope"}},
+        auth=False,
+    ),
     Case("wrong method", "GET", "/chat", 405),
 ]
 

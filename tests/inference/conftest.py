@@ -27,10 +27,24 @@ from deeptalk.model.config import BackboneConfig, SpeechLMConfig
 from deeptalk.model.speech_lm import SpeechLM
 
 SENTENCES = ["the capital of france is paris", "hello, how are you today?", "two plus two is four"]
-AUDIO = AudioInputConfig(max_seconds=3.0, encoder_layers=1, encoder_dim=16, encoder_heads=2, encoder_ffn_dim=32,
-                         projector_stride=4, projector_hidden=32)
-SERVICE = ServiceConfig(max_steps=40, max_asr_steps=12, max_upload_seconds=3.0, max_upload_bytes=400_000,
-                        sampling=SamplingConfig(audio_top_k=4, seed=0), queue_timeout_s=0.5, retry_after_s=1)
+AUDIO = AudioInputConfig(
+    max_seconds=3.0,
+    encoder_layers=1,
+    encoder_dim=16,
+    encoder_heads=2,
+    encoder_ffn_dim=32,
+    projector_stride=4,
+    projector_hidden=32,
+)
+SERVICE = ServiceConfig(
+    max_steps=40,
+    max_asr_steps=12,
+    max_upload_seconds=3.0,
+    max_upload_bytes=400_000,
+    sampling=SamplingConfig(audio_top_k=4, seed=0),
+    queue_timeout_s=0.5,
+    retry_after_s=1,
+)
 
 
 def espeak(text: str, path: Path, voice: str = "en-us") -> Path:
@@ -42,13 +56,25 @@ def build_package(root: Path, seed: int = 0) -> Path:
     """Write model/, codec/, tokenizer/ of a tiny random model under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     wavs = [read_wav(espeak(s, root / f"fit{i}.wav")) for i, s in enumerate(SENTENCES)]
-    codec = EmbeddedCodec.fit(wavs, CodecConfig(codebook_size=32, kmeans_iters=3, griffin_lim_iters=4), seed=seed)
+    codec = EmbeddedCodec.fit(
+        wavs, CodecConfig(codebook_size=32, kmeans_iters=3, griffin_lim_iters=4), seed=seed
+    )
     tokenizer = TextTokenizer.build([*SENTENCES, TTS_PROMPT])
     layout = layout_for(tokenizer, codec, voices=("joe", "slt"))
     backbone = BackboneConfig(
-        hidden_size=32, num_layers=2, num_heads=2, n_routed_experts=4, num_experts_per_tok=2,
-        moe_intermediate_size=16, intermediate_size=64, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
-        v_head_dim=8, max_position_embeddings=512, experts_implementation="eager",
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        intermediate_size=64,
+        kv_lora_rank=16,
+        qk_nope_head_dim=8,
+        qk_rope_head_dim=8,
+        v_head_dim=8,
+        max_position_embeddings=512,
+        experts_implementation="eager",
     )
     torch.manual_seed(seed)
     model = SpeechLM.build(SpeechLMConfig(backbone, layout, AUDIO))
@@ -70,7 +96,9 @@ def engine(package_dir) -> Engine:
 
 @pytest.fixture(scope="session")
 def user_wav(tmp_path_factory) -> np.ndarray:
-    wav, _ = read_wav(espeak("what is the capital of france", tmp_path_factory.mktemp("wav") / "q.wav"), 16000)
+    wav, _ = read_wav(
+        espeak("what is the capital of france", tmp_path_factory.mktemp("wav") / "q.wav"), 16000
+    )
     return wav
 
 

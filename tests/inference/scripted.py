@@ -51,7 +51,10 @@ class ScriptedNetwork:
         tok = self.text[t] if t < len(self.text) else lay.text_special("EOT")
         logits[:, -1, tok] = 10.0
         for i in range(lay.n_audio_streams):
-            code = lay.audio_special_code("EOA") if (i == 0 and self.eoa_step is not None and t >= self.eoa_step) \
+            code = (
+                lay.audio_special_code("EOA")
+                if (i == 0 and self.eoa_step is not None and t >= self.eoa_step)
                 else (t * 7 + i) % lay.codebook_size
+            )
             logits[:, -1, lay.stream_offset(i) + code] = 10.0
         return ScriptedOutput(logits=logits, cache=cache)

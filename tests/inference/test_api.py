@@ -43,8 +43,15 @@ def test_chat_text_streams_ndjson_with_audio_and_done(client, engine):
 
 
 def test_chat_audio_upload_any_format_and_text_only_answer(client):
-    evs = events(client.post("/chat", **auth(files={"audio": ("q.flac", wav_bytes(1.0, 44100, 2, "FLAC"),
-                                                              "audio/flac")}, data={"speak": "false"})))
+    evs = events(
+        client.post(
+            "/chat",
+            **auth(
+                files={"audio": ("q.flac", wav_bytes(1.0, 44100, 2, "FLAC"), "audio/flac")},
+                data={"speak": "false"},
+            ),
+        )
+    )
     assert not any(e["type"] == "audio.delta" for e in evs) and evs[-1]["type"] == "done"
     evs = events(client.post("/chat", **auth(content=wav_bytes(0.5), headers={"content-type": "audio/wav"})))
     assert evs[-1]["type"] == "done"
@@ -101,17 +108,26 @@ def test_realtime_audio_turn_then_text_turn_then_cancel(client, user_wav):
         assert created["type"] == "session.created" and created["session"]["voices"] == ["joe", "slt"]
         pcm = (np.clip(user_wav, -1, 1) * 32767).astype("<i2").tobytes()
         for i in range(0, len(pcm), 6400):
-            ws.send_json({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i:i + 6400]).decode()})
+            ws.send_json(
+                {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm[i : i + 6400]).decode()}
+            )
         ws.send_json({"type": "input_audio_buffer.commit"})
         assert ws.receive_json()["type"] == "input_audio_buffer.committed"
         ws.send_json({"type": "response.create"})
         evs = ws_events(ws)
         kinds = {e["type"] for e in evs}
         assert "response.created" in kinds and "response.audio.delta" in kinds
-        assert evs[-1]["type"] == "response.done" and evs[-1]["response"]["reason"] in ("complete", "max_steps")
+        assert evs[-1]["type"] == "response.done" and evs[-1]["response"]["reason"] in (
+            "complete",
+            "max_steps",
+        )
         # second turn, text, then barge in
-        ws.send_json({"type": "conversation.item.create",
-                      "item": {"role": "user", "content": [{"type": "input_text", "text": "hello"}]}})
+        ws.send_json(
+            {
+                "type": "conversation.item.create",
+                "item": {"role": "user", "content": [{"type": "input_text", "text": "hello"}]},
+            }
+        )
         assert ws.receive_json()["type"] == "conversation.item.created"
         ws.send_json({"type": "response.create"})
         assert ws.receive_json()["type"] == "response.created"
@@ -131,7 +147,9 @@ def test_realtime_audio_turn_then_text_turn_then_cancel(client, user_wav):
         ws.send_bytes(pcm[:16000])
         ws.send_json({"type": "response.create"})
         evs = ws_events(ws)
-        assert evs[-1]["type"] == "response.done" and not any(e["type"] == "response.audio.delta" for e in evs)
+        assert evs[-1]["type"] == "response.done" and not any(
+            e["type"] == "response.audio.delta" for e in evs
+        )
 
 
 def test_realtime_rejects_a_missing_key(client):

@@ -2,15 +2,22 @@ import numpy as np
 import pytest
 
 from deeptalk.inference.audio_codec_io import (
-    AudioTooLarge, CorruptAudio, EmptyAudio, UnsupportedAudioFormat, load_pcm16, load_upload, sniff_format,
+    AudioTooLarge,
+    CorruptAudio,
+    EmptyAudio,
+    UnsupportedAudioFormat,
+    load_pcm16,
+    load_upload,
+    sniff_format,
 )
 from tests.inference.bad_inputs import CORRUPT_WAV, NAN_WAV, wav_bytes
 
 LIMITS = {"max_bytes": 1_000_000, "max_seconds": 3.0}
 
 
-@pytest.mark.parametrize("sr,channels,fmt", [(8000, 1, "WAV"), (44100, 2, "WAV"), (22050, 1, "FLAC"),
-                                             (48000, 2, "FLAC")])
+@pytest.mark.parametrize(
+    "sr,channels,fmt", [(8000, 1, "WAV"), (44100, 2, "WAV"), (22050, 1, "FLAC"), (48000, 2, "FLAC")]
+)
 def test_wav_and_flac_any_rate_and_channels_become_16k_mono(sr, channels, fmt):
     wav = load_upload(wav_bytes(0.5, sr, channels, fmt), **LIMITS)
     assert wav.dtype == np.float32 and wav.ndim == 1

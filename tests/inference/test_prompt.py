@@ -26,7 +26,9 @@ LAYOUT = TokenLayout(text_vocab_size=Words.vocab_size, n_audio_streams=3, codebo
 
 def test_prompt_is_the_training_packing_cut_after_the_assistant_row():
     tok = Words()
-    sample = Sample("s", "rqa", "train", (Turn("user", "where is paris", "q1", True), Turn("assistant", "paris")))
+    sample = Sample(
+        "s", "rqa", "train", (Turn("user", "where is paris", "q1", True), Turn("assistant", "paris"))
+    )
     packed = pack_sample(sample, LAYOUT, tok, {}, {"q1": 4}, random.Random(0), train=False)
     mel = torch.randn(80, 10)
     p = build_prompt([TokenizedTurn("user", (7, 6, 5), "q1", True)], LAYOUT, {"q1": mel}, {"q1": 4}, 64)
@@ -39,7 +41,11 @@ def test_prompt_is_the_training_packing_cut_after_the_assistant_row():
 
 
 def test_old_turns_are_dropped_and_an_oversized_turn_is_refused():
-    turns = [TokenizedTurn("user", (4,) * 10), TokenizedTurn("assistant", (5,) * 10), TokenizedTurn("user", (6,))]
+    turns = [
+        TokenizedTurn("user", (4,) * 10),
+        TokenizedTurn("assistant", (5,) * 10),
+        TokenizedTurn("user", (6,)),
+    ]
     p = build_prompt(turns, LAYOUT, {}, {}, 12)
     assert p.input_ids.shape[0] <= 12 and (p.input_ids[:, LAYOUT.text_stream] == 4).sum() == 0
     with pytest.raises(ValueError, match="does not fit"):

@@ -14,7 +14,11 @@ def test_packaged_settings_then_env_overrides(tmp_path, monkeypatch):
     assert service_config_for(tmp_path) == stored
     monkeypatch.setenv("DEEPTALK_SERVICE", json.dumps({"max_concurrency": 5, "sampling": {"seed": 1}}))
     cfg = service_config_for(tmp_path)
-    assert cfg.max_concurrency == 5 and cfg.max_steps == 77 and cfg.sampling == SamplingConfig(audio_top_k=3, seed=1)
+    assert (
+        cfg.max_concurrency == 5
+        and cfg.max_steps == 77
+        and cfg.sampling == SamplingConfig(audio_top_k=3, seed=1)
+    )
     monkeypatch.setenv("DEEPTALK_SERVICE", json.dumps({"nope": 1}))
     with pytest.raises(ValueError, match="unknown field"):
         service_config_for(tmp_path)

@@ -3,8 +3,8 @@ import threading
 import numpy as np
 import pytest
 
-from deeptalk.inference.engine import Busy, UnknownVoice
 from deeptalk.data.packing import TokenizedTurn
+from deeptalk.inference.engine import Busy, UnknownVoice
 from deeptalk.inference.events import AudioChunk, Done, TextDelta
 from deeptalk.inference.prompt import build_prompt
 
@@ -31,8 +31,11 @@ def test_streamed_audio_equals_offline_decode_of_the_same_codes(engine, user_wav
     assert sum(isinstance(e, AudioChunk) for e in events) > 1, "audio must arrive in several chunks"
     assert {e.sample_rate for e in events if isinstance(e, AudioChunk)} == {engine.codec.sample_rate}
     t = done.timings
-    assert 0 < t.first_audio_ms <= t.total_ms and t.rtf > 0 and t.audio_seconds == pytest.approx(
-        len(streamed) / engine.codec.sample_rate)
+    assert (
+        0 < t.first_audio_ms <= t.total_ms
+        and t.rtf > 0
+        and t.audio_seconds == pytest.approx(len(streamed) / engine.codec.sample_rate)
+    )
 
 
 def test_text_deltas_concatenate_to_the_answer(engine):
@@ -49,8 +52,13 @@ def test_multi_turn_history_grows_and_feeds_the_next_prompt(engine, user_wav):
     roles = [t.role for t in s.state.turns]
     assert roles == ["user", "assistant", "user", "assistant"]
     assert s.state.turns[2].audio_id in s.state.mels  # spoken turns keep their features for later prompts
-    nxt = build_prompt([*s.state.turns, TokenizedTurn("user", (5,))], engine.layout, s.state.mels,
-                       s.state.n_positions, engine.max_prompt_positions)
+    nxt = build_prompt(
+        [*s.state.turns, TokenizedTurn("user", (5,))],
+        engine.layout,
+        s.state.mels,
+        s.state.n_positions,
+        engine.max_prompt_positions,
+    )
     text = nxt.input_ids[:, engine.layout.text_stream]
     assert int((text == engine.layout.text_special("ASSISTANT")).sum()) == 3
     assert nxt.audio is not None and nxt.audio.mels.shape[0] == 1
@@ -122,7 +130,11 @@ def test_voices_and_bad_input(engine, user_wav):
 def test_asr_and_tts_modes(engine, user_wav):
     s = engine.session()
     events, done = collect(s.transcribe(user_wav))
-    assert done.codes is None and len(done.timings.__dict__) and done.timings.steps <= engine.config.max_asr_steps
+    assert (
+        done.codes is None
+        and len(done.timings.__dict__)
+        and done.timings.steps <= engine.config.max_asr_steps
+    )
     events, done = collect(s.synthesize("two plus two is four", voice="joe"))
     assert done.codes is not None
     assert s.state.turns == []  # one-shot tasks do not touch the conversation

@@ -28,17 +28,23 @@ def bentoml_home(tmp_path, monkeypatch):
     for sub in ("models", "bentos", "tmp", "envs"):
         (home / sub).mkdir(parents=True)
     monkeypatch.setenv("BENTOML_HOME", str(home))
-    with BentoMLContainer.bentoml_home.patch(str(home)), \
-            BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))), \
-            BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))), \
-            BentoMLContainer.tmp_bento_store.patch(BentoStore(str(home / "tmp"))):
+    with (
+        BentoMLContainer.bentoml_home.patch(str(home)),
+        BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))),
+        BentoMLContainer.bento_store.patch(BentoStore(str(home / "bentos"))),
+        BentoMLContainer.tmp_bento_store.patch(BentoStore(str(home / "tmp"))),
+    ):
         yield home
 
 
 @pytest.fixture
 def project(tmp_path, assets, bentoml_home):
-    cfg = load_config(tmp_path / "params.yaml", profile="tiny", root=tmp_path,
-                      overrides={"service": {"max_upload_seconds": 3.0}})
+    cfg = load_config(
+        tmp_path / "params.yaml",
+        profile="tiny",
+        root=tmp_path,
+        overrides={"service": {"max_upload_seconds": 3.0}},
+    )
     shutil.copytree(assets / "model", cfg.paths.stage("s3"))
     shutil.copytree(assets / "codec", cfg.paths.codec)
     shutil.copytree(assets / "tokenizer", cfg.paths.raw / "tokenizer")
@@ -48,7 +54,11 @@ def project(tmp_path, assets, bentoml_home):
 
 
 def gate(cfg, passed: bool) -> None:
-    failures = [] if passed else [{"metric": "asr.wer", "value": 0.9, "threshold": 0.5, "message": "asr.wer 0.9 > 0.5"}]
+    failures = (
+        []
+        if passed
+        else [{"metric": "asr.wer", "value": 0.9, "threshold": 0.5, "message": "asr.wer 0.9 > 0.5"}]
+    )
     (cfg.paths.reports / "gate.json").write_text(json.dumps({"passed": passed, "failures": failures}))
 
 
