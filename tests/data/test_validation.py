@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from deeptalk.config import Paths
 from deeptalk.data.audio_io import read_wav, sha256_bytes, write_wav
@@ -197,7 +198,7 @@ def test_bad_record_fails_with_its_expectation_and_keeps_validated_outputs(proje
 def test_validate_codes_accepts_in_range_and_names_bad_streams():
     good = {
         "u1": np.random.default_rng(0).integers(0, 16, size=(3, 10)),
-        "u2": np.zeros((3, 4), dtype=np.int64),
+        "u2": torch.zeros((3, 4), dtype=torch.long),  # the encode step hands over LongTensors
     }
     assert validate_codes(good, codebook_size=16, n_streams=3).success
     bad = {**good, "u3": np.array([[0, 1], [2, 16], [3, 4]])}
