@@ -164,6 +164,13 @@ class SpeechLMConfig:
     audio_input: AudioInputConfig = field(default_factory=AudioInputConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self) -> None:
+        weights = self.loss.audio_weights
+        if weights is not None and len(weights) != self.layout.n_audio_streams:
+            raise ValueError(
+                f"LossConfig.audio_weights has {len(weights)} entries for {self.layout.n_audio_streams} audio streams"
+            )
+
     @classmethod
     def from_project(cls, cfg: Any, layout: TokenLayout, loss: LossConfig | None = None) -> Self:
         """Compose from a ``deeptalk.config.ProjectConfig`` (``cfg.model``, ``cfg.audio_input``)."""

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,7 +47,6 @@ class SpeechLMOutput:
     cache: Cache | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None  # per MoE layer [B·T, E] (masked experts at −inf)
     aux_loss: torch.Tensor | None = None  # sequence-level load balance loss (already included in loss)
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SpeechLM(nn.Module):
@@ -301,7 +300,8 @@ class SpeechLM(nn.Module):
                     for c in calls
                 )
                 loss = aux if loss is None else loss + aux
-            if loss is not None and self.training and batch.audio is None:
+            no_audio = batch.audio is None or batch.audio.n_positions.numel() == 0
+            if loss is not None and self.training and no_audio:
                 loss = loss + self._unused_audio_term()
         router_logits = tuple(c.logits for c in calls) if output_router_logits else None
         return SpeechLMOutput(loss, losses, logits, out.cache if use_cache else None, router_logits, aux)

@@ -48,3 +48,5 @@ def test_unknown_keys_and_bad_loss_rejected():
         LossConfig(reduction="mean")
     with pytest.raises(ValueError, match="2 entries for 3 audio streams"):
         LossConfig(audio_weights=(1.0, 1.0)).audio_weight(0, 3)
+    with pytest.raises(ValueError, match="2 entries for 3 audio streams"):
+        tiny_config(loss=LossConfig(audio_weights=(1.0, 1.0)))
