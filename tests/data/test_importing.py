@@ -72,3 +72,19 @@ def test_import_from_s3(source, tmp_path, monkeypatch):
         import_corpus("s3://corpus-bucket/user-corpus", tmp_path / "raw", small_config(0))
         s3fs.S3FileSystem.clear_instance_cache()
     _check_imported(tmp_path / "raw", n)
+
+
+def test_import_copies_a_local_hf_tokenizer(source, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from deeptalk.data.text_tokenizer import HFTextTokenizer, load_tokenizer
+
+    raw = Tokenizer(models.WordLevel({"<unk>": 0, "the": 1}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>").save_pretrained(tmp_path / "llm")
+    src, _ = source
+    summary = import_corpus(str(src), tmp_path / "raw", small_config(0, hf_tokenizer=str(tmp_path / "llm")))
+    tok = load_tokenizer(tmp_path / "raw" / "tokenizer")
+    assert isinstance(tok, HFTextTokenizer) and summary["vocab_size"] == tok.vocab_size == 2
+    assert tok.encode("the") == [1]
