@@ -314,7 +314,7 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
     @app.get("/voices", summary="Voices the model can answer in (besides the default)")
     async def voices() -> dict:
         engine = holder.get()
-        return {"voices": list(engine.voices), "default": engine.config.default_voice}
+        return {"voices": list(engine.voices), "default": engine.default_voice}
 
     @app.get("/info", summary="Model metadata, limits and audio formats")
     async def info() -> dict:

@@ -41,7 +41,9 @@ class ServiceConfig:
     chunk_frames: int = 1  # codec frames per pushed decode chunk (1 = emit audio as early as possible)
     max_history_turns: int = 8  # user+assistant turns kept as context in a session
     max_prompt_positions: int = 512  # oldest turns are dropped to fit (packing's max_length for tiny)
-    default_voice: str | None = None  # None = ANS_A (the default voice)
+    # None: the layout's first voice token (packing opens every trained spoken answer with its speaker's voice
+    # token), or ANS_A when the layout has no voices
+    default_voice: str | None = None
     # request limits
     max_upload_bytes: int = 2_000_000
     max_upload_seconds: float = 8.0  # must not exceed the encoder window (AudioInputConfig.max_seconds)

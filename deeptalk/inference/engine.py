@@ -75,6 +75,11 @@ class Engine:
                 f"{self.audio_input.max_seconds} s"
             )
         self.max_prompt_positions = self.config.max_prompt_positions
+        # the voice of answers that name none: the configured one, else the layout's first voice token (the
+        # pack step writes a VOICE token before every spoken answer, so ANS_A is untrained when voices exist)
+        self.default_voice = self.check_voice(self.config.default_voice) or (
+            self.layout.voices[0] if self.layout.voices else None
+        )
         self._slots = threading.BoundedSemaphore(self.config.max_concurrency)
         self._active = 0
         self._lock = threading.Lock()

@@ -185,7 +185,7 @@ class RealtimeConnection:
             return
         try:
             if "voice" in session:
-                self.session.voice = self.engine.check_voice(session["voice"])
+                self.session.voice = self.engine.check_voice(session["voice"]) or self.engine.default_voice
             if "speak" in session:
                 if not isinstance(session["speak"], bool):
                     raise ApiError(400, "bad_request", "speak must be a boolean")

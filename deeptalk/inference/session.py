@@ -61,7 +61,7 @@ class Session:
     def __init__(self, engine: Engine, voice: str | None = None):
         self.engine = engine
         self.state = SessionState()
-        self.voice = engine.check_voice(engine.config.default_voice if voice is None else voice)
+        self.voice = engine.default_voice if voice is None else engine.check_voice(voice)
         self._stop = threading.Event()
         self._generator = Generator(engine.model, engine.config.sampling, engine.device)
 

@@ -87,7 +87,7 @@ def test_capacity_refusal_is_503_with_retry_after(client, engine):
 
 
 def test_info_voices_openapi_and_demo(client):
-    assert client.get("/voices").json()["voices"] == ["joe", "slt"]
+    assert client.get("/voices").json() == {"voices": ["joe", "slt"], "default": "joe"}
     spec = client.get("/openapi.json").json()
     assert {"/chat", "/asr", "/tts"} <= set(spec["paths"])
     assert client.get("/demo").status_code == 200

@@ -110,6 +110,7 @@ def test_interrupt_from_another_thread(engine):
 
 def test_voices_and_bad_input(engine, user_wav):
     assert engine.voices == ("joe", "slt")
+    assert engine.default_voice == "joe" and engine.session().voice == "joe"  # trained voice token, not ANS_A
     with pytest.raises(UnknownVoice, match="unknown voice 'nobody'"):
         engine.session(voice="nobody")
     s = engine.session(voice="slt")
