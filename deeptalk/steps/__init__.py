@@ -33,6 +33,7 @@ class StepSpec:
     metrics: tuple[str, ...] = ()  # outs that are DVC metrics (not cached)
     plots: tuple[str, ...] = ()  # outs that are DVC plots
     heavy: bool = False  # training: may be sent to a GPU work pool
+    persist: bool = False  # DVC keeps outs in place while the step runs (a failed validation loses nothing)
 
     def run(self, cfg: ProjectConfig) -> dict:
         module = importlib.import_module(f"deeptalk.steps.{self.module}")
@@ -42,6 +43,10 @@ class StepSpec:
         summary = {**summary, "step": self.name, "wall_s": round(time.perf_counter() - start, 2)}
         log.info("step %s: done in %.1f s", self.name, summary["wall_s"])
         return summary
+
+
+def _data_code(*modules: str) -> tuple[str, ...]:
+    return tuple(f"deeptalk/data/{m}.py" for m in ("schema", *modules))
 
 
 def _stage(name: str, init: str, needs_split: bool = False) -> StepSpec:
@@ -63,14 +68,14 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec("generate_data", "generate_data", ("deeptalk/data",), ("data/raw",), ("data", "seed")),
     StepSpec(
         "validate_data", "validate_data", ("deeptalk/data/validation.py", "data/raw"),
-        ("data/validated",), ("data",),
+        ("data/validated",), ("data",), persist=True,
     ),
     StepSpec("fit_codec", "fit_codec", ("deeptalk/codec", "data/raw", "data/validated"), ("models/codec",),
              ("codec", "seed")),
-    StepSpec("encode", "encode", ("deeptalk/data/features.py", "deeptalk/codec", "data/raw", "models/codec"),
-             ("data/processed",), ("audio_input", "codec")),
-    StepSpec("pack", "pack", ("deeptalk/data/packing.py", "deeptalk/data/dataset.py", "data/processed", "data/raw"),
-             ("data/sequences",), ("data", "audio_input", "seed")),
+    StepSpec("encode", "encode", _data_code("features", "processed", "audio_io", "validation") + (
+        "deeptalk/codec", "data/raw", "models/codec"), ("data/processed",), ("audio_input", "codec")),
+    StepSpec("pack", "pack", _data_code("packing", "dataset", "processed", "text_tokenizer") + (
+        "data/processed", "data/raw"), ("data/sequences",), ("profile", "data", "audio_input", "seed")),
     StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "data/sequences"),
              ("models/base",), ("model", "training", "seed"), heavy=True),
     StepSpec("align", "align", ("deeptalk/model", "deeptalk/training", "data/sequences", "models/base"),

@@ -21,7 +21,7 @@ def _stage(step: StepSpec) -> dict:
     stage: dict = {"cmd": _command(step), "deps": list(step.deps), "params": list(step.params)}
     outs = [o for o in step.outs if o not in step.plots]
     if outs:
-        stage["outs"] = outs
+        stage["outs"] = [{o: {"persist": True}} for o in outs] if step.persist else outs
     if step.metrics:
         stage["metrics"] = [{m: {"cache": False}} for m in step.metrics]
     if step.plots:
