@@ -84,7 +84,7 @@ class StreamingGriffinLim:
         if phase_init not in PHASE_INITS:
             raise ValueError(f"phase_init {phase_init!r} unknown; expected one of {PHASE_INITS}")
         self.iters, self.momentum, self.phase_init, self.seed = iters, momentum, phase_init, seed
-        self.window = hann(n_fft)
+        self.window = hann(n_fft).astype(np.float32)
         self.reset()
 
     def reset(self) -> None:
@@ -101,7 +101,7 @@ class StreamingGriffinLim:
     def _initial(self, frame: int, mag: np.ndarray) -> np.ndarray:
         """Random phase seeded by the frame index (only the very first frames, or ``phase_init="random"``)."""
         phase = np.random.default_rng((self.seed, frame)).uniform(-np.pi, np.pi, mag.shape[0])
-        return mag * np.exp(1j * phase)
+        return (mag * np.exp(1j * phase)).astype(np.complex64)
 
     def _rtisi_initial(self, first: int, start: int, mag: np.ndarray, known: list[np.ndarray],
                        wsum: np.ndarray) -> np.ndarray:
@@ -111,7 +111,7 @@ class StreamingGriffinLim:
         its window (Zhu et al., real-time iterative spectrogram inversion), which continues their phase
         instead of starting from noise.
         """
-        spec = np.empty((len(mag), mag.shape[1]), dtype=np.complex128)
+        spec = np.empty((len(mag), mag.shape[1]), dtype=np.complex64)
         blocks = np.zeros_like(wsum)
         frames = list(known)  # frozen left-context frames, in order
         for i, f in enumerate(range(first, start)):
@@ -124,14 +124,14 @@ class StreamingGriffinLim:
                 spec[i] = self._initial(f, mag[i])
             else:
                 partial = np.fft.rfft((blocks[seg : seg + 4] / wsum[seg : seg + 4]).reshape(-1) * self.window)
-                spec[i] = mag[i] * np.exp(1j * np.angle(partial))
+                spec[i] = partial * (mag[i] / np.maximum(np.abs(partial), 1e-12))
             blocks[seg : seg + 4] += (np.fft.irfft(spec[i], n=self.n_fft) * self.window).reshape(4, self.hop)
         return spec
 
     def push(self, log_mag: np.ndarray, ended: bool) -> np.ndarray:
         """Add frames; return the waveform blocks that became final (all of them when ``ended``)."""
         if len(log_mag):
-            self.mags.append(np.exp(log_mag.astype(np.float64)))
+            self.mags.append(np.exp(log_mag.astype(np.float32)))
             self.n_frames += len(log_mag)
         out = []
         while True:
@@ -154,23 +154,30 @@ class StreamingGriffinLim:
         frozen = np.stack(known) if known else None
         n_frozen = start - first
         wsum = overlap_add(np.tile(self.window**2, (stop - first, 1)), self.hop)
-        wsum = np.maximum(wsum, 1e-6)
+        wsum = np.maximum(wsum, 1e-6).astype(np.float32)
         spec = self._rtisi_initial(first, start, mag, known, wsum)
+        # the frozen frames' overlap-add never changes: synthesise it once
+        fixed = np.zeros_like(wsum)
+        if frozen is not None:
+            fixed[: n_frozen + OVERLAP - 1] = self._overlap(frozen)
         prev = spec
         for _ in range(self.iters):
-            blocks = self._synthesise(spec if frozen is None else np.concatenate([frozen, spec]), wsum)
-            rebuilt = np.fft.rfft(frame_blocks(blocks)[n_frozen:] * self.window, axis=1)
-            proj = mag * np.exp(1j * np.angle(rebuilt))
+            blocks = fixed.copy()
+            blocks[n_frozen:] += self._overlap(spec)
+            rebuilt = np.fft.rfft(frame_blocks(blocks[n_frozen:] / wsum[n_frozen:]) * self.window, axis=1)
+            proj = rebuilt * (mag / np.maximum(np.abs(rebuilt), 1e-12))  # keep the phase, impose the magnitude
             spec = proj + self.momentum * (proj - prev) if self.momentum else proj
             prev = proj
-        spec = mag * np.exp(1j * np.angle(spec))
+        spec = spec * (mag / np.maximum(np.abs(spec), 1e-12))
+        blocks = fixed.copy()
+        blocks[n_frozen:] += self._overlap(spec)
+        blocks /= wsum
         full = spec if frozen is None else np.concatenate([frozen, spec])
-        blocks = self._synthesise(full, wsum)
         # keep what the next chunk needs: the last `left` emitted frames and this chunk's look-ahead
         self.solved = {f: full[f - first] for f in range(max(first, emit_stop - self.left), stop)}
         offset = first - (OVERLAP // 2)  # absolute index of blocks[0]
         return blocks[start - offset : emit_stop - offset].reshape(-1)
 
-    def _synthesise(self, spec: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-        frames = np.fft.irfft(spec, n=self.n_fft, axis=1) * self.window
-        return overlap_add(frames, self.hop) / wsum
+    def _overlap(self, spec: np.ndarray) -> np.ndarray:
+        """Windowed inverse FFT of ``spec`` frames, overlap-added into blocks (not yet normalised)."""
+        return overlap_add(np.fft.irfft(spec, n=self.n_fft, axis=1) * self.window, self.hop)
