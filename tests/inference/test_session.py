@@ -157,3 +157,25 @@ def test_capacity_slots_queue_then_refuse(engine):
             h.__exit__(None, None, None)
     with engine.slot():
         assert engine.active == 1
+
+
+def test_concurrent_sessions_give_the_same_answers_as_sequential_ones(greedy_engine, user_wav):
+    """Sessions share only read-only weights: answers generated in parallel threads equal sequential ones."""
+    inputs = [{"audio": user_wav}, {"text": "hello"}, {"text": "two plus two is four"}]
+
+    def answer(kw):
+        done = list(greedy_engine.session().respond(**kw))[-1]
+        return done.text, done.codes.tolist()
+
+    sequential = [answer(kw) for kw in inputs]
+    results: list = [None] * len(inputs)
+
+    def worker(i):
+        results[i] = answer(inputs[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == sequential
