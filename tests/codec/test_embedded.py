@@ -140,3 +140,10 @@ def test_fit_is_deterministic(speech, small_config):
 def test_fit_without_audio_fails(small_config):
     with pytest.raises(ValueError, match="no audio"):
         EmbeddedCodec.fit([], small_config)
+
+
+def test_edge_lengths(codec):
+    assert codec.decode(torch.zeros(7, 0, dtype=torch.long)).shape == (0,)
+    codes = codec.encode(np.zeros(1, np.float32), 24000)  # one sample still makes one whole frame
+    assert codes.shape == (7, 1) and codec.decode(codes).shape == (2048,)
+    assert codec.decode_stream().flush().shape == (0,)
