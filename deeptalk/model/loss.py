@@ -20,7 +20,7 @@ def stream_name(layout: TokenLayout, stream: int) -> str:
 
 
 def stream_losses(logits: torch.Tensor, labels: torch.Tensor, layout: TokenLayout) -> dict[str, torch.Tensor]:
-    """Mean next-token CE per stream over its own vocabulary slice.
+    """Mean next-token CE per stream over its own vocabulary slice, from full-vocabulary logits.
 
     ``logits`` [B, T, V]; ``labels`` [B, T, S] global ids or IGNORE_INDEX, aligned with the inputs (the label
     at t is predicted from position t-1). A stream whose labels are all ignored is left out (reference).
@@ -28,8 +28,26 @@ def stream_losses(logits: torch.Tensor, labels: torch.Tensor, layout: TokenLayou
     if labels.shape[:2] != logits.shape[:2] or labels.shape[-1] != layout.n_streams:
         raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)} and "
                          f"{layout.n_streams} streams")
-    out: dict[str, torch.Tensor] = {}
     shifted = logits[:, :-1]
+    return _stream_losses(labels, layout, lambda valid, sl: shifted[valid][:, sl])
+
+
+def stream_losses_from_hidden(
+    hidden: torch.Tensor, head: torch.Tensor, labels: torch.Tensor, layout: TokenLayout
+) -> dict[str, torch.Tensor]:
+    """Same losses as :func:`stream_losses`, computing logits only where a stream has a label and only over
+    that stream's rows of the tied ``head`` [V, H]: a text-only batch never touches the K·4160 audio rows,
+    which dominate the head's cost at small hidden sizes. ``hidden`` [B, T, H] is the final-norm output."""
+    if labels.shape[:2] != hidden.shape[:2] or labels.shape[-1] != layout.n_streams:
+        raise ValueError(f"labels {tuple(labels.shape)} do not match hidden states {tuple(hidden.shape)} and "
+                         f"{layout.n_streams} streams")
+    shifted = hidden[:, :-1]
+    return _stream_losses(labels, layout, lambda valid, sl: shifted[valid] @ head[sl].T)
+
+
+def _stream_losses(labels: torch.Tensor, layout: TokenLayout, logits_at) -> dict[str, torch.Tensor]:
+    """``logits_at(valid [B, T-1] bool, slice) -> [N, slice size]`` gives a stream's logits at its labels."""
+    out: dict[str, torch.Tensor] = {}
     for stream in range(layout.n_streams):
         target = labels[:, 1:, stream]
         valid = target != IGNORE_INDEX
@@ -37,18 +55,14 @@ def stream_losses(logits: torch.Tensor, labels: torch.Tensor, layout: TokenLayou
             continue
         sl = layout.stream_slice(stream)
         local = target - sl.start
-        size = sl.stop - sl.start
-        bad = valid & ((local < 0) | (local >= size))
+        bad = valid & ((local < 0) | (local >= sl.stop - sl.start))
         if bool(bad.any()):
             b, t = (int(i) for i in bad.nonzero()[0])
             raise ValueError(
                 f"label {int(target[b, t])} at batch {b}, position {t + 1} is not an id of stream "
                 f"{stream_name(layout, stream)} [{sl.start}, {sl.stop})"
             )
-        local = torch.where(valid, local, torch.full_like(local, IGNORE_INDEX))
-        out[stream_name(layout, stream)] = F.cross_entropy(
-            shifted[..., sl].reshape(-1, size).float(), local.reshape(-1), ignore_index=IGNORE_INDEX
-        )
+        out[stream_name(layout, stream)] = F.cross_entropy(logits_at(valid, sl).float(), local[valid])
     return out
 
 

@@ -29,7 +29,7 @@ from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder
 from deeptalk.model.backbone import MoELayer, build_backbone, load_backbone, moe_layers, resize_vocab
 from deeptalk.model.config import LossConfig, SpeechLMConfig
 from deeptalk.model.experts import ExpertSplit, RoutingMode
-from deeptalk.model.loss import combine_losses, sequence_aux_loss, stream_losses
+from deeptalk.model.loss import combine_losses, sequence_aux_loss, stream_losses, stream_losses_from_hidden
 from deeptalk.model.routers import RouterOutput, RoutingRecorder, attach_sink
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,14 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "speech_lm.json"
 SPLIT_FILE = "expert_split.json"
 FORMAT_VERSION = 1
+LOGITS_MODES = ("all", "last", "none")
 
 
 @dataclass
 class SpeechLMOutput:
     loss: torch.Tensor | None  # combined stream losses (+ aux loss while training), None without labels
     stream_losses: dict[str, torch.Tensor]  # "text", "audio_0".."audio_{K-1}" (streams with targets only)
-    logits: torch.Tensor  # [B, T, V] over the full layout; slice with stream_logits
+    logits: torch.Tensor | None  # [B, T, V] over the full layout ([B, 1, V] for "last", None for "none")
     cache: Cache | None = None
     router_logits: tuple[torch.Tensor, ...] | None = None  # per MoE layer [B·T, E] (masked experts at −inf)
     aux_loss: torch.Tensor | None = None  # sequence-level load balance loss (already included in loss)
@@ -268,8 +269,13 @@ class SpeechLM(nn.Module):
         cache: Cache | None = None,
         use_cache: bool = False,
         output_router_logits: bool = False,
+        logits: str = "all",
     ) -> SpeechLMOutput:
-        """Logits for every position; losses when ``batch.labels`` is set.
+        """Logits and, when ``batch.labels`` is set, losses.
+
+        ``logits``: ``"all"`` positions, only the ``"last"`` one (decoding), or ``"none"`` (training: the
+        losses are then computed from hidden states at labelled positions only, over each stream's own head
+        rows — same values, a fraction of the head's cost).
 
         With a cache, ``batch`` holds only the new positions and ``attention_mask`` covers either past + new
         positions (HF convention) or just the new ones when nothing is padded.
@@ -283,14 +289,23 @@ class SpeechLM(nn.Module):
         calls: list[RouterOutput] = []
         routers = [moe.router for moe in self.moe_layers()]
         collect = attach_sink(routers, calls.append) if (want_aux or output_router_logits) else nullcontext()
+        if logits not in LOGITS_MODES:
+            raise ValueError(f"logits={logits!r}; choose one of {LOGITS_MODES}")
+        if logits == "none" and batch.labels is None:
+            raise ValueError('logits="none" needs labels: there would be nothing to return')
         with collect:
-            out = self.backbone(inputs_embeds=inputs, attention_mask=mask, cache=cache, use_cache=use_cache)
-        logits = out.logits
+            out = self.backbone.model(inputs_embeds=inputs, attention_mask=mask, cache=cache, use_cache=use_cache)
+        hidden = out.last_hidden_state
+        head = self.backbone.get_output_embeddings().weight
+        full = None if logits == "none" else (hidden[:, -1:] if logits == "last" else hidden) @ head.T
 
         losses: dict[str, torch.Tensor] = {}
         loss = aux = None
         if batch.labels is not None:
-            losses = stream_losses(logits, batch.labels, self.layout)
+            if full is not None and logits == "all":
+                losses = stream_losses(full, batch.labels, self.layout)
+            else:
+                losses = stream_losses_from_hidden(hidden, head, batch.labels, self.layout)
             loss = combine_losses(losses, self.layout, self.cfg.loss)
             if want_aux and calls:
                 new_mask = batch.attention_mask[:, -t:] if batch.attention_mask is not None else None
@@ -304,7 +319,8 @@ class SpeechLM(nn.Module):
             if loss is not None and self.training and no_audio:
                 loss = loss + self._unused_audio_term()
         router_logits = tuple(c.logits for c in calls) if output_router_logits else None
-        return SpeechLMOutput(loss, losses, logits, out.cache if use_cache else None, router_logits, aux)
+        cache_out = out.cache if use_cache else None
+        return SpeechLMOutput(loss, losses, full, cache_out, router_logits, aux)
 
     def _backbone_mask(self, attention_mask: torch.Tensor | None, b: int, t: int, past: int) -> torch.Tensor | None:
         if attention_mask is None:

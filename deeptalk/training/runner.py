@@ -125,7 +125,7 @@ class SpeechProgram:
     def forward(self, module: nn.Module, batch: SpeechBatch) -> StepResult:
         batch = batch.to(self.device)
         with self.model.record_routing() as recorder:
-            out = module(batch)
+            out = module(batch, logits="none")  # losses only: no full-vocabulary logits
         masks = dict(zip(("speech", "text"), modality_masks(
             batch.input_ids, batch.labels, batch.attention_mask, self.model.layout)))
         self.load.add_positions(masks)

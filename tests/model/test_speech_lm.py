@@ -250,3 +250,29 @@ def test_text_export_is_a_plain_transformers_llm(tmp_path, model):
     with torch.no_grad():
         ours = model.backbone(inputs_embeds=model.embed_tokens(ids)).logits[..., : LAYOUT.text_block_size]
         assert torch.allclose(text(input_ids=ids).logits, ours, atol=1e-5)
+
+
+def test_logits_modes_give_the_same_losses_and_gradients(model):
+    batch = random_batch()
+    model.train()
+    reference = model(batch)
+    reference.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    lean = model(batch, logits="none")
+    lean.loss.backward()
+    assert lean.logits is None
+    torch.testing.assert_close(lean.loss, reference.loss, rtol=1e-5, atol=1e-6)
+    assert lean.stream_losses.keys() == reference.stream_losses.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, rtol=1e-4, atol=1e-6)
+    model.eval()
+    last = model(batch, logits="last").logits
+    torch.testing.assert_close(last, model(batch).logits[:, -1:], rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_logits_mode_and_none_without_labels_are_rejected(model):
+    with pytest.raises(ValueError, match="logits='some'"):
+        model(random_batch(), logits="some")
+    with pytest.raises(ValueError, match="needs labels"):
+        model(random_batch(labels=False), logits="none")
