@@ -273,6 +273,9 @@ def plot_heatmaps(load: ExpertLoad, out_dir: Path, speech_experts: list[list[int
             for layer, experts in enumerate(speech_experts):
                 for e in experts:
                     ax.add_patch(plt.Rectangle((e - 0.5, layer - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
+        ax.set_yticks(range(load.n_layers))
+        if load.n_experts <= 32:
+            ax.set_xticks(range(load.n_experts))
         ax.set_xlabel("expert")
         ax.set_ylabel("MoE layer")
         ax.set_title(f"{m} positions: top-{load.top_k} share ({load.positions[m]} positions)")
