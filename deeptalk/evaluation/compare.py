@@ -162,7 +162,10 @@ def trainable_parameters(cfg: ProjectConfig, system: System) -> dict[str, int]:
 
 
 def _eval_key(cfg: ProjectConfig, system: System) -> str:
-    blob = json.dumps({"train": [_summary(cfg, s).get("fingerprint") for s in system.stages],
+    code = hashlib.sha256()
+    for rel in ("deeptalk/evaluation", "deeptalk/inference"):
+        _hash_code(code, rel)
+    blob = json.dumps({"code": code.hexdigest(),"train": [_summary(cfg, s).get("fingerprint") for s in system.stages],
                        "phases": {k: v.get("fingerprint") for k, v in phase_summaries(cfg, system).items()},
                        "eval": dataclasses.asdict(cfg.evaluation), "seed": cfg.seed, "service": repr(cfg.service)},
                       sort_keys=True, default=str)
@@ -278,6 +281,7 @@ def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
 COLUMNS = (
     ("text drop %", ("text", "drop_pct"), "{:.1f}"),
     ("text QA acc", ("text", "qa_acc"), "{:.3f}"),
+    ("answer ppl", ("text", "answer_ppl"), "{:.2f}"),
     ("text ppl", ("text", "ppl"), "{:.2f}"),
     ("spoken QA s→t", ("spoken_qa", "s2t_acc"), "{:.3f}"),
     ("spoken QA s→s", ("spoken_qa", "s2s_acc"), "{:.3f}"),
@@ -320,7 +324,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"**{result['claim']['statement']}**",
         "",
-        "Definitions: text drop % = mean over {held-out text-QA accuracy, 1/perplexity} of (base − model) / base "
+        "Definitions: text drop % = mean over {held-out text-QA accuracy, 1/answer perplexity, 1/text perplexity} "
+        "of (base − model) / base "
         "× 100 against the text-pretrained base LLM, text-only mode, QA decoding greedy and restricted to the "
         "text vocabulary + EOT. Spoken QA: reference answer contained in the streamed text (s→t) or in the "
         "Whisper tiny.en transcript of the streamed audio (s→s). TTS WER against the ground-truth sentence and "

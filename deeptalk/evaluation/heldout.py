@@ -9,8 +9,9 @@ Items are sorted by sample id and capped, so two runs (and the base vs the train
   (earlier rounds of a multi-turn sample are not given: each item is one spoken question).
 - ``asr``: task ``asr`` (spoken sentence → transcript).
 - ``tts``: task ``tts`` sentences (the text the model must speak).
-- ``sentences``: held-out sentences (ASR and TTS texts: fact statements in the held-out phrasing and held-out
-  poem lines) for perplexity, formatted like the pretraining ``text`` task.
+- ``sentences``: held-out ASR/TTS sentences that state a known fact in the held-out phrasing, for perplexity
+  (formatted like the pretraining ``text`` task). Sentences of other origin (poem lines) are out of the text
+  LM's domain and left out; without a facts manifest (imported corpora) every sentence is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class QAItem:
     question: str
     references: tuple[str, ...]  # accepted answers (fact answer first, then aliases)
     audio_path: Path | None = None  # spoken question (16 kHz wav), None for text questions
+    answer: str = ""  # the corpus's answer text (teacher-forced for the answer perplexity)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def load_heldout(
         return raw / str(utts.loc[utt_id, "audio_path"])
 
     text_qa, spoken_qa, asr, tts, sentences = [], [], [], [], []
+    in_domain = (lambda fact_id: fact_id in facts.index) if len(facts) else (lambda fact_id: True)
     for row in samples.itertuples(index=False):
         sample = Sample(row.id, row.task, row.split, Sample.parse_turns(row.turns), row.fact_id)
         users = [t for t in sample.turns if t.role == "user"]
@@ -114,16 +117,19 @@ def load_heldout(
             continue
         question, answer = users[-1], answers[-1]
         if sample.task == "tqa":
-            text_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text)))
+            text_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
+                                  answer=answer.text))
         elif sample.task in ("aqa", "rqa") and question.audio_id is not None and question.speak:
             spoken_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
-                                    audio(question.audio_id)))
+                                    audio(question.audio_id), answer.text))
         elif sample.task == "asr" and question.audio_id is not None:
             asr.append(SpeechItem(sample.id, answer.text, audio(question.audio_id)))
-            sentences.append(answer.text)
+            if in_domain(sample.fact_id):
+                sentences.append(answer.text)
         elif sample.task == "tts":
             tts.append(answer.text)
-            sentences.append(answer.text)
+            if in_domain(sample.fact_id):
+                sentences.append(answer.text)
     held = HeldOut(
         text_qa=_cap(text_qa, max_text_qa),
         spoken_qa=_cap(spoken_qa, max_spoken_qa),

@@ -59,8 +59,9 @@ def base_text_ability(cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> Text
 
 def text_metrics(base: TextAbility, model: TextAbility) -> dict[str, Any]:
     return {
-        "qa_acc": model.qa_acc, "qa_exact": model.qa_exact, "ppl": model.ppl,
-        "base_qa_acc": base.qa_acc, "base_qa_exact": base.qa_exact, "base_ppl": base.ppl,
+        "qa_acc": model.qa_acc, "qa_exact": model.qa_exact, "answer_ppl": model.answer_ppl, "ppl": model.ppl,
+        "base_qa_acc": base.qa_acc, "base_qa_exact": base.qa_exact, "base_answer_ppl": base.answer_ppl,
+        "base_ppl": base.ppl,
         **relative_drop_pct(base, model),
         "n_qa": model.n_qa, "n_tokens": model.n_tokens,
     }

@@ -12,18 +12,22 @@ before every text answer). No audio goes in and none comes out.
    model's new audio ids can win the argmax), at most ``max_answer_tokens`` tokens; an answer is correct when a
    reference (fact answer or alias) is contained in it as whole words (:mod:`deeptalk.evaluation.answers`).
    Score = accuracy (higher is better).
-2. *Perplexity* — teacher-forced next-token NLL on held-out sentences (and their ``EOT``) packed like the
-   pretraining ``text`` task; the softmax is over the **text block** (the text stream's slice of the tied head,
-   the same softmax as the training loss), so rows added for audio cannot count as forgetting.
-   ``ppl = exp(total NLL / tokens)``. Score = ``1 / ppl`` (the geometric-mean probability of a held-out token;
-   higher is better).
+2. *Answer perplexity* — the same held-out questions, teacher-forced: NLL of the corpus answer (and its ``EOT``)
+   after the question. A continuous measure of the same knowledge, informative even when greedy accuracy is 0.
+3. *Text perplexity* — teacher-forced NLL on held-out sentences stating known facts in the held-out phrasing
+   (and their ``EOT``), packed like the pretraining ``text`` task.
+
+Perplexities use a softmax over the **text block** (the text stream's slice of the tied head, the same softmax
+as the training loss), so rows added for audio cannot count as forgetting; ``ppl = exp(total NLL / tokens)``.
+Their score is ``1 / ppl`` (the geometric-mean probability of a held-out token; higher is better).
 
 **Relative drop** (the paper's "5.5 % drop vs the original LLM", paper.md §4.1)::
 
     drop_pct = mean over benchmarks b of (score_base(b) − score_model(b)) / score_base(b) × 100
 
-where *base* is the original LLM (``models/base``: the text_pretrain output in tiny/small) evaluated with the
-same code on the same items. For perplexity the term equals ``(1 − ppl_base / ppl_model) × 100``. A benchmark
+over the three scores (``qa_acc``, ``1/answer_ppl``, ``1/ppl``), where *base* is the original LLM
+(``models/base``: the text_pretrain output in tiny/small) evaluated with the same code on the same items. For a
+perplexity the term equals ``(1 − ppl_base / ppl_model) × 100``. A benchmark
 whose base score is 0 has no relative drop and is left out of the mean (logged). Negative values mean the model
 got better than the base.
 """
@@ -62,7 +66,7 @@ BASELINE_FILE = "text_baseline.json"
 BASELINE_KEY = "text_qa"
 
 GREEDY = SamplingConfig(text_top_k=1, text_repetition_penalty=1.0, audio_top_k=1, seed=0)
-BENCHMARKS = ("qa_acc", "inv_ppl")  # the scores averaged by relative_drop_pct
+BENCHMARKS = ("qa_acc", "inv_answer_ppl", "inv_ppl")  # the scores averaged by relative_drop_pct
 
 
 @dataclass(frozen=True)
@@ -70,17 +74,16 @@ class TextAbility:
     qa_acc: float  # reference contained in the greedy answer (restricted to text vocabulary + EOT)
     qa_exact: float  # normalised answer equals a reference
     n_qa: int
-    ppl: float  # exp(mean NLL per text token) over held-out sentences, softmax over the text block
+    answer_ppl: float  # exp(mean NLL per answer token) of the held-out answers after their questions
+    n_answer_tokens: int
+    ppl: float | None  # exp(mean NLL per text token) over held-out sentences (None: no such sentences)
     n_tokens: int
     benchmark: str = ""  # fingerprint of the items and settings (results are comparable only when equal)
     examples: tuple[dict, ...] = field(default_factory=tuple)  # a few (question, answer, correct) for reports
 
-    @property
-    def inv_ppl(self) -> float:
-        return 1.0 / self.ppl
-
-    def scores(self) -> dict[str, float]:
-        return {"qa_acc": self.qa_acc, "inv_ppl": self.inv_ppl}
+    def scores(self) -> dict[str, float | None]:
+        return {"qa_acc": self.qa_acc, "inv_answer_ppl": 1.0 / self.answer_ppl,
+                "inv_ppl": None if self.ppl is None else 1.0 / self.ppl}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -93,7 +96,8 @@ class TextAbility:
 
 
 def benchmark_fingerprint(qa: Sequence[QAItem], sentences: Sequence[str], max_answer_tokens: int) -> str:
-    blob = json.dumps([[q.id, q.question, list(q.references)] for q in qa] + [list(sentences), max_answer_tokens])
+    blob = json.dumps([[q.id, q.question, q.answer, list(q.references)] for q in qa]
+                      + [list(sentences), max_answer_tokens])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -147,6 +151,19 @@ def text_sequences(layout: TokenLayout, tokenizer: Any, sentences: Sequence[str]
     return packed
 
 
+def answer_sequences(layout: TokenLayout, tokenizer: Any, items: Sequence[QAItem]) -> list:
+    """Held-out questions with their answers packed as a text-answer sample (labels: answer + EOT)."""
+    packed = []
+    for item in items:
+        q_ids = tuple(tokenizer.encode(item.question))
+        a_ids = tuple(tokenizer.encode(item.answer or item.references[0]))
+        if not q_ids or not a_ids:
+            raise ValueError(f"text QA item {item.id}: question or answer has no known words")
+        sample = TokenizedSample(item.id, "tqa", (TokenizedTurn("user", q_ids), TokenizedTurn("assistant", a_ids)))
+        packed.append(pack_tokenized(sample, layout, {}, {}, random.Random(0), train=False))
+    return packed
+
+
 @torch.inference_mode()
 def text_nll(model: Any, packed: Sequence, batch_size: int = 16) -> tuple[float, int]:
     """Summed next-token NLL of the labelled text-stream positions and their count (softmax over the text
@@ -182,27 +199,32 @@ def evaluate_text_ability(
     The text_pretrain step calls this on the base model to store the baseline; the evaluate step calls it on
     the trained model (and on the base when no stored baseline matches the same items).
     """
-    if not qa_items or not sentences:
-        raise ValueError("text ability needs held-out text questions and sentences")
+    if not qa_items:
+        raise ValueError("text ability needs held-out text questions")
+    if not sentences:
+        log.warning("no held-out sentences: the text perplexity benchmark is skipped")
     was_training = model.training
     model.eval()
     try:
         contained, exact, answers = text_qa(model, tokenizer, qa_items, max_answer_tokens)
-        nll, n_tokens = text_nll(model, text_sequences(model.layout, tokenizer, sentences))
+        answer_nll, n_answer = text_nll(model, answer_sequences(model.layout, tokenizer, qa_items))
+        nll, n_tokens = text_nll(model, text_sequences(model.layout, tokenizer, sentences)) if sentences else (0.0, 0)
     finally:
         model.train(was_training)
     result = TextAbility(
         qa_acc=accuracy(contained),
         qa_exact=accuracy(exact),
         n_qa=len(qa_items),
-        ppl=math.exp(nll / n_tokens),
+        answer_ppl=math.exp(answer_nll / n_answer),
+        n_answer_tokens=n_answer,
+        ppl=math.exp(nll / n_tokens) if n_tokens else None,
         n_tokens=n_tokens,
         benchmark=benchmark_fingerprint(qa_items, sentences, max_answer_tokens),
         examples=tuple({"question": q.question, "answer": a, "references": list(q.references), "correct": c}
                        for q, a, c in list(zip(qa_items, answers, contained))[:8]),
     )
-    log.info("text ability: QA %.3f (exact %.3f, n=%d), ppl %.3f over %d tokens", result.qa_acc,
-             result.qa_exact, result.n_qa, result.ppl, result.n_tokens)
+    log.info("text ability: QA %.3f (exact %.3f, n=%d), answer ppl %.3f, text ppl %s over %d tokens",
+             result.qa_acc, result.qa_exact, result.n_qa, result.answer_ppl, result.ppl, result.n_tokens)
     return result
 
 
@@ -215,8 +237,8 @@ def relative_drop_pct(base: TextAbility, model: TextAbility) -> dict[str, float 
     drops = []
     b, m = base.scores(), model.scores()
     for name in BENCHMARKS:
-        if b[name] <= 0:
-            log.warning("base score %s is 0: no relative drop for this benchmark", name)
+        if b[name] is None or m[name] is None or b[name] <= 0:
+            log.warning("base score %s is %s: no relative drop for this benchmark", name, b[name])
             out[f"drop_pct_{name}"] = None
             continue
         drop = (b[name] - m[name]) / b[name] * 100.0

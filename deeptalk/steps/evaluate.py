@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 NOTES = (
     "Text ability: text-only mode, greedy decoding restricted to the text vocabulary + EOT; QA correct when a "
-    "reference answer is contained in the answer; perplexity over the text block; drop % = mean over "
-    "{QA accuracy, 1/perplexity} of (base - model) / base x 100 against models/base.",
+    "reference answer is contained in the answer; answer and text perplexities over the text block; drop % = "
+    "mean over {QA accuracy, 1/answer ppl, 1/text ppl} of (base - model) / base x 100 against models/base.",
     "Spoken QA s2t uses the streamed answer text, s2s the Whisper tiny.en transcript of the streamed audio. "
     "TTS WER is reported against the ground-truth sentence (gated) and against the model's own text. "
     "Latency is wall clock through the service's Engine/Session on this machine, after warm-up.",

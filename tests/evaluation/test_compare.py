@@ -8,7 +8,7 @@ from deeptalk.evaluation import compare
 
 
 def _metrics(drop, s2t=0.1):
-    return {"text": {"drop_pct": drop, "qa_acc": 0.5, "ppl": 3.0}, "spoken_qa": {"s2t_acc": s2t, "s2s_acc": 0.0},
+    return {"text": {"drop_pct": drop, "qa_acc": 0.5, "answer_ppl": 7.0, "ppl": 3.0}, "spoken_qa": {"s2t_acc": s2t, "s2s_acc": 0.0},
             "asr": {"wer": 0.9}, "tts": {"wer_vs_truth": 1.0, "wer_vs_generated_text": None}}
 
 
@@ -48,7 +48,7 @@ def test_run_compare_orchestration(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "reports" / "compare.json").read_text())
     assert saved["claim"] == result["claim"]
     md = (tmp_path / "reports" / "compare.md").read_text()
-    assert "| deeptalk | 4.0 | 0.500 | 3.00 | 0.100 | 0.000 | 0.900 | 1.000 | — | 3,000 / 5,000 | 30 |" in md
+    assert "| deeptalk | 4.0 | 0.500 | 7.00 | 3.00 | 0.100 | 0.000 | 0.900 | 1.000 | — | 3,000 / 5,000 | 30 |" in md
     assert "| (base) | 0.0 |" in md and "`python -m deeptalk compare --profile tiny`" in md
     page = (tmp_path / "reports" / "compare.html").read_text()
     assert "reproduces" in page and "<td>plain</td>" in page

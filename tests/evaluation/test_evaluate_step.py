@@ -31,7 +31,7 @@ def test_evaluate_writes_outputs_then_fails_the_gate(tmp_path):
     assert "spoken_qa.s2t_acc = 0 violates min_spoken_qa_s2t: must be >= 0.9" in str(err.value)
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert metrics["stage"] == "s3" and metrics["profile"] == "tiny"
-    for key in ("qa_acc", "ppl", "base_ppl", "drop_pct_inv_ppl"):
+    for key in ("qa_acc", "answer_ppl", "base_answer_ppl", "drop_pct_inv_answer_ppl"):
         assert isinstance(metrics["text"][key], float)
     assert set(metrics) >= {"text", "spoken_qa", "asr", "tts", "latency"}
     assert metrics["spoken_qa"]["n"] == 2 and metrics["latency"]["n"] == 1
@@ -48,5 +48,5 @@ def test_evaluate_passes_with_reachable_gates():
     cfg = _config(root, {"max_text_drop_pct": None, "min_spoken_qa_s2t": 0.0, "max_asr_wer": None,
                          "max_tts_wer": None, "max_first_audio_ms": 600_000.0, "max_rtf": None})
     summary = evaluate.run(cfg)
-    assert summary["passed"] is True and "text.ppl" in summary["metrics"]
+    assert summary["passed"] is True and "text.answer_ppl" in summary["metrics"]
     assert json.loads((root / "reports" / "gate.json").read_text())["passed"] is True

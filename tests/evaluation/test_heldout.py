@@ -32,9 +32,9 @@ def raw(tmp_path):
             ("user", "Capital of France?", "u1", True), ("assistant", "Paris it is.", None, True))),
         ("rqa-heldout-0", "rqa", "heldout", "num:4", _turns(("user", "Two plus two?", "u2", False),
                                                             ("assistant", "4.", None, False))),
-        ("asr-heldout-0", "asr", "heldout", "", _turns(("user", "Hello there.", "u2", True),
+        ("asr-heldout-0", "asr", "heldout", "cap:france", _turns(("user", "Hello there.", "u2", True),
                                                        ("assistant", "Hello there.", None, False))),
-        ("tts-heldout-0", "tts", "heldout", "", _turns(("user", "Repeat [Good day.]", None, False),
+        ("tts-heldout-0", "tts", "heldout", "line:abc", _turns(("user", "Repeat [Good day.]", None, False),
                                                        ("assistant", "Good day.", "u3", True))),
     ]
     pd.DataFrame(rows, columns=["id", "task", "split", "fact_id", "turns"]).to_parquet(tmp_path / "samples.parquet")
@@ -43,19 +43,23 @@ def raw(tmp_path):
 
 def test_heldout_items(raw):
     held = load_heldout(raw)
-    assert [(q.id, q.question, q.references) for q in held.text_qa] == [
-        ("tqa-heldout-0", "Two plus two?", ("four", "4")), ("tqa-heldout-1", "Capital of France?", ("paris",))]
+    assert [(q.id, q.question, q.references, q.answer) for q in held.text_qa] == [
+        ("tqa-heldout-0", "Two plus two?", ("four", "4"), "4."),
+        ("tqa-heldout-1", "Capital of France?", ("paris",), "Paris.")]
     # aqa asks its last spoken question; rqa given as text (speak=False) is not a spoken item
     assert [(q.id, q.question, q.audio_path.name) for q in held.spoken_qa] == [
         ("aqa-heldout-0", "Capital of France?", "u1.wav")]
     assert [(a.text, a.audio_path.name) for a in held.asr] == [("Hello there.", "u2.wav")]
     assert held.tts == ("Good day.",)
-    assert held.sentences == ("Good day.", "Hello there.")
+    assert held.sentences == ("Hello there.",)  # the poem line (no known fact) is not text-LM domain
     assert load_audio(held.asr[0].audio_path).shape == (1600,)
 
 
 def test_caps_and_missing_manifest(raw, tmp_path_factory):
     held = load_heldout(raw, max_text_qa=1, max_sentences=1)
-    assert [q.id for q in held.text_qa] == ["tqa-heldout-0"] and held.sentences == ("Good day.",)
+    assert [q.id for q in held.text_qa] == ["tqa-heldout-0"] and held.sentences == ("Hello there.",)
+    (raw / "facts.parquet").unlink()  # imported corpora: no facts manifest, every sentence counts
+    held = load_heldout(raw)
+    assert held.sentences == ("Good day.", "Hello there.") and held.text_qa[0].references == ("4.",)
     with pytest.raises(ValueError, match="generate_data"):
         load_heldout(tmp_path_factory.mktemp("empty"))

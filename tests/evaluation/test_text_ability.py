@@ -26,24 +26,26 @@ TOK = TextTokenizer.build(["what is the capital of france", "paris is the capita
 LAYOUT = TokenLayout(TOK.vocab_size, n_audio_streams=3, codebook_size=16)
 
 
-def _ability(qa, ppl, bench="b"):
-    return TextAbility(qa_acc=qa, qa_exact=qa, n_qa=10, ppl=ppl, n_tokens=100, benchmark=bench)
+def _ability(qa, answer_ppl, ppl, bench="b"):
+    return TextAbility(qa_acc=qa, qa_exact=qa, n_qa=10, answer_ppl=answer_ppl, n_answer_tokens=20, ppl=ppl,
+                       n_tokens=100, benchmark=bench)
 
 
 def test_relative_drop_exact_numbers():
-    drops = relative_drop_pct(_ability(0.8, 4.0), _ability(0.6, 5.0))
+    drops = relative_drop_pct(_ability(0.8, 2.0, 4.0), _ability(0.6, 2.5, 5.0))
     assert drops["drop_pct_qa_acc"] == pytest.approx(25.0)  # (0.8 - 0.6) / 0.8
+    assert drops["drop_pct_inv_answer_ppl"] == pytest.approx(20.0)  # 1 - 2 / 2.5
     assert drops["drop_pct_inv_ppl"] == pytest.approx(20.0)  # (1/4 - 1/5) / (1/4) = 1 - 4/5
-    assert drops["drop_pct"] == pytest.approx(22.5)
-    better = relative_drop_pct(_ability(0.5, 4.0), _ability(0.75, 2.0))
-    assert better["drop_pct"] == pytest.approx((-50.0 - 100.0) / 2)
+    assert drops["drop_pct"] == pytest.approx(65.0 / 3)
+    better = relative_drop_pct(_ability(0.5, 2.0, 4.0), _ability(0.75, 2.0, 2.0))
+    assert better["drop_pct"] == pytest.approx((-50.0 + 0.0 - 100.0) / 3)
 
 
 def test_relative_drop_skips_zero_base_and_rejects_other_benchmarks():
-    drops = relative_drop_pct(_ability(0.0, 2.0), _ability(0.5, 4.0))
-    assert drops["drop_pct_qa_acc"] is None and drops["drop_pct"] == pytest.approx(50.0)
+    drops = relative_drop_pct(_ability(0.0, 2.0, 2.0), _ability(0.5, 2.0, 4.0))
+    assert drops["drop_pct_qa_acc"] is None and drops["drop_pct"] == pytest.approx((0.0 + 50.0) / 2)
     with pytest.raises(ValueError, match="different benchmarks"):
-        relative_drop_pct(_ability(0.5, 2.0, "a"), _ability(0.5, 2.0, "b"))
+        relative_drop_pct(_ability(0.5, 2.0, 2.0, "a"), _ability(0.5, 2.0, 2.0, "b"))
 
 
 @dataclass
@@ -125,7 +127,8 @@ def test_text_nll_matches_the_training_loss():
 
 def test_evaluate_text_ability_on_a_random_tiny_speech_lm():
     model = random_model(LAYOUT, seed=5)
-    items = [QAItem("a", "what is the capital of france", ("paris",)), QAItem("b", "two plus two", ("four",))]
+    items = [QAItem("a", "what is the capital of france", ("paris",), answer="paris is the capital."),
+             QAItem("b", "two plus two", ("four",))]
     sentences = ["paris is the capital of france", "two plus two is four"]
     result = evaluate_text_ability(model, TOK, items, sentences, max_answer_tokens=4)
     again = evaluate_text_ability(model, TOK, items, sentences, max_answer_tokens=4)
@@ -133,7 +136,14 @@ def test_evaluate_text_ability_on_a_random_tiny_speech_lm():
     assert 0.0 <= result.qa_acc <= 1.0 and result.n_qa == 2
     assert math.isfinite(result.ppl) and result.ppl > 1.0
     assert result.n_tokens == (6 + 1) + (5 + 1)  # words + EOT per sentence
+    assert result.n_answer_tokens == (5 + 1) + (1 + 1)  # "paris is the capital ." + EOT, "four" + EOT
+    assert math.isfinite(result.answer_ppl) and result.answer_ppl > 1.0
     assert TextAbility.from_dict(result.to_dict()) == result
-    assert relative_drop_pct(result, again)["drop_pct_inv_ppl"] == pytest.approx(0.0)
+    assert relative_drop_pct(result, again)["drop_pct_inv_answer_ppl"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="needs held-out"):
         evaluate_text_ability(model, TOK, [], sentences)
+    no_sentences = evaluate_text_ability(model, TOK, items, [], max_answer_tokens=4)
+    no_sentences = TextAbility.from_dict({**no_sentences.to_dict(), "benchmark": result.benchmark})
+    assert no_sentences.ppl is None and no_sentences.answer_ppl == pytest.approx(result.answer_ppl)
+    drops = relative_drop_pct(result, no_sentences)
+    assert drops["drop_pct_inv_ppl"] is None and drops["drop_pct"] == pytest.approx(0.0)
