@@ -133,3 +133,21 @@ def test_expert_load_counts_and_outputs(tmp_path):
     pngs = plot_heatmaps(load, tmp_path / "png", split)
     assert [p.name for p in pngs] == ["expert_load_speech.png", "expert_load_text.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+def test_profile_model_counts_every_position_top_k_times(tmp_path):
+    from deeptalk.model.experts import ExpertSplit, RoutingMode
+    from deeptalk.profiling import profile_model
+    from tests.training.helpers import save_tiny_model, synthetic_batches, tiny_cfg
+
+    cfg = tiny_cfg(tmp_path)
+    model = save_tiny_model(cfg, tmp_path / "m", split=ExpertSplit([[0, 1], [2, 3]]))
+    model.set_routing(RoutingMode.SPEECH_ONLY)
+    make = synthetic_batches(cfg)
+    load = profile_model(model, [make(0), make(1)])
+    assert model.routing_mode is RoutingMode.SPEECH_ONLY, "the stage's routing mode is restored"
+    for m in ("speech", "text"):
+        assert load.positions[m] > 0
+        assert (load.counts[m].sum(1) == load.positions[m] * load.top_k).all()
+        assert np.allclose(load.probs[m].sum(1), load.positions[m], atol=1e-3)
+    assert (load.counts["text"][:, 4:] > 0).any(), "profiling routes over all experts, not the stage's mask"
