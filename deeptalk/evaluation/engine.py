@@ -32,11 +32,13 @@ def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int
     from deeptalk.data.features import LogMelExtractor
     from deeptalk.data.text_tokenizer import load_tokenizer
     from deeptalk.model import SpeechLM
+    from deeptalk.model.experts import RoutingMode
 
     model_dir = Path(model_dir)
     if not (model_dir / "speech_lm.json").is_file():
         raise ValueError(f"no trained speech LM at {model_dir}; run its training stage first")
     model = SpeechLM.from_pretrained(model_dir).eval()
+    model.set_routing(RoutingMode.NONE)  # unrestricted routing at inference, as served
     codec = load_codec(cfg.paths.codec)
     tokenizer = load_tokenizer(cfg.paths.raw / "tokenizer")
     audio_input = model.cfg.audio_input

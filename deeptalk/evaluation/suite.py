@@ -37,8 +37,10 @@ class Evaluation:
 
 def text_ability_of(model_dir: str | Path, cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> TextAbility:
     from deeptalk.model import SpeechLM
+    from deeptalk.model.experts import RoutingMode
 
     model = SpeechLM.from_pretrained(model_dir).eval()
+    model.set_routing(RoutingMode.NONE)  # inference routes over all experts, as in the reference (paper.md §2.2)
     return evaluate_text_ability(model, tokenizer, held.text_qa, held.sentences, cfg.evaluation.max_answer_tokens)
 
 
