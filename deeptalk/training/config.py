@@ -100,6 +100,7 @@ class TrainingConfig:
                 s3=StageBudget(steps=20, batch_size=6, lr=1e-3, max_len=160),
                 plain=StageBudget(steps=70, batch_size=6, lr=1e-3, max_len=160),
                 fixed_split="fixed:4",
+                min_speech_fraction=0.375,  # ≥ 3 of 8 experts: with top-2, two experts would leave no choice
                 moextend_experts=4,
                 checkpoint_every=20,
                 log_every=10,
