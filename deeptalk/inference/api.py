@@ -200,7 +200,7 @@ class Generation:
             raise map_error(err) from err
         try:
             session = engine.session()
-            events = make_events(session)
+            events = await run_in_threadpool(make_events, session)  # features + prompt: off the event loop
             gen = cls(engine, session, events)
             gen.first = await run_in_threadpool(next, events)
             return gen
@@ -262,7 +262,7 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
             raise ApiError(400, "bad_request", "send exactly one of an audio file ('audio') or 'text'")
         try:
             voice = engine.check_voice(req.voice)
-            audio = decode_audio(req.audio, engine) if req.audio is not None else None
+            audio = await run_in_threadpool(decode_audio, req.audio, engine) if req.audio is not None else None
         except ValueError as err:
             raise map_error(err) from err
         text = validate_text(req.text, engine) if req.text is not None else None
@@ -301,7 +301,7 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
         if req.audio is None or req.text is not None:
             raise ApiError(400, "bad_request", "send an audio file ('audio'), no text")
         try:
-            audio = decode_audio(req.audio, engine)
+            audio = await run_in_threadpool(decode_audio, req.audio, engine)
         except ValueError as err:
             raise map_error(err) from err
         gen = await Generation.start(engine, lambda s: s.transcribe(audio))

@@ -49,6 +49,7 @@ class RealtimeConnection:
         self.speak = True
         self.pending: dict[str, Any] | None = None  # the committed user turn: {"audio": wav} or {"text": str}
         self.task: asyncio.Task | None = None
+        self._cancelled = False  # response.cancel seen for the current response
         self._send_lock = asyncio.Lock()
 
     async def send(self, event: dict) -> None:
@@ -123,6 +124,7 @@ class RealtimeConnection:
             if self.task is None:
                 await self.error("no_response", "there is no response to cancel")
             else:
+                self._cancelled = True  # also covers a response still waiting for a slot
                 self.session.interrupt()
         else:
             await self.error("unknown_event", f"unknown event type {kind!r}")
@@ -234,6 +236,7 @@ class RealtimeConnection:
             await self.error(api.code, api.message)
             return
         turn, self.pending = self.pending, None
+        self._cancelled = False
         self.task = asyncio.create_task(self._respond(turn, speak, voice))
 
     # ---- the response -------------------------------------------------------------------------------------
@@ -246,7 +249,10 @@ class RealtimeConnection:
                 await self.error("busy", str(err), retry_after=err.retry_after_s)
                 return
             try:
-                events = self.session.respond(**turn, speak=speak, voice=voice)
+                # features + prompt building off the event loop
+                events = await run_in_threadpool(lambda: self.session.respond(**turn, speak=speak, voice=voice))
+                if self._cancelled:  # cancelled before generation started
+                    self.session.interrupt()
                 await self.send({"type": "response.created"})
                 while (event := await run_in_threadpool(next, events, None)) is not None:
                     if isinstance(event, TextDelta):

@@ -19,7 +19,7 @@ import torch
 
 from deeptalk.data.packing import TokenizedTurn
 from deeptalk.inference.events import AudioChunk, Done, Event, TextDelta, Timings
-from deeptalk.inference.generator import Generator, undelay_frames
+from deeptalk.inference.generator import Generator, Prompt, undelay_frames
 from deeptalk.inference.prompt import build_prompt
 
 if TYPE_CHECKING:
@@ -84,20 +84,41 @@ class Session:
         voice: str | None = None,
     ) -> Iterator[Event]:
         """Answer a user turn given as 16 kHz mono ``audio`` or as ``text``; the turn and the answer text join
-        the history. ``speak=False`` gives a text-only answer. Bad input raises ValueError before any event."""
+        the history. ``speak=False`` gives a text-only answer.
+
+        Input is checked and the prompt built here, so bad input raises ValueError at the call; an
+        ``interrupt()`` after the call (even before the first event is read) stops this answer.
+        """
         t0 = time.perf_counter()
         answer_voice = self.voice if voice is None else self.engine.check_voice(voice)
         user, features = self._user_turn(audio, text)
+        prompt = self._prompt([*self.state.turns, user], features)
+        self._stop.clear()
         answer: list[int] = []
-        for event in self._run(
-            [*self.state.turns, user],
-            features,
-            speak=speak,
-            voice=answer_voice,
-            max_steps=self.engine.config.max_steps,
-            t0=t0,
-            answer=answer,
-        ):
+        events = self._stream(prompt, speak=speak, voice=answer_voice, max_steps=self.engine.config.max_steps,
+                              t0=t0, answer=answer)
+        return self._remembering(events, user, features, answer)
+
+    def transcribe(self, audio: np.ndarray) -> Iterator[Event]:
+        """ASR: the transcript of 16 kHz mono ``audio`` as text events (history untouched)."""
+        t0 = time.perf_counter()
+        user, features = self._user_turn(audio, None)
+        prompt = self._prompt(self.engine.tasks.asr_turns(user), features)
+        self._stop.clear()
+        return self._stream(prompt, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps, t0=t0)
+
+    def synthesize(self, text: str, voice: str | None = None) -> Iterator[Event]:
+        """TTS: speak ``text`` (the model repeats it; events carry the text it actually produced)."""
+        t0 = time.perf_counter()
+        voice = self.voice if voice is None else self.engine.check_voice(voice)
+        prompt = self._prompt(self.engine.tasks.tts_turns(self._text_ids(text)), {})
+        self._stop.clear()
+        return self._stream(prompt, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0)
+
+    def _remembering(
+        self, events: Iterator[Event], user: TokenizedTurn, features: dict, answer: list[int]
+    ) -> Iterator[Event]:
+        for event in events:
             if isinstance(event, Done):  # record the turn before the client sees Done (it may stop reading)
                 self._remember(user, features, answer)
             yield event
@@ -110,24 +131,6 @@ class Session:
             st.n_utterances += 1
         st.turns.extend([user, TokenizedTurn("assistant", tuple(answer))])
         st.trim(self.engine.config.max_history_turns)
-
-    def transcribe(self, audio: np.ndarray) -> Iterator[Event]:
-        """ASR: the transcript of 16 kHz mono ``audio`` as text events (history untouched)."""
-        t0 = time.perf_counter()
-        user, features = self._user_turn(audio, None)
-        turns = self.engine.tasks.asr_turns(user)
-        yield from self._run(
-            turns, features, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps, t0=t0
-        )
-
-    def synthesize(self, text: str, voice: str | None = None) -> Iterator[Event]:
-        """TTS: speak ``text`` (the model repeats it; events carry the text it actually produced)."""
-        t0 = time.perf_counter()
-        voice = self.voice if voice is None else self.engine.check_voice(voice)
-        turns = self.engine.tasks.tts_turns(self._text_ids(text))
-        yield from self._run(
-            turns, {}, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0
-        )
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _text_ids(self, text: str) -> tuple[int, ...]:
@@ -154,10 +157,15 @@ class Session:
         utt = f"u{self.state.n_utterances}"
         return TokenizedTurn("user", (), audio_id=utt, speak=True), {utt: self.engine.encode_audio(audio)}
 
-    def _run(
+    def _prompt(self, turns: list[TokenizedTurn], features: dict[str, tuple[torch.Tensor, int]]) -> Prompt:
+        st = self.state
+        mels = {**st.mels, **{u: f[0] for u, f in features.items()}}
+        n_positions = {**st.n_positions, **{u: f[1] for u, f in features.items()}}
+        return build_prompt(turns, self.engine.layout, mels, n_positions, self.engine.max_prompt_positions)
+
+    def _stream(
         self,
-        turns: list[TokenizedTurn],
-        features: dict[str, tuple[torch.Tensor, int]],
+        prompt: Prompt,
         *,
         speak: bool,
         voice: str | None,
@@ -165,11 +173,7 @@ class Session:
         t0: float,
         answer: list[int] | None = None,
     ) -> Iterator[Event]:
-        eng, st = self.engine, self.state
-        self._stop.clear()
-        mels = {**st.mels, **{u: f[0] for u, f in features.items()}}
-        n_positions = {**st.n_positions, **{u: f[1] for u, f in features.items()}}
-        prompt = build_prompt(turns, eng.layout, mels, n_positions, eng.max_prompt_positions)
+        eng = self.engine
         timings = Timings()
         ms: Callable[[], float] = lambda: (time.perf_counter() - t0) * 1000.0  # noqa: E731
         decoder = eng.codec.decode_stream() if speak else None
@@ -187,6 +191,7 @@ class Session:
         for out in self._generator.generate(
             prompt, speak=speak, answer_code=code, max_steps=max_steps, stop=self._stop, rng=rng
         ):
+            timings.steps = out.step + 1
             if out.step == 0:
                 timings.prefill_ms = ms()
             if out.text_token is not None and out.text_token != eot:
@@ -211,7 +216,6 @@ class Session:
                     if pcm.size:
                         yield self._chunk(pcm, timings, ms)
         reason = self._generator.state.reason
-        timings.steps = self._generator.state.step + 1
         if decoder is not None and reason != "interrupted":
             if pending:
                 pcm = decoder.push(torch.stack(pending, dim=1))

@@ -130,11 +130,10 @@ def test_realtime_audio_turn_then_text_turn_then_cancel(client, user_wav):
         )
         assert ws.receive_json()["type"] == "conversation.item.created"
         ws.send_json({"type": "response.create"})
-        assert ws.receive_json()["type"] == "response.created"
-        ws.send_json({"type": "response.cancel"})
+        ws.send_json({"type": "response.cancel"})  # barge-in before any output: nothing is generated
         evs = ws_events(ws)
-        assert evs[-1]["type"] == "response.done"
-        assert evs[-1]["response"]["reason"] in ("interrupted", "complete", "max_steps")
+        assert [e["type"] for e in evs] == ["response.created", "response.done"]
+        assert evs[-1]["response"]["reason"] == "interrupted"
         # the connection stays usable after errors
         ws.send_json({"type": "session.update", "session": {"voice": "nobody"}})
         assert ws.receive_json()["error"]["code"] == "unknown_voice"

@@ -90,6 +90,16 @@ def test_interrupt_stops_within_a_step_and_session_stays_usable(greedy_engine, u
     assert again.reason in ("complete", "max_steps")
 
 
+def test_interrupt_before_the_first_event_is_not_lost(engine):
+    s = engine.session()
+    events = s.respond(text="hello")
+    s.interrupt()  # e.g. a cancel that arrives while the server is still waiting for a slot
+    done = list(events)[-1]
+    assert done.reason == "interrupted" and done.timings.steps == 0 and done.text == ""
+    _, again = collect(s.respond(text="hello"))  # the next answer is not affected
+    assert again.reason in ("complete", "max_steps") and again.timings.steps > 0
+
+
 def test_interrupt_from_another_thread(engine):
     s = engine.session()
     started = threading.Event()
