@@ -52,8 +52,6 @@ class TaskPrompts:
     """User turns of the one-shot tasks, phrased exactly as the corpus phrases them (``deeptalk.data.corpus``):
     ASR is a spoken user turn answered by its transcript; TTS asks to repeat a bracketed sentence."""
 
-    warmup_text = "hello"
-
     def __init__(self, tokenizer: Any):
         self.tokenizer = tokenizer
 

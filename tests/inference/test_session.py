@@ -189,3 +189,8 @@ def test_concurrent_sessions_give_the_same_answers_as_sequential_ones(greedy_eng
     for t in threads:
         t.join(120)
     assert results == sequential
+
+
+def test_warmup_runs_the_audio_path_and_leaves_no_state(engine):
+    seconds = engine.warmup(rounds=1)
+    assert seconds > 0 and engine.active == 0
