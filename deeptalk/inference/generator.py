@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -155,14 +156,7 @@ class Generator:
         st.items.append("text")
         st.codes = [[] for _ in range(K)]
 
-        batch = SpeechBatch(
-            input_ids=torch.stack(rows),
-            attention_mask=torch.ones(len(rows), ids.shape[0], dtype=torch.long, device=self.device),
-            audio=_replicate_segments(prompt.audio, len(rows)),
-        )
-        out = self.model(batch, use_cache=True)
-        st.cache, st.length = out.cache, ids.shape[0]
-        logits = out.logits[:, -1]  # [B, V]
+        logits = self._prefill(prompt, torch.stack(rows))  # [B, V]
 
         for t in range(max_steps):
             if stop is not None and stop.is_set():
@@ -203,6 +197,33 @@ class Generator:
         st.reason = "max_steps"
 
     # ---- steps --------------------------------------------------------------------------------------------
+    def _prefill(self, prompt: Prompt, rows: torch.Tensor) -> torch.Tensor:
+        """Run the prompt rows [B, T, S]; returns the last position's logits [B, V] and fills the cache.
+
+        The batch items differ only in their last row, so the shared prefix runs once (batch 1) and its KV
+        cache is repeated for every item before the last rows run as a batch: half the prefill work of a
+        spoken answer, with the same result (see tests/inference/test_generator_model.py)."""
+        st = self.state
+        b, t = rows.shape[:2]
+        ones = partial(torch.ones, dtype=torch.long, device=self.device)
+        segments = prompt.audio
+        shared = b > 1 and t > 1 and (segments is None or bool(((segments.start + segments.n_positions) < t).all()))
+        if not shared:
+            out = self.model(
+                SpeechBatch(input_ids=rows, attention_mask=ones(b, t), audio=_replicate_segments(segments, b)),
+                use_cache=True,
+            )
+        else:
+            head = self.model(
+                SpeechBatch(input_ids=rows[:1, :-1], attention_mask=ones(1, t - 1), audio=segments), use_cache=True
+            )
+            head.cache.batch_repeat_interleave(b)
+            out = self.model(
+                SpeechBatch(input_ids=rows[:, -1:], attention_mask=ones(b, t)), cache=head.cache, use_cache=True
+            )
+        st.cache, st.length = out.cache, t
+        return out.logits[:, -1]
+
     def _next_text(self, logits: torch.Tensor) -> int | None:
         """Text token from the text item (None once it has ended: the stream then pads)."""
         st, lay = self.state, self.layout

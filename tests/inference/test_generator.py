@@ -37,12 +37,13 @@ def test_spoken_answer_follows_delay_pattern_and_closes_streams_one_per_step():
     assert len(steps) == 6 + K  # stream K-1 closes at step eoa_step + K - 1
     assert gen.state.reason == "complete"
     # prompt: audio item has ANS_A on its last position, text item PAD_A
-    first = net.calls[0].input_ids
+    assert net.calls[0].input_ids.shape[:2] == (1, 4)  # shared prefix prefilled once, then the last rows
+    first = net.prompt_ids
     assert first.shape[0] == 2
     assert first[0, -1, 0] == LAYOUT.audio_special("ANS_A", 0)
     assert torch.equal(first[1], prompt(LAYOUT).input_ids)  # text item: the prompt unchanged
     # fed rows: stream i is PAD_A while t <= i (delay); text token written into both items
-    for t, call in enumerate(net.calls[1:]):
+    for t, call in enumerate(net.decode_calls):
         row = call.input_ids[0, 0]
         for i in range(K):
             if t <= i:
@@ -59,8 +60,8 @@ def test_spoken_answer_follows_delay_pattern_and_closes_streams_one_per_step():
         else:
             assert call.input_ids.shape[0] == 1  # text item dropped after EOT, with its cache
             assert row[LAYOUT.text_stream] == LAYOUT.text_special("PAD_T")
-    assert net.calls[1].input_ids[1, 0, :K].tolist() == [LAYOUT.audio_special("PAD_A", i) for i in range(K)]
-    assert net.calls[-1].input_ids.shape[0] == 1
+    assert net.decode_calls[0].input_ids[1, 0, :K].tolist() == [LAYOUT.audio_special("PAD_A", i) for i in range(K)]
+    assert net.decode_calls[-1].input_ids.shape[0] == 1
     # frames: frame j completes at step j + K and holds code j of every stream (produced at step j + i + 1)
     frames = [(s.step, s.frame) for s in steps if s.frame is not None]
     assert [st for st, _ in frames] == [j + K for j in range(5)]
@@ -71,7 +72,7 @@ def test_spoken_answer_follows_delay_pattern_and_closes_streams_one_per_step():
 def test_voice_token_opens_the_answer():
     net = ScriptedNetwork(LAYOUT, text=[5], eoa_step=3)
     run(net, speak=True, answer_code=LAYOUT.answer_code("slt"), max_steps=20)
-    assert net.calls[0].input_ids[0, -1, 3] == LAYOUT.audio_special("VOICE:slt", 3)
+    assert net.prompt_ids[0, -1, 3] == LAYOUT.audio_special("VOICE:slt", 3)
 
 
 def test_text_only_answer_is_one_item_and_stops_at_eot():
@@ -89,7 +90,7 @@ def test_text_item_keeps_the_prompt_and_audio_item_gets_the_answer_token():
     p = prompt(LAYOUT)
     p.input_ids[-1, :7] = torch.tensor([LAYOUT.audio_special("ASR", i) for i in range(7)])
     list(gen.generate(p, speak=True, max_steps=5))
-    fed = net.calls[0].input_ids
+    fed = net.prompt_ids
     assert torch.equal(fed[1], p.input_ids)
     assert fed[0, -1, 2] == LAYOUT.audio_special("ANS_A", 2) and torch.equal(fed[0, :-1], p.input_ids[:-1])
 
@@ -98,8 +99,8 @@ def test_audio_item_dropped_when_audio_closes_before_text():
     net = ScriptedNetwork(LAYOUT, text=list(range(1, 15)), eoa_step=2)
     gen, steps = run(net, speak=True, max_steps=30)
     K = LAYOUT.n_audio_streams
-    assert net.calls[2 + K].input_ids.shape[0] == 1  # after step eoa+K-1 only the text item runs
-    assert net.calls[2 + K].input_ids[0, 0, 0] == LAYOUT.audio_special("PAD_A", 0)
+    assert net.decode_calls[1 + K].input_ids.shape[0] == 1  # after step eoa+K-1 only the text item runs
+    assert net.decode_calls[1 + K].input_ids[0, 0, 0] == LAYOUT.audio_special("PAD_A", 0)
     assert steps[-1].text_token == LAYOUT.text_special("EOT") and gen.state.reason == "complete"
     assert len([s for s in steps if s.frame is not None]) == 1  # one code per stream before EOA
 
@@ -118,7 +119,7 @@ def test_max_steps_and_interrupt_end_generation():
         if s.step == 2:
             stop.set()
     assert len(seen) == 3 and gen.state.reason == "interrupted"
-    assert len(net.calls) == 4  # no forward pass after the interrupt was seen
+    assert len(net.decode_calls) == 3  # no forward pass after the interrupt was seen
 
 
 def test_bad_prompt_shape_is_rejected():
