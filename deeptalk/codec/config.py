@@ -31,7 +31,7 @@ class CodecConfig:
     fit_max_seconds: float = 1800.0  # audio read for the fit, at most
     fit_speakers: tuple[str, ...] = ()  # extra voices to fit on besides the assistant's spoken answers
     # ---- embedded: decoder ----------------------------------------------------------------------------
-    decoder_context: int = 2  # frames either side fed to the learned mel→spectrum decoder
+    decoder_context: int = 4  # frames either side fed to the learned mel→spectrum decoder (4 beat 2 and 6)
     decoder_ridge: float = 1e-1  # ridge penalty of that decoder (closed-form least squares)
     griffin_lim_iters: int = 32
     griffin_lim_momentum: float = 0.0  # "fast Griffin-Lim" momentum; 0 measured best on blocky spectra

@@ -66,10 +66,11 @@ def test_streaming_emits_early_with_bounded_lookahead(codec, speech):
         got += len(out)
         if len(out) and first_at is None:
             first_at = i + 1
-        # audio never runs ahead of the codes, and lags them by at most one chunk + look-ahead
+        # audio never runs ahead of the codes, and lags them by at most 5 columns (427 ms): the next column
+        # for interpolation, decoder context, one Griffin-Lim chunk and its overlap-add look-ahead
         assert got <= (i + 1) * 2048
-        assert got >= (i + 1) * 2048 - 4 * 2048
-    assert first_at is not None and first_at <= 4
+        assert got >= (i + 1) * 2048 - 5 * 2048
+    assert first_at is not None and first_at <= 5
     stream.flush()
     # flush resets the decoder: the same object decodes a second utterance from scratch
     again = np.concatenate([stream.push(codes), stream.flush()])
