@@ -38,7 +38,7 @@ class CodecConfig:
     phase_init: str = "rtisi"  # new frames continue the phase of the frames before them ("random": noise)
     # ---- streaming ------------------------------------------------------------------------------------
     chunk_frames: int = 8  # fine frames per Griffin-Lim chunk (2 coarse frames, 171 ms)
-    left_context_frames: int = 8  # already-emitted frames kept as the chunk's boundary condition
+    left_context_frames: int = 3  # emitted frames frozen as the chunk's boundary (3 overlap its first frame)
     lookahead_frames: int = 2  # frames past the chunk needed before its audio is final (OLA of n_fft=4·hop)
     # ---- snac ------------------------------------------------------------------------------------------
     checkpoint: str | None = None  # local SNAC directory (config.json + pytorch_model.bin)
@@ -60,8 +60,8 @@ class CodecConfig:
         for name in ("codebook_size", "n_mels", "griffin_lim_iters", "chunk_frames", "snac_chunk_frames"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"codec {name} must be positive, got {getattr(self, name)}")
-        if self.lookahead_frames < 2 or self.left_context_frames < 2:
-            raise ValueError("lookahead_frames and left_context_frames must be >= 2 (overlap-add of 4 hops)")
+        if self.lookahead_frames < 2 or self.left_context_frames < 3:
+            raise ValueError("lookahead_frames must be >= 2 and left_context_frames >= 3 (overlap-add of 4 hops)")
         if self.phase_init not in ("rtisi", "random"):
             raise ValueError(f"phase_init {self.phase_init!r} unknown; expected 'rtisi' or 'random'")
         if self.kind == "snac" and not self.checkpoint:

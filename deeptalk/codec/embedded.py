@@ -61,14 +61,7 @@ class EmbeddedCodec:
 
     def features(self, wav: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         """(log-mel, log-magnitude) frames of a waveform padded to whole coarse frames."""
-        cfg = self.config
-        wav = check_wav(wav, sr, cfg.sample_rate)
-        peak = float(np.abs(wav).max())
-        if peak > 0:
-            wav = wav * (cfg.peak_level / peak)
-        n_coarse = -(-len(wav) // cfg.samples_per_coarse)
-        n_frames = n_coarse * cfg.frames_per_coarse
-        return log_spectra(wav, cfg.n_fft, cfg.hop, n_frames, self.mel_fb, cfg.log_floor)
+        return analyse(wav, sr, self.config, self.mel_fb)
 
     def encode(self, wav: np.ndarray, sr: int) -> torch.Tensor:
         """``[K=7, T]`` codes, ``T = ceil(len / samples_per_coarse)`` at the codec's sample rate."""
@@ -90,10 +83,10 @@ class EmbeddedCodec:
     def fit(cls, audio: Iterable[tuple[np.ndarray, int]], config: CodecConfig, seed: int = 0) -> EmbeddedCodec:
         """Fit codebooks and the spectrum decoder on ``(wav, sample_rate)`` pairs (the voices to be spoken)."""
         rng = np.random.default_rng(seed)
-        probe = cls(config, _empty_quantizer(config), _empty_decoder(config))
+        mel_fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
         mels, mags, seconds = [], [], 0.0
         for wav, sr in audio:
-            log_mel, log_mag = probe.features(wav, sr)
+            log_mel, log_mag = analyse(wav, sr, config, mel_fb)
             mels.append(log_mel)
             mags.append(log_mag)
             seconds += len(log_mel) * config.hop / config.sample_rate
@@ -205,14 +198,14 @@ class EmbeddedStreamingDecoder:
         return np.clip(self.gl.push(spec, ended), -1.0, 1.0)
 
 
-def _empty_quantizer(cfg: CodecConfig) -> ResidualQuantizer:
-    return ResidualQuantizer(cfg.level_strides, [np.zeros((cfg.codebook_size, cfg.n_mels), np.float32)
-                                                 for _ in cfg.level_strides])
-
-
-def _empty_decoder(cfg: CodecConfig) -> SpectrumDecoder:
-    shape = ((2 * cfg.decoder_context + 1) * cfg.n_mels + 1, cfg.n_fft // 2 + 1)
-    return SpectrumDecoder(np.zeros(shape, np.float32), cfg.decoder_context, cfg.log_floor)
+def analyse(wav: np.ndarray, sr: int, cfg: CodecConfig, mel_fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Peak-normalise (TTS voices differ in gain), pad to whole coarse frames, return (log-mel, log-magnitude)."""
+    wav = check_wav(wav, sr, cfg.sample_rate)
+    peak = float(np.abs(wav).max())
+    if peak > 0:
+        wav = wav * (cfg.peak_level / peak)
+    n_coarse = -(-len(wav) // cfg.samples_per_coarse)
+    return log_spectra(wav, cfg.n_fft, cfg.hop, n_coarse * cfg.frames_per_coarse, mel_fb, cfg.log_floor)
 
 
 def _jsonable(config: CodecConfig) -> dict:
