@@ -54,6 +54,7 @@ def one_request(url: str, wav: bytes) -> dict:
         "rtf": done["timings"]["rtf"],
         "audio_s": done["timings"]["audio_seconds"],
         "steps": done["timings"]["steps"],
+        "prefill_ms": done["timings"]["prefill_ms"],
         "reason": done["reason"],
         "wall_ms": (time.perf_counter() - t0) * 1000,
     }
@@ -97,6 +98,7 @@ def main() -> None:
         "server_first_audio_ms": {"p50": percentile(server, 50), "p90": percentile(server, 90)},
         "client_first_audio_ms": {"p50": percentile(client, 50), "p90": percentile(client, 90)},
         "rtf": {"p50": percentile(rtf, 50), "p90": percentile(rtf, 90)},
+        "prefill_ms_p50": percentile([r["prefill_ms"] for r in results], 50),
         "audio_seconds_mean": sum(r["audio_s"] for r in results) / len(results),
         "reasons": {k: sum(r["reason"] == k for r in results) for k in {r["reason"] for r in results}},
     }
@@ -108,6 +110,7 @@ def main() -> None:
     print(f"client_first_audio_p90: {fmt_ms(summary['client_first_audio_ms']['p90'])}")
     print(f"rtf_p50: {summary['rtf']['p50']:.3f}  (target <= 0.2)")
     print(f"rtf_p90: {summary['rtf']['p90']:.3f}")
+    print(f"prefill_p50 (audio encoder + prompt + first step): {fmt_ms(summary['prefill_ms_p50'])}")
     print(f"mean_audio_seconds: {summary['audio_seconds_mean']:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
