@@ -9,7 +9,9 @@ implementation: the configured one (``model.experts_implementation``) vs ``loop`
 path (DeepSeek ``moe_infer``-style: for each expert, gather its tokens, run its SwiGLU, scatter back).
 Shapes: ``tiny`` (the tiny profile: 8 experts top-2) and ``finegrained`` (DeepSeek-V2-Lite's expert
 geometry, 64 experts top-6 + 2 shared, at hidden 128). Tokens/s is measured after ``--warmup`` steps.
-Prints ``name: value`` lines, ratios last.
+It also prints the share of a step spent outside the decoder stack (tied full-vocabulary head and
+per-stream losses), which bounds what any experts implementation can gain. Prints ``name: value`` lines,
+ratios last.
 """
 
 from __future__ import annotations
@@ -104,6 +106,34 @@ def measure(shape: str, impl: str, args, dist, workdir: Path) -> float:
     return records[-1]["tokens_per_s"]  # the interval after warm-up
 
 
+def head_share(args, workdir: Path) -> float:
+    """Share of one forward+backward spent outside the decoder stack (tied full-vocabulary head, per-stream
+    slices and losses): 1 − time(decoder only) / time(whole model), same batch, same weights."""
+    import time
+
+    cfg = load_config(workdir / "params.yaml", profile="tiny", root=workdir)
+    torch.manual_seed(0)
+    model = SpeechLM.build(SpeechLMConfig(cfg.model, LAYOUT, cfg.audio_input)).train()
+    batch = batches(args.batch, args.length)(0)
+
+    def timed(fn) -> float:
+        fn()  # warm-up
+        start = time.perf_counter()
+        for _ in range(3):
+            fn()
+            model.zero_grad(set_to_none=True)
+        return (time.perf_counter() - start) / 3
+
+    def whole() -> None:
+        model(batch).loss.backward()
+
+    def decoder_only() -> None:
+        hidden = model.backbone.model(inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask)
+        hidden.last_hidden_state.float().pow(2).mean().backward()
+
+    return 1.0 - timed(decoder_only) / timed(whole)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="tiny,finegrained")
@@ -128,6 +158,8 @@ def main() -> None:
             print(f"{shape}/runner[{impl}] tokens/s: {fast:.0f}")
             print(f"{shape}/per-expert-loop tokens/s: {slow:.0f}")
             ratios[shape] = fast / slow
+        share = head_share(args, Path(tmp))
+    print(f"tiny/step time outside the decoder (head + losses): {100 * share:.0f} %")
     for shape, ratio in ratios.items():
         print(f"{shape}/ratio runner vs loop: {ratio:.2f}x")
 
