@@ -111,3 +111,23 @@ def test_deepspeed_config_fills_batch_and_rejects_unknown_names():
     with pytest.raises(ValueError, match="not found"):
         deepspeed_config(LoopConfig(steps=1, batch_size=1, lr=1e-3, deepspeed_config="nope"), 1,
                          torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_two_rank_zero2_run_checkpoints_every_shard_and_resumes(tmp_path):
+    out = tmp_path / "tt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tests.training.toy",
+           str(out), "--steps", "6", "--every", "3"]
+    subprocess.run(cmd, check=True, cwd=ROOT, env=_env(), capture_output=True, timeout=300)
+    first = _weights(out)
+    shards = sorted(p.name for p in (out / "checkpoints" / "step-00000006" / "engine" / "state").iterdir())
+    assert shards == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                      "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "step-00000006")
+    (out / "model" / "weights.pt").unlink()
+    done = subprocess.run(cmd, check=True, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert "resumed from" in done.stderr
+    again = _weights(out)
+    assert all(torch.equal(first[k], again[k]) for k in first)
