@@ -191,7 +191,7 @@ class Generator:
                 input_ids=step_ids,
                 attention_mask=torch.ones(len(st.items), st.length, dtype=torch.long, device=self.device),
             )
-            out = self.model(batch, cache=st.cache, use_cache=True)
+            out = self.model(batch, cache=st.cache, use_cache=True, logits="last")
             st.cache = out.cache
             logits = out.logits[:, -1]
         st.reason = "max_steps"
@@ -211,15 +211,17 @@ class Generator:
         if not shared:
             out = self.model(
                 SpeechBatch(input_ids=rows, attention_mask=ones(b, t), audio=_replicate_segments(segments, b)),
-                use_cache=True,
+                use_cache=True, logits="last",
             )
         else:
             head = self.model(
-                SpeechBatch(input_ids=rows[:1, :-1], attention_mask=ones(1, t - 1), audio=segments), use_cache=True
+                SpeechBatch(input_ids=rows[:1, :-1], attention_mask=ones(1, t - 1), audio=segments), use_cache=True,
+                logits="last",
             )
             head.cache.batch_repeat_interleave(b)
             out = self.model(
-                SpeechBatch(input_ids=rows[:, -1:], attention_mask=ones(b, t)), cache=head.cache, use_cache=True
+                SpeechBatch(input_ids=rows[:, -1:], attention_mask=ones(b, t)), cache=head.cache, use_cache=True,
+                logits="last",
             )
         st.cache, st.length = out.cache, t
         return out.logits[:, -1]

@@ -43,7 +43,8 @@ class ScriptedNetwork:
     calls: list[SpeechBatch] = field(default_factory=list)
     decode_calls: list[SpeechBatch] = field(default_factory=list)  # [t] = what was fed after step t
 
-    def __call__(self, batch: SpeechBatch, cache=None, use_cache=False):
+    def __call__(self, batch: SpeechBatch, cache=None, use_cache=False, logits="all"):
+        assert logits in ("all", "last"), "the generator only ever needs logits"
         self.calls.append(batch)
         B, T, _ = batch.input_ids.shape
         if cache is None:
@@ -55,15 +56,15 @@ class ScriptedNetwork:
         if t >= 1:
             self.decode_calls.append(batch)
         lay = self.layout
-        logits = torch.zeros(B, T, lay.vocab_size)
+        out = torch.zeros(B, T if logits == "all" else 1, lay.vocab_size)
         t = max(t, 0)
         tok = self.text[t] if t < len(self.text) else lay.text_special("EOT")
-        logits[:, -1, tok] = 10.0
+        out[:, -1, tok] = 10.0
         for i in range(lay.n_audio_streams):
             eoa = i == 0 and self.eoa_step is not None and t >= self.eoa_step
             code = lay.audio_special_code("EOA") if eoa else (t * 7 + i) % lay.codebook_size
-            logits[:, -1, lay.stream_offset(i) + code] = 10.0
-        return ScriptedOutput(logits=logits, cache=cache)
+            out[:, -1, lay.stream_offset(i) + code] = 10.0
+        return ScriptedOutput(logits=out, cache=cache)
 
     @property
     def prompt_ids(self) -> torch.Tensor:
