@@ -86,6 +86,8 @@ def main() -> None:
         codec = EmbeddedCodec.fit(fit_audio, CodecConfig.for_profile(args.profile), seed=args.seed)
         print(f"fit_seconds: {time.perf_counter() - started:.1f}")
         print(f"fit_audio_seconds: {sum(len(w) for w, _ in fit_audio) / SAMPLE_RATE:.0f}")
+    fitted_on = getattr(codec, "fit_info", {}).get("speakers", [args.voice] if not args.codec else "unknown")
+    print(f"codec_fit_voices: {fitted_on}")
     scorer = AsrScorer(cpu_threads=threads)
 
     for label, voice in (("assistant", args.voice), ("other", args.other_voice)):
