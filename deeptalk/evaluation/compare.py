@@ -250,9 +250,11 @@ def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(work)
     base = base_text_ability(work, held, tokenizer)
     shared = {"held": held, "base": base, "scorer": AsrScorer()}
+    min_correct = work.evaluation.min_base_qa_correct
     reference = {
-        "base": {"text": text_metrics(base, base)},
-        "s1": {"text": text_metrics(base, text_ability_of(work.paths.stage("s1"), work, held, tokenizer))},
+        "base": {"text": text_metrics(base, base, min_correct)},
+        "s1": {"text": text_metrics(base, text_ability_of(work.paths.stage("s1"), work, held, tokenizer),
+                                    min_correct)},
     }
     for system in systems:
         trained[system.name]["metrics"] = evaluate_system(work, system, shared)
@@ -267,6 +269,7 @@ def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
         "reference": reference,
         "systems": trained,
         "claim": claim(trained),
+        "min_base_qa_correct": min_correct,
         "wall_s": round(time.perf_counter() - start, 1),
     }
     reports.mkdir(parents=True, exist_ok=True)
@@ -324,7 +327,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         f"**{result['claim']['statement']}**",
         "",
-        "Definitions: text drop % = mean over {held-out text-QA accuracy, 1/answer perplexity, 1/text perplexity} "
+        "Definitions: text drop % = mean over {held-out text-QA accuracy (only when the base answers at least "
+        f"{result.get('min_base_qa_correct', 5)} questions), 1/answer perplexity, 1/text perplexity}} "
         "of (base − model) / base "
         "× 100 against the text-pretrained base LLM, text-only mode, QA decoding greedy and restricted to the "
         "text vocabulary + EOT. Spoken QA: reference answer contained in the streamed text (s→t) or in the "

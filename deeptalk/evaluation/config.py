@@ -67,6 +67,7 @@ class EvalConfig:
     max_answer_tokens: int = 16  # greedy text answer length cap (text-only mode)
     max_audio_frames: int = 96  # cap on generated codec frames per answer (~8 s at 85 ms per frame)
     latency_warmup: int = 1  # untimed generator runs before timing (first-call allocations)
+    min_base_qa_correct: int = 5  # QA accuracy enters the text drop only if the base answers this many correctly
     stage: str = "s3"  # the trained stage (models/stages/<stage>) the evaluate step scores and gates
     gates: GateThresholds = field(default_factory=GateThresholds)
 

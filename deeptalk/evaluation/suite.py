@@ -59,12 +59,12 @@ def base_text_ability(cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> Text
     return text_ability_of(cfg.paths.base, cfg, held, tokenizer)
 
 
-def text_metrics(base: TextAbility, model: TextAbility) -> dict[str, Any]:
+def text_metrics(base: TextAbility, model: TextAbility, min_base_qa_correct: int = 5) -> dict[str, Any]:
     return {
         "qa_acc": model.qa_acc, "qa_exact": model.qa_exact, "answer_ppl": model.answer_ppl, "ppl": model.ppl,
         "base_qa_acc": base.qa_acc, "base_qa_exact": base.qa_exact, "base_answer_ppl": base.answer_ppl,
         "base_ppl": base.ppl,
-        **relative_drop_pct(base, model),
+        **relative_drop_pct(base, model, min_base_qa_correct),
         "n_qa": model.n_qa, "n_tokens": model.n_tokens,
     }
 
@@ -98,7 +98,7 @@ def evaluate_model(
     ev = cfg.evaluation
 
     model = text_ability_of(model_dir, cfg, held, tokenizer)
-    metrics: dict[str, Any] = {"text": text_metrics(base, model)}
+    metrics: dict[str, Any] = {"text": text_metrics(base, model, ev.min_base_qa_correct)}
     examples: dict[str, list[dict]] = {"text QA": list(model.examples)}
 
     engine = load_engine(cfg, model_dir)

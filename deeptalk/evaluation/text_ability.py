@@ -27,9 +27,10 @@ Their score is ``1 / ppl`` (the geometric-mean probability of a held-out token; 
 
 over the three scores (``qa_acc``, ``1/answer_ppl``, ``1/ppl``), where *base* is the original LLM
 (``models/base``: the text_pretrain output in tiny/small) evaluated with the same code on the same items. For a
-perplexity the term equals ``(1 − ppl_base / ppl_model) × 100``. A benchmark
-whose base score is 0 has no relative drop and is left out of the mean (logged). Negative values mean the model
-got better than the base.
+perplexity the term equals ``(1 − ppl_base / ppl_model) × 100``. QA accuracy enters the mean only when the base
+answers at least ``min_base_qa_correct`` held-out questions correctly (``EvalConfig``; default 5): a relative
+drop from one or two lucky answers is noise (1/40 → 0/40 would read as a 100 % drop). A benchmark left out is
+reported as ``None`` and logged. Negative values mean the model got better than the base.
 """
 
 from __future__ import annotations
@@ -228,7 +229,8 @@ def evaluate_text_ability(
     return result
 
 
-def relative_drop_pct(base: TextAbility, model: TextAbility) -> dict[str, float | None]:
+def relative_drop_pct(base: TextAbility, model: TextAbility, min_base_qa_correct: int = 5
+                      ) -> dict[str, float | None]:
     """Per-benchmark relative drops (``drop_pct_<score>``) and their mean ``drop_pct`` (see module docstring)."""
     if base.benchmark and model.benchmark and base.benchmark != model.benchmark:
         raise ValueError(f"text ability results come from different benchmarks ({base.benchmark} vs "
@@ -236,9 +238,15 @@ def relative_drop_pct(base: TextAbility, model: TextAbility) -> dict[str, float 
     out: dict[str, float | None] = {}
     drops = []
     b, m = base.scores(), model.scores()
+    base_correct = round(base.qa_acc * base.n_qa)
     for name in BENCHMARKS:
         if b[name] is None or m[name] is None or b[name] <= 0:
             log.warning("base score %s is %s: no relative drop for this benchmark", name, b[name])
+            out[f"drop_pct_{name}"] = None
+            continue
+        if name == "qa_acc" and base_correct < min_base_qa_correct:
+            log.warning("the base answers only %d held-out questions correctly (< %d): QA accuracy is left out "
+                        "of the text drop", base_correct, min_base_qa_correct)
             out[f"drop_pct_{name}"] = None
             continue
         drop = (b[name] - m[name]) / b[name] * 100.0

@@ -36,7 +36,7 @@ def test_run_compare_orchestration(tmp_path, monkeypatch):
     base = type("B", (), {})()
     monkeypatch.setattr("deeptalk.evaluation.suite.base_text_ability", lambda work, held, tok: base)
     monkeypatch.setattr("deeptalk.evaluation.suite.text_ability_of", lambda path, work, held, tok: base)
-    monkeypatch.setattr("deeptalk.evaluation.suite.text_metrics", lambda b, m: {"drop_pct": 0.0})
+    monkeypatch.setattr("deeptalk.evaluation.suite.text_metrics", lambda b, m, n: {"drop_pct": 0.0})
     monkeypatch.setattr("deeptalk.evaluation.asr_scorer.AsrScorer", lambda: "scorer")
 
     result = compare.run_compare(cfg)

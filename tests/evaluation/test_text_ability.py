@@ -48,6 +48,13 @@ def test_relative_drop_skips_zero_base_and_rejects_other_benchmarks():
         relative_drop_pct(_ability(0.5, 2.0, 2.0, "a"), _ability(0.5, 2.0, 2.0, "b"))
 
 
+def test_qa_drop_needs_enough_base_answers():
+    lucky = relative_drop_pct(_ability(0.2, 2.0, 4.0), _ability(0.0, 2.5, 4.0))  # base: 2 of 10 correct
+    assert lucky["drop_pct_qa_acc"] is None and lucky["drop_pct"] == pytest.approx(10.0)  # (20 + 0) / 2
+    counted = relative_drop_pct(_ability(0.2, 2.0, 4.0), _ability(0.0, 2.5, 4.0), min_base_qa_correct=2)
+    assert counted["drop_pct_qa_acc"] == pytest.approx(100.0) and counted["drop_pct"] == pytest.approx(40.0)
+
+
 @dataclass
 class _Cache:
     def batch_select_indices(self, index):  # text-only decoding never drops an item
@@ -65,16 +72,16 @@ class ScriptedLM:
     training: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def __call__(self, batch, cache=None, use_cache=False):
+    def __call__(self, batch, cache=None, use_cache=False, logits="all"):
         B, T, _ = batch.input_ids.shape
         step = 0 if cache is None else self.calls
         self.calls = 1 if cache is None else self.calls + 1
-        logits = torch.zeros(B, T, self.layout.vocab_size)
-        logits[..., self.layout.text_block_size:] = 50.0  # audio blocks win an unrestricted argmax
-        logits[..., self.layout.text_special("PAD_T")] = 40.0  # a text special that is not allowed either
+        out = torch.zeros(B, T, self.layout.vocab_size)
+        out[..., self.layout.text_block_size:] = 50.0  # audio blocks win an unrestricted argmax
+        out[..., self.layout.text_special("PAD_T")] = 40.0  # a text special that is not allowed either
         tok = self.script[step] if step < len(self.script) else self.layout.text_special("EOT")
-        logits[:, -1, tok] = 30.0
-        return type("Out", (), {"logits": logits, "cache": _Cache()})()
+        out[:, -1, tok] = 30.0
+        return type("Out", (), {"logits": out[:, -1:] if logits == "last" else out, "cache": _Cache()})()
 
     def eval(self):
         return self
