@@ -2,10 +2,14 @@
 
 Thresholds differ per profile because the models differ by orders of magnitude in size and training time:
 
-- ``tiny`` is a pipeline smoke test (a 0.5 M-parameter model trained for minutes on 2 CPU cores). Its gates only
-  catch a *broken* pipeline (text ability destroyed, the model emitting nothing, latency blow-ups); they are NOT
-  quality claims. Speech quality of such a model is near chance and the thresholds say so.
-- ``small`` is sized to reproduce the paper's comparison; its gates are loose quality bars.
+- ``tiny`` is a pipeline smoke test (a 6 M-parameter model trained for minutes on 2 CPU cores). Its gates only
+  catch a *broken* pipeline; they are NOT quality claims. Measured on the tiny S3 model (2 shared CPU cores,
+  2026-11-25): text drop 15.5 %, spoken QA s→t 0.0 and s→s 0.0, ASR WER 1.40, TTS WER 1.00 (vs truth),
+  first audio 196 ms (median), RTF 0.39; a randomly initialised model instead gave ASR WER 14 (runaway output).
+  So tiny gates: text drop ≤ 50 % (catastrophic forgetting), ASR WER ≤ 2 and TTS WER ≤ 1.5 (no runaway babble),
+  first audio ≤ 2 s, RTF ≤ 2; spoken-QA accuracy is not gated because a tiny model answers no spoken question.
+- ``small`` is sized to reproduce the paper's comparison; its gates are loose quality bars, set before any
+  measured small run (adjust them from ``reports/compare.json``).
 - ``paper`` uses the paper's claims: text drop ≤ 5.5 % (abstract) and end-to-end latency ≤ 0.5 s.
 """
 
@@ -24,18 +28,17 @@ class GateThresholds:
 
     max_text_drop_pct: float | None = 50.0  # relative drop vs the original LLM (see text_ability.relative_drop_pct)
     min_text_qa_acc: float | None = None  # absolute held-out text-QA accuracy of the model (text-only mode)
-    min_spoken_qa_s2t: float | None = 0.0  # speech question → text answer, reference contained
+    min_spoken_qa_s2t: float | None = None  # speech question → text answer, reference contained
     min_spoken_qa_s2s: float | None = None  # speech question → speech answer (ASR of the generated audio)
-    max_asr_wer: float | None = 1.5  # model as recogniser
+    max_asr_wer: float | None = 2.0  # model as recogniser
     max_tts_wer: float | None = 1.5  # generated speech vs ground-truth text
-    max_first_audio_ms: float | None = 5000.0  # end of user input → first audio chunk, median
-    max_rtf: float | None = 5.0  # generation wall time / generated audio duration
+    max_first_audio_ms: float | None = 2000.0  # end of user input → first audio chunk, median
+    max_rtf: float | None = 2.0  # generation wall time / generated audio duration
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
         if profile == "tiny":
-            # Smoke bars: a minutes-trained tiny model must keep most of its text knowledge, answer in text at all
-            # and run in bounded time; its speech output is not expected to be intelligible (WER may exceed 1).
+            # Smoke bars (module docstring): keep most text knowledge, no runaway output, bounded latency.
             return cls()
         if profile == "small":
             return cls(
