@@ -179,8 +179,11 @@ def load_init(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) -> S
 
 
 def _dir_signature(path: Path | None) -> str:
+    """Cheap identity of an input: content hash of a file; names, sizes and mtimes of a directory's files."""
     if path is None or not path.exists():
         return "none"
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     items = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
                    for p in path.rglob("*") if p.is_file() and "phases" not in p.relative_to(path).parts)
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]

@@ -121,3 +121,16 @@ def test_every_plan_resolves_budgets_and_inits():
                 assert spec.init_from == plan.phases[i - 1].name
     with pytest.raises(ValueError, match="unknown stage"):
         get_plan("s4", cfg.training)
+
+
+def test_a_changed_split_file_changes_the_settings_fingerprint(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    plan = get_plan("s2a", cfg.training)
+    spec = plan.phases[0]
+    loop = runner.loop_config(spec, cfg)
+    path = tmp_path / "split.json"
+    prints = []
+    for split in (SPLIT, ExpertSplit([[0, 1, 6], [2, 3, 4, 7]])):
+        split.to_json(path)
+        prints.append(runner.fingerprint(spec, loop, cfg, None, {"split": runner._dir_signature(path)}))
+    assert prints[0] != prints[1]
