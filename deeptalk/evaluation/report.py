@@ -65,16 +65,22 @@ def loss_curve_plot(stage: str, records: Sequence[Mapping[str, Any]]) -> str | N
 def expert_load_plot(stage: str, loads: Mapping[str, np.ndarray]) -> str:
     """One heatmap per modality (MoE layers × experts, share of top-k selections per layer)."""
     names = sorted(loads)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 2.8), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        table = np.asarray(loads[name], dtype=float)
+    tables = {name: np.asarray(loads[name], dtype=float) for name in names}
+    for name, table in tables.items():
         if table.ndim != 2:
             raise ValueError(f"expert load {stage}/{name} must be 2-D (layers × experts), got shape {table.shape}")
-        im = ax.imshow(table, aspect="auto", cmap="viridis", interpolation="nearest")
+    vmax = max(float(t.max()) for t in tables.values()) if tables else 1.0  # one scale: modalities comparable
+    fig, axes = plt.subplots(1, len(names), figsize=(5.0 * len(names), 2.8), squeeze=False, layout="constrained")
+    for ax, name in zip(axes[0], names):
+        table = tables[name]
+        im = ax.imshow(table, aspect="auto", cmap="viridis", interpolation="nearest", vmin=0.0, vmax=vmax)
         ax.set_title(f"{stage}: {name} positions", fontsize=9)
         ax.set_xlabel("expert")
         ax.set_ylabel("MoE layer")
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_xticks(range(table.shape[1]))
+        ax.set_yticks(range(table.shape[0]))
+        ax.tick_params(labelsize=7)
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.03, label="share of top-k")
     return figure_to_data_uri(fig)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+PIPELINE_ORDER = ("s1", "s2a", "s2b", "s3")  # DeepTalk's chain first; baselines follow alphabetically
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -43,7 +44,9 @@ def find_stage_logs(models_dir: str | Path) -> dict[str, Path]:
         found["text_pretrain"] = base
     stages = models_dir / "stages"
     if stages.is_dir():
-        for stage in sorted(p for p in stages.iterdir() if p.is_dir()):
+        dirs = [p for p in stages.iterdir() if p.is_dir()]
+        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        for stage in sorted(dirs, key=lambda p: (rank.get(p.name, len(rank)), p.name)):
             phases = stage / "phases"
             if phases.is_dir():
                 for phase in sorted(p for p in phases.iterdir() if (p / METRICS_FILE).is_file()):

@@ -33,7 +33,7 @@ def test_find_read_and_flatten(tmp_path):
     _write(models / "stages" / "fixed" / "phases" / "s2a", [_record(10, 3.0, 1, [[1.0, 0.0]])], garbage=True)
     _write(models / "stages" / "fixed", [_record(10, 2.5, 1, [[0.0, 1.0]])])
     found = find_stage_logs(models)
-    assert list(found) == ["text_pretrain", "fixed/s2a", "fixed", "s3"]
+    assert list(found) == ["text_pretrain", "s3", "fixed/s2a", "fixed"]  # pipeline order, then baselines
     records = read_records(found["fixed/s2a"])
     assert len(records) == 1  # the half-written line is skipped
     assert loss_records(records) == [{"step": 10, "loss": 3.0, "loss_text": 1.5, "loss_audio_0": 3.0}]
