@@ -267,6 +267,7 @@ def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
         "prerequisites": prereq,
         "shared_training": {s: {k: _summary(work, s).get(k) for k in ("steps", "wall_s")} for s in ("s1",)},
         "reference": reference,
+        "expert_split": _split_summary(work),
         "systems": trained,
         "claim": claim(trained),
         "min_base_qa_correct": min_correct,
@@ -278,6 +279,22 @@ def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
     (reports / "compare.html").write_text(render_html(result, work))
     log.info("compare: %s", result["claim"]["statement"])
     return result
+
+
+def _split_summary(work: ProjectConfig) -> dict[str, Any]:
+    """The profiled (adaptive) split DeepTalk trained with, and the other rules' splits, for the analysis."""
+    from deeptalk.model.experts import ExpertSplit
+    from deeptalk.training.runner import profile_dir
+
+    out: dict[str, Any] = {"rule": work.training.split_rule}
+    if Path(work.paths.expert_split).is_file():
+        speech = ExpertSplit.from_json(work.paths.expert_split).speech
+        out["speech_experts"] = [list(layer) for layer in speech]
+        out["speech_experts_per_layer"] = [len(layer) for layer in speech]
+    splits = profile_dir(work) / "splits.json"
+    if splits.is_file():
+        out["all_rules"] = json.loads(splits.read_text())
+    return out
 
 
 # ---- rendering ------------------------------------------------------------------------------------------------
@@ -326,6 +343,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         *["| " + " | ".join(r) + " |" for r in rows[1:]],
         "",
         f"**{result['claim']['statement']}**",
+        "",
+        f"Expert split ({result.get('expert_split', {}).get('rule', '?')}): speech experts per MoE layer "
+        f"{result.get('expert_split', {}).get('speech_experts_per_layer', '—')}.",
         "",
         "Definitions: text drop % = mean over {held-out text-QA accuracy (only when the base answers at least "
         f"{result.get('min_base_qa_correct', 5)} questions), 1/answer perplexity, 1/text perplexity}} "

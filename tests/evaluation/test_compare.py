@@ -38,6 +38,9 @@ def test_run_compare_orchestration(tmp_path, monkeypatch):
     monkeypatch.setattr("deeptalk.evaluation.suite.text_ability_of", lambda path, work, held, tok: base)
     monkeypatch.setattr("deeptalk.evaluation.suite.text_metrics", lambda b, m, n: {"drop_pct": 0.0})
     monkeypatch.setattr("deeptalk.evaluation.asr_scorer.AsrScorer", lambda: "scorer")
+    from deeptalk.model.experts import ExpertSplit
+
+    ExpertSplit([[0, 1], [2]]).to_json(tmp_path / "artifacts" / "compare" / "tiny" / "models" / "expert_split.json")
 
     result = compare.run_compare(cfg)
     assert calls == [("prereq", tmp_path / "artifacts" / "compare" / "tiny"),
@@ -45,11 +48,12 @@ def test_run_compare_orchestration(tmp_path, monkeypatch):
     assert list(result["systems"]) == ["deeptalk", "plain", "strict"]
     assert result["systems"]["deeptalk"]["train_wall_s"] == 30.0
     assert result["claim"]["reproduced"] is True
+    assert result["expert_split"]["speech_experts_per_layer"] == [2, 1]
     saved = json.loads((tmp_path / "reports" / "compare.json").read_text())
     assert saved["claim"] == result["claim"]
     md = (tmp_path / "reports" / "compare.md").read_text()
     assert "| deeptalk | 4.0 | 0.500 | 7.00 | 3.00 | 0.100 | 0.000 | 0.900 | 1.000 | — | 3,000 / 5,000 | 30 |" in md
-    assert "| (base) | 0.0 |" in md and "`python -m deeptalk compare --profile tiny`" in md
+    assert "| (base) | 0.0 |" in md and "speech experts per MoE layer [2, 1]" in md and "`python -m deeptalk compare --profile tiny`" in md
     page = (tmp_path / "reports" / "compare.html").read_text()
     assert "reproduces" in page and "<td>plain</td>" in page
 
