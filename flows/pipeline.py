@@ -139,12 +139,12 @@ def deeptalk_pipeline(
     return summaries
 
 
-def run_pipeline_and_serve(profile: str = "tiny", params: str = "params.yaml") -> int:
+def run_pipeline_and_serve(profile: str | None = None, params: str = "params.yaml") -> int:
     """``make run``: the whole flow, then the packaged model served over HTTP and checked with a request."""
     from flows.smoke import serve_and_check
 
-    summaries = deeptalk_pipeline(profile=profile, params=params)
     cfg = load_config(params, profile=profile)
+    summaries = deeptalk_pipeline(profile=cfg.profile, params=params)
     result = serve_and_check(cfg)
     print(json.dumps({"pipeline": summaries, "service": result}, indent=2, default=str))
     return 0 if result["ok"] else 1

@@ -49,8 +49,8 @@ def _data_code(*modules: str) -> tuple[str, ...]:
     return tuple(f"deeptalk/data/{m}.py" for m in ("schema", *modules))
 
 
-def _stage(name: str, init: str, needs_split: bool = False) -> StepSpec:
-    deps = ("deeptalk/model", "deeptalk/training", "data/sequences", f"models/stages/{init}")
+def _stage(name: str, init: str, needs_split: bool = False, extra_deps: tuple[str, ...] = ()) -> StepSpec:
+    deps = ("deeptalk/model", "deeptalk/training", "data/sequences", f"models/stages/{init}") + extra_deps
     if needs_split:
         deps += ("models/expert_split.json",)
     return StepSpec(
@@ -64,6 +64,8 @@ def _stage(name: str, init: str, needs_split: bool = False) -> StepSpec:
     )
 
 
+TRAINED = ("base", "s1", "s2a", "s2b", "s3", "plain", "fixed", "moextend", "strict")
+
 STEPS: tuple[StepSpec, ...] = (
     StepSpec("generate_data", "generate_data", ("deeptalk/data",), ("data/raw",), ("data", "seed")),
     StepSpec(
@@ -76,8 +78,8 @@ STEPS: tuple[StepSpec, ...] = (
         "deeptalk/codec", "data/raw", "models/codec"), ("data/processed",), ("audio_input", "codec")),
     StepSpec("pack", "pack", _data_code("packing", "dataset", "processed", "text_tokenizer") + (
         "data/processed", "data/raw"), ("data/sequences",), ("profile", "data", "audio_input", "seed")),
-    StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "data/sequences"),
-             ("models/base",), ("model", "training", "seed"), heavy=True),
+    StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "deeptalk/evaluation/text_ability.py",
+             "data/sequences", "data/raw/tokenizer"), ("models/base",), ("model", "training", "seed"), heavy=True),
     StepSpec("align", "align", ("deeptalk/model", "deeptalk/training", "data/sequences", "models/base"),
              ("models/stages/s1",), ("model", "training", "audio_input", "seed"), heavy=True),
     StepSpec("profile_experts", "profile_experts", ("deeptalk/profiling.py", "data/sequences", "models/stages/s1"),
@@ -86,9 +88,9 @@ STEPS: tuple[StepSpec, ...] = (
     _stage("s2b", "s2a", needs_split=True),
     _stage("s3", "s2b", needs_split=True),
     _stage("plain", "s1"),
-    _stage("fixed", "s1"),
+    _stage("fixed", "s1", extra_deps=("reports/profile",)),
     _stage("moextend", "s1"),
-    _stage("strict", "s1"),
+    _stage("strict", "s1", needs_split=True),
     StepSpec(
         "evaluate", "evaluate",
         ("deeptalk/evaluation", "deeptalk/inference", "data/sequences", "data/raw", "models/base", "models/codec",
