@@ -1,7 +1,7 @@
-"""Codec quality and speed: recogniser WER on original vs codec-resynthesised held-out speech, decode real-time
-factor, streaming first-chunk latency. Prints ``name: value`` lines (WER in %, times in ms or ratios).
+"""Codec quality and speed: recogniser WER on original vs codec-resynthesised held-out speech, decode
+real-time factor, streaming first-chunk latency. Prints ``name: value`` lines (WER in %, ms, ratios).
 
-    .venv/bin/python benchmarks/codec_quality.py                      # fit a codec on the assistant voice here
+    .venv/bin/python benchmarks/codec_quality.py                       # fit on the assistant voice here
     .venv/bin/python benchmarks/codec_quality.py --codec models/codec  # score a fitted codec directory
 
 Sentences are built from the Debian bsdgames quiz files; fit and test sentences are disjoint. Audio is
@@ -18,8 +18,6 @@ import re
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,8 +64,9 @@ def main() -> None:
     ap.add_argument("--codec", type=Path, help="fitted codec directory (default: fit one here)")
     ap.add_argument("--voice", default=DataConfig().assistant_voice, help="the assistant voice")
     ap.add_argument("--other-voice", default="flite:slt")
-    ap.add_argument("--n-fit", type=int, default=250, help="sentences to fit on (without --codec)")
-    ap.add_argument("--n-test", type=int, default=30)
+    ap.add_argument("--n-fit", type=int, default=250, help="sentences per fit voice (without --codec)")
+    ap.add_argument("--fit-other", action="store_true", help="fit on the other voice too (without --codec)")
+    ap.add_argument("--n-test", type=int, default=40)
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -76,18 +75,21 @@ def main() -> None:
     threads = setup_threads(args.threads)
 
     pool = sentences(args.seed)
-    test_text = pool[-args.n_test:]
+    test_text = pool[-args.n_test :]
     if args.codec:
         codec = load_codec(args.codec)
     else:
         fit_text = pool[: min(args.n_fit, len(pool) - args.n_test)]
-        fit_audio = [(synthesize(args.voice, t, sample_rate=SAMPLE_RATE), SAMPLE_RATE) for t in fit_text]
+        fit_voices = [args.voice, args.other_voice] if args.fit_other else [args.voice]
+        fit_audio = [
+            (synthesize(v, t, sample_rate=SAMPLE_RATE), SAMPLE_RATE) for v in fit_voices for t in fit_text
+        ]
         started = time.perf_counter()
         codec = EmbeddedCodec.fit(fit_audio, CodecConfig.for_profile(args.profile), seed=args.seed)
         print(f"fit_seconds: {time.perf_counter() - started:.1f}")
         print(f"fit_audio_seconds: {sum(len(w) for w, _ in fit_audio) / SAMPLE_RATE:.0f}")
-    fitted_on = getattr(codec, "fit_info", {}).get("speakers", [args.voice] if not args.codec else "unknown")
-    print(f"codec_fit_voices: {fitted_on}")
+        codec.fit_info["speakers"] = fit_voices
+    print(f"codec_fit_voices: {getattr(codec, 'fit_info', {}).get('speakers', 'unknown')}")
     scorer = AsrScorer(cpu_threads=threads)
 
     for label, voice in (("assistant", args.voice), ("other", args.other_voice)):

@@ -64,7 +64,7 @@ def check_wav(wav: np.ndarray | torch.Tensor, sr: int, target_sr: int) -> np.nda
     wav = wav.astype(np.float32, copy=False)
     if not np.isfinite(wav).all():
         raise ValueError("wav contains NaN or infinite samples")
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+    if not isinstance(sr, int | np.integer) or sr <= 0:
         raise ValueError(f"sample rate must be a positive integer, got {sr!r}")
     if sr != target_sr:
         wav = soxr.resample(wav, int(sr), int(target_sr)).astype(np.float32)
@@ -84,7 +84,8 @@ def check_codes(codes: torch.Tensor | np.ndarray, n_streams: int, codebook_size:
     if codes.size and (codes.min() < 0 or codes.max() >= codebook_size):
         bad = codes[(codes < 0) | (codes >= codebook_size)]
         raise ValueError(
-            f"codes out of range [0, {codebook_size}): found {bad[:5].tolist()} (specials must be removed first)"
+            f"codes out of range [0, {codebook_size}): found {bad[:5].tolist()} "
+            "(specials must be removed first)"
         )
     return codes
 

@@ -51,17 +51,27 @@ class CodecConfig:
         object.__setattr__(self, "level_strides", tuple(int(s) for s in self.level_strides))
         object.__setattr__(self, "fit_speakers", tuple(self.fit_speakers))
         strides = self.level_strides
-        if not strides or strides[-1] != 1 or any(strides[i] % strides[i + 1] for i in range(len(strides) - 1)):
-            raise ValueError(f"level_strides must decrease to 1 with each dividing the previous, got {strides}")
+        if (
+            not strides
+            or strides[-1] != 1
+            or any(strides[i] % strides[i + 1] for i in range(len(strides) - 1))
+        ):
+            raise ValueError(
+                f"level_strides must decrease to 1 with each dividing the previous, got {strides}"
+            )
         if self.kind == "embedded" and self.n_fft != 4 * self.hop:
             raise ValueError(f"embedded codec needs n_fft == 4 * hop, got n_fft={self.n_fft} hop={self.hop}")
         if self.chunk_frames % self.frames_per_coarse:
-            raise ValueError(f"chunk_frames {self.chunk_frames} must be a multiple of {self.frames_per_coarse}")
+            raise ValueError(
+                f"chunk_frames {self.chunk_frames} must be a multiple of {self.frames_per_coarse}"
+            )
         for name in ("codebook_size", "n_mels", "griffin_lim_iters", "chunk_frames", "snac_chunk_frames"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"codec {name} must be positive, got {getattr(self, name)}")
         if self.lookahead_frames < 2 or self.left_context_frames < 3:
-            raise ValueError("lookahead_frames must be >= 2 and left_context_frames >= 3 (overlap-add of 4 hops)")
+            raise ValueError(
+                "lookahead_frames must be >= 2 and left_context_frames >= 3 (overlap-add of 4 hops)"
+            )
         if self.phase_init not in ("rtisi", "random"):
             raise ValueError(f"phase_init {self.phase_init!r} unknown; expected 'rtisi' or 'random'")
         if self.kind == "snac" and not self.checkpoint:

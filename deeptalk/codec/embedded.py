@@ -31,15 +31,22 @@ WEIGHTS_FILE = "codec.safetensors"
 class EmbeddedCodec:
     kind = "embedded"
 
-    def __init__(self, config: CodecConfig, quantizer: ResidualQuantizer, decoder: SpectrumDecoder,
-                 fit_info: dict | None = None) -> None:
+    def __init__(
+        self,
+        config: CodecConfig,
+        quantizer: ResidualQuantizer,
+        decoder: SpectrumDecoder,
+        fit_info: dict | None = None,
+    ) -> None:
         if config.kind != "embedded":
             raise ValueError(f"EmbeddedCodec needs an 'embedded' config, got kind {config.kind!r}")
         self.config = config
         self.quantizer = quantizer
         self.decoder = decoder
         self.fit_info = dict(fit_info or {})
-        self.mel_fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
+        self.mel_fb = mel_filterbank(
+            config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax
+        )
         self._check_shapes()
 
     # ---- the Codec protocol ---------------------------------------------------------------------------
@@ -80,8 +87,10 @@ class EmbeddedCodec:
 
     # ---- fitting ----------------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, audio: Iterable[tuple[np.ndarray, int]], config: CodecConfig, seed: int = 0) -> EmbeddedCodec:
-        """Fit codebooks and the spectrum decoder on ``(wav, sample_rate)`` pairs (the voices to be spoken)."""
+    def fit(
+        cls, audio: Iterable[tuple[np.ndarray, int]], config: CodecConfig, seed: int = 0
+    ) -> EmbeddedCodec:
+        """Fit codebooks and spectrum decoder on ``(wav, sample_rate)`` pairs (the voices to be spoken)."""
         rng = np.random.default_rng(seed)
         mel_fb = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax)
         mels, mags, seconds = [], [], 0.0
@@ -97,11 +106,21 @@ class EmbeddedCodec:
         n_frames = sum(len(m) for m in mels)
         log.info("fitting embedded codec on %d utterances, %.1f s, %d frames", len(mels), seconds, n_frames)
         quantizer, recons = ResidualQuantizer.fit(
-            mels, config.level_strides, config.codebook_size, config.kmeans_iters, config.kmeans_max_frames, rng
+            mels,
+            config.level_strides,
+            config.codebook_size,
+            config.kmeans_iters,
+            config.kmeans_max_frames,
+            rng,
         )
         decoder = SpectrumDecoder.fit(
-            recons, mags, config.decoder_context, config.decoder_ridge, config.log_floor,
-            max_frames=4 * config.kmeans_max_frames, rng=rng,
+            recons,
+            mags,
+            config.decoder_context,
+            config.decoder_ridge,
+            config.log_floor,
+            max_frames=4 * config.kmeans_max_frames,
+            rng=rng,
         )
         info = {"utterances": len(mels), "seconds": round(seconds, 2), "frames": n_frames, "seed": seed}
         return cls(config, quantizer, decoder, info)
@@ -112,7 +131,10 @@ class EmbeddedCodec:
         path.mkdir(parents=True, exist_ok=True)
         tensors = {f"codebook_{i}": cb for i, cb in enumerate(self.quantizer.codebooks)}
         tensors["decoder_weight"] = self.decoder.weight
-        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}, str(path / WEIGHTS_FILE))
+        save_file(
+            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+            str(path / WEIGHTS_FILE),
+        )
         meta = {"kind": self.kind, "config": _jsonable(self.config), "fit": self.fit_info}
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
 
@@ -128,10 +150,14 @@ class EmbeddedCodec:
         except Exception as err:  # safetensors raises its own error types for truncated/garbled files
             raise ValueError(f"codec weights {weights} are unreadable: {err}") from err
         n_levels = len(config.level_strides)
-        missing = [k for k in [f"codebook_{i}" for i in range(n_levels)] + ["decoder_weight"] if k not in tensors]
+        missing = [
+            k for k in [f"codebook_{i}" for i in range(n_levels)] + ["decoder_weight"] if k not in tensors
+        ]
         if missing:
             raise ValueError(f"codec weights {weights} lack tensors {missing}")
-        quantizer = ResidualQuantizer(config.level_strides, [tensors[f"codebook_{i}"] for i in range(n_levels)])
+        quantizer = ResidualQuantizer(
+            config.level_strides, [tensors[f"codebook_{i}"] for i in range(n_levels)]
+        )
         decoder = SpectrumDecoder(tensors["decoder_weight"], config.decoder_context, config.log_floor)
         return cls(config, quantizer, decoder, meta.get("fit"))
 
@@ -139,7 +165,9 @@ class EmbeddedCodec:
         cfg = self.config
         for i, cb in enumerate(self.quantizer.codebooks):
             if cb.shape != (cfg.codebook_size, cfg.n_mels):
-                raise ValueError(f"codebook {i} has shape {cb.shape}, config wants {(cfg.codebook_size, cfg.n_mels)}")
+                raise ValueError(
+                    f"codebook {i} has shape {cb.shape}, config wants {(cfg.codebook_size, cfg.n_mels)}"
+                )
         want = ((2 * cfg.decoder_context + 1) * cfg.n_mels + 1, cfg.n_fft // 2 + 1)
         if self.decoder.weight.shape != want:
             raise ValueError(f"decoder weight has shape {self.decoder.weight.shape}, config wants {want}")
@@ -155,9 +183,16 @@ class EmbeddedStreamingDecoder:
     def __init__(self, codec: EmbeddedCodec) -> None:
         self.codec = codec
         cfg = codec.config
-        self.gl = StreamingGriffinLim(cfg.n_fft, cfg.hop, cfg.chunk_frames, cfg.left_context_frames,
-                                      cfg.lookahead_frames, cfg.griffin_lim_iters, cfg.griffin_lim_momentum,
-                                      cfg.phase_init)
+        self.gl = StreamingGriffinLim(
+            cfg.n_fft,
+            cfg.hop,
+            cfg.chunk_frames,
+            cfg.left_context_frames,
+            cfg.lookahead_frames,
+            cfg.griffin_lim_iters,
+            cfg.griffin_lim_momentum,
+            cfg.phase_init,
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -199,7 +234,7 @@ class EmbeddedStreamingDecoder:
 
 
 def analyse(wav: np.ndarray, sr: int, cfg: CodecConfig, mel_fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Peak-normalise (TTS voices differ in gain), pad to whole coarse frames, return (log-mel, log-magnitude)."""
+    """Peak-normalise (voices differ in gain), pad to whole coarse frames; (log-mel, log-magnitude)."""
     wav = check_wav(wav, sr, cfg.sample_rate)
     peak = float(np.abs(wav).max())
     if peak > 0:

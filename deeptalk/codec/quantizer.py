@@ -32,7 +32,7 @@ def nearest(x: np.ndarray, codebook: np.ndarray, batch: int = 8192) -> np.ndarra
 
 
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: int = 2) -> np.ndarray:
-    """k-means++ seeding (D² sampling) on a random subset of ``sample · k`` points (bounds the k sequential passes).
+    """k-means++ seeding (D² sampling) on a random subset of ``sample · k`` points (bounds its k passes).
 
     Random-sample seeding leaves pairs of codes in one cluster that Lloyd iterations never separate.
     """
@@ -101,7 +101,7 @@ class ResidualQuantizer:
 
     @staticmethod
     def spread(values: np.ndarray, first_block: int, stride: int, frames: np.ndarray) -> np.ndarray:
-        """Values of blocks ``first_block ..`` at absolute fine ``frames``, interpolated between block centres.
+        """Values of blocks ``first_block ..`` at absolute ``frames``, interpolated between block centres.
 
         Frames outside the given blocks' centres hold the nearest end value, so callers pass every block
         that brackets the frames they ask for (true only at the utterance ends otherwise).
@@ -156,7 +156,7 @@ class ResidualQuantizer:
         max_vectors: int,
         rng: np.random.Generator,
     ) -> tuple[ResidualQuantizer, list[np.ndarray]]:
-        """Fit level by level on per-utterance frame matrices; returns the quantizer and the reconstructions."""
+        """Fit level by level on per-utterance frame matrices; returns quantizer and reconstructions."""
         residuals = [u.astype(np.float32).copy() for u in utterances]
         recons = [np.zeros_like(u) for u in residuals]
         codebooks = []
@@ -164,12 +164,18 @@ class ResidualQuantizer:
             pooled = np.concatenate([r.reshape(-1, stride, r.shape[1]).mean(1) for r in residuals])
             if len(pooled) > max_vectors:
                 pooled = pooled[rng.choice(len(pooled), max_vectors, replace=False)]
-            codebook = kmeans(pooled, codebook_size, iters, rng, desc=f"codec level {level} (stride {stride})")
+            codebook = kmeans(
+                pooled, codebook_size, iters, rng, desc=f"codec level {level} (stride {stride})"
+            )
             codebooks.append(codebook)
             for r, rec in zip(residuals, recons, strict=True):
                 codes = nearest(r.reshape(-1, stride, r.shape[1]).mean(1), codebook)
                 part = cls.spread(codebook[codes], 0, stride, np.arange(len(r)))
                 r -= part
                 rec += part
-            log.info("codec level %d: residual rms %.3f", level, float(np.sqrt(np.mean(np.concatenate(residuals) ** 2))))
+            log.info(
+                "codec level %d: residual rms %.3f",
+                level,
+                float(np.sqrt(np.mean(np.concatenate(residuals) ** 2))),
+            )
         return cls(tuple(strides), codebooks), recons

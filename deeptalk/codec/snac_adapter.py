@@ -6,7 +6,7 @@ codec config added to ``config.json`` so ``load_codec`` can dispatch; a plain SN
 
 Levels map to rows as in the reference: ``[c12, c24a, c24b, c48a, c48b, c48c, c48d]``. Decoding is chunked:
 columns ``[c0, c1)`` are decoded with ``snac_context_frames`` columns of context either side and cropped, with
-SNAC's noise blocks seeded per chunk, so the offline decode is the streaming computation and the two are equal.
+SNAC's noise blocks seeded per chunk, so the offline decode is the streaming computation.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def is_snac_dir(path: str | Path) -> bool:
     return isinstance(meta, dict) and "vq_strides" in meta and (path / WEIGHTS_FILE).is_file()
 
 
-def save_snac_checkpoint(model: torch.nn.Module, snac_config: dict, path: str | Path, extra: dict | None = None) -> None:
+def save_snac_checkpoint(
+    model: torch.nn.Module, snac_config: dict, path: str | Path, extra: dict | None = None
+) -> None:
     """Write ``model`` as a SNAC directory (``config.json`` + ``pytorch_model.bin``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -53,9 +55,14 @@ class SnacCodec:
     def __init__(self, model: torch.nn.Module, snac_config: dict, config: CodecConfig) -> None:
         self.model = model.eval()
         self.snac_config = dict(snac_config)
-        self.config = dataclasses.replace(config, kind="snac", sample_rate=int(model.sampling_rate),
-                                          hop=int(model.hop_length), level_strides=tuple(model.vq_strides),
-                                          codebook_size=int(model.codebook_size))
+        self.config = dataclasses.replace(
+            config,
+            kind="snac",
+            sample_rate=int(model.sampling_rate),
+            hop=int(model.hop_length),
+            level_strides=tuple(model.vq_strides),
+            codebook_size=int(model.codebook_size),
+        )
         if model.attn_window_size and self.config.snac_context_frames * self.config.frames_per_coarse < 1:
             raise ValueError("SNAC with local attention needs context frames")
 
@@ -98,9 +105,14 @@ class SnacCodec:
         return SnacStreamingDecoder(self)
 
     @torch.inference_mode()
-    def decode_window(self, rows: np.ndarray, start: int, stop: int, emit: tuple[int, int], seed: int) -> np.ndarray:
+    def decode_window(
+        self, rows: np.ndarray, start: int, stop: int, emit: tuple[int, int], seed: int
+    ) -> np.ndarray:
         """Decode columns ``[start, stop)`` of ``rows`` and return the samples of columns ``emit``."""
-        levels = [torch.from_numpy(lv)[None] for lv in rows_to_levels(rows[:, start:stop], self.config.level_strides)]
+        levels = [
+            torch.from_numpy(lv)[None]
+            for lv in rows_to_levels(rows[:, start:stop], self.config.level_strides)
+        ]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             audio = self.model.decode(levels)[0, 0].numpy()
@@ -129,18 +141,24 @@ class SnacCodec:
         try:
             model = SNAC(**snac_config)
         except TypeError as err:
-            raise ValueError(f"SNAC config {path / CONFIG_FILE} has arguments snac.SNAC does not take: {err}") from err
+            raise ValueError(
+                f"SNAC config {path / CONFIG_FILE} has arguments snac.SNAC does not take: {err}"
+            ) from err
         try:
             state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except Exception as err:
-            raise ValueError(f"SNAC weights {path / WEIGHTS_FILE} do not load into the configured model: {err}") from err
+            raise ValueError(
+                f"SNAC weights {path / WEIGHTS_FILE} do not load into the configured model: {err}"
+            ) from err
         codec = cls(model, snac_config, config)
         want = (config.sample_rate, config.hop, config.level_strides, config.codebook_size)
         got = (codec.sample_rate, codec.config.hop, codec.config.level_strides, codec.codebook_size)
         if want != got:
             raise ValueError(f"SNAC checkpoint geometry (sr, hop, strides, codebook) {got} != config {want}")
-        log.info("SNAC codec from %s: %d streams at %.2f frames/s", path, codec.n_streams, codec.frames_per_second)
+        log.info(
+            "SNAC codec from %s: %d streams at %.2f frames/s", path, codec.n_streams, codec.frames_per_second
+        )
         return codec
 
     @classmethod
@@ -148,8 +166,12 @@ class SnacCodec:
         return cls.from_checkpoint(path)
 
     def save(self, path: str | Path) -> None:
-        codec_config = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()}
-        save_snac_checkpoint(self.model, self.snac_config, path, {"kind": self.kind, "codec_config": codec_config})
+        codec_config = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()
+        }
+        save_snac_checkpoint(
+            self.model, self.snac_config, path, {"kind": self.kind, "codec_config": codec_config}
+        )
 
 
 class SnacStreamingDecoder:
@@ -183,7 +205,10 @@ class SnacStreamingDecoder:
             if c0 >= n or (not ended and c1 + ctx > n):
                 break
             c1 = min(c1, n)
-            out.append(self.codec.decode_window(self.rows, max(0, c0 - ctx), min(n, c1 + ctx), (c0, c1),
-                                                seed=self.next_chunk))
+            out.append(
+                self.codec.decode_window(
+                    self.rows, max(0, c0 - ctx), min(n, c1 + ctx), (c0, c1), seed=self.next_chunk
+                )
+            )
             self.next_chunk += 1
         return np.concatenate(out) if out else np.zeros(0, np.float32)

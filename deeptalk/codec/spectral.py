@@ -1,8 +1,8 @@
 """Short-time Fourier analysis and synthesis for ``n_fft = 4 · hop`` (75 % overlap).
 
 Frames are centred: frame ``f`` is centred on sample ``f · hop`` and covers the four hop-sized *blocks*
-``f-2 .. f+1`` (block ``b`` = samples ``[b·hop, (b+1)·hop)``). Working in blocks makes overlap-add a sum of four
-shifted arrays, and makes it obvious which frames a stretch of output needs — the streaming decoder's
+``f-2 .. f+1`` (block ``b`` = samples ``[b·hop, (b+1)·hop)``). Working in blocks makes overlap-add a sum of
+four shifted arrays, and makes it obvious which frames a stretch of output needs — the streaming decoder's
 look-ahead follows from it.
 """
 
@@ -66,7 +66,7 @@ def stft(wav: np.ndarray, n_fft: int, hop: int, n_frames: int) -> np.ndarray:
 def log_spectra(
     wav: np.ndarray, n_fft: int, hop: int, n_frames: int, mel_fb: np.ndarray, log_floor: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(log-mel ``[n_frames, n_mels]``, log-magnitude ``[n_frames, n_fft//2+1]``), both floored at ``log_floor``."""
+    """(log-mel ``[n_frames, n_mels]``, log-magnitude ``[n_frames, n_fft//2+1]``), floored at log_floor."""
     mag = np.abs(stft(wav, n_fft, hop, n_frames))
     floor = np.exp(log_floor)
     log_mel = np.log(np.maximum(mag @ mel_fb.T, floor))

@@ -23,7 +23,7 @@ PHASE_INITS = ("rtisi", "random")
 
 
 def context_windows(frames: np.ndarray, context: int, first: int, n_out: int, ended: bool) -> np.ndarray:
-    """Stack frames ``i-context .. i+context`` for ``i`` in ``[first, first+n_out)``; indices clamp to the ends.
+    """Stack frames ``i-context .. i+context`` for ``i`` in ``[first, first+n_out)``; indices clamp at ends.
 
     ``frames`` holds every frame known so far (absolute index = row). The right end clamps only when the
     utterance has ``ended``; otherwise callers ask only for frames whose right context exists.
@@ -76,8 +76,18 @@ class SpectrumDecoder:
 class StreamingGriffinLim:
     """Chunked Griffin-Lim over log-magnitude frames; see the module docstring for the schedule."""
 
-    def __init__(self, n_fft: int, hop: int, chunk: int, left: int, lookahead: int, iters: int, momentum: float,
-                 phase_init: str = "rtisi", seed: int = 0) -> None:
+    def __init__(
+        self,
+        n_fft: int,
+        hop: int,
+        chunk: int,
+        left: int,
+        lookahead: int,
+        iters: int,
+        momentum: float,
+        phase_init: str = "rtisi",
+        seed: int = 0,
+    ) -> None:
         if n_fft != OVERLAP * hop:
             raise ValueError(f"n_fft must be {OVERLAP} × hop, got {n_fft} and {hop}")
         self.n_fft, self.hop, self.chunk, self.left, self.lookahead = n_fft, hop, chunk, left, lookahead
@@ -103,8 +113,9 @@ class StreamingGriffinLim:
         phase = np.random.default_rng((self.seed, frame)).uniform(-np.pi, np.pi, mag.shape[0])
         return (mag * np.exp(1j * phase)).astype(np.complex64)
 
-    def _rtisi_initial(self, first: int, start: int, mag: np.ndarray, known: list[np.ndarray],
-                       wsum: np.ndarray) -> np.ndarray:
+    def _rtisi_initial(
+        self, first: int, start: int, mag: np.ndarray, known: list[np.ndarray], wsum: np.ndarray
+    ) -> np.ndarray:
         """Initial spectra of the chunk's frames: warm starts where solved, else RTISI-style phases.
 
         A new frame takes the phase of the signal that the frames before it already overlap-add to under
@@ -114,7 +125,7 @@ class StreamingGriffinLim:
         spec = np.empty((len(mag), mag.shape[1]), dtype=np.complex64)
         blocks = np.zeros_like(wsum)
         frames = list(known)  # frozen left-context frames, in order
-        for i, f in enumerate(range(first, start)):
+        for i in range(start - first):
             blocks[i : i + 4] += (np.fft.irfft(frames[i], n=self.n_fft) * self.window).reshape(4, self.hop)
         for i in range(len(mag)):
             f, seg = start + i, start - first + i
@@ -165,7 +176,9 @@ class StreamingGriffinLim:
             blocks = fixed.copy()
             blocks[n_frozen:] += self._overlap(spec)
             rebuilt = np.fft.rfft(frame_blocks(blocks[n_frozen:] / wsum[n_frozen:]) * self.window, axis=1)
-            proj = rebuilt * (mag / np.maximum(np.abs(rebuilt), 1e-12))  # keep the phase, impose the magnitude
+            proj = rebuilt * (
+                mag / np.maximum(np.abs(rebuilt), 1e-12)
+            )  # keep the phase, impose the magnitude
             spec = proj + self.momentum * (proj - prev) if self.momentum else proj
             prev = proj
         spec = spec * (mag / np.maximum(np.abs(spec), 1e-12))

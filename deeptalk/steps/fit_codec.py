@@ -2,7 +2,8 @@
 
 Writes ``cfg.paths.codec`` (a codec directory ``load_codec`` reads). The embedded codec is fitted on the
 training utterances of every voice the model must *speak* — the speakers of assistant answer audio in
-``samples.parquet`` (``cfg.data.assistant_voice`` if there is none) — plus ``cfg.codec.fit_speakers``: codebooks do not transfer to voices outside the fit.
+``samples.parquet`` (``cfg.data.assistant_voice`` if there is none) — plus
+``cfg.codec.fit_speakers``: codebooks do not transfer to voices outside the fit.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ def assistant_speakers(raw: Path) -> set[str]:
     if not samples_file.is_file() or not utts_file.is_file():
         return set()
     samples = pd.read_parquet(samples_file, columns=["turns"])
-    spoken = {t.audio_id for text in samples["turns"] for t in Sample.parse_turns(text)
-              if t.role == "assistant" and t.speak and t.audio_id}
+    spoken = {
+        t.audio_id
+        for text in samples["turns"]
+        for t in Sample.parse_turns(text)
+        if t.role == "assistant" and t.speak and t.audio_id
+    }
     utts = pd.read_parquet(utts_file, columns=["id", "speaker"])
     return set(utts.loc[utts["id"].isin(spoken), "speaker"])
 
@@ -89,8 +94,12 @@ def run(cfg: Any) -> dict:
     codec.save(tmp)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)  # a failed fit never leaves a half-written codec behind
-    summary.update(n_streams=codec.n_streams, codebook_size=codec.codebook_size,
-                   frames_per_second=round(codec.frames_per_second, 4),
-                   seconds_taken=round(time.perf_counter() - started, 1), path=str(out))
+    summary.update(
+        n_streams=codec.n_streams,
+        codebook_size=codec.codebook_size,
+        frames_per_second=round(codec.frames_per_second, 4),
+        seconds_taken=round(time.perf_counter() - started, 1),
+        path=str(out),
+    )
     log.info("fit_codec: %s", json.dumps(summary))
     return summary

@@ -44,8 +44,9 @@ def speech(tmp_path_factory) -> list[tuple[np.ndarray, int]]:
 @pytest.fixture(scope="session")
 def small_config() -> CodecConfig:
     """The real geometry with small codebooks so fitting takes a few seconds."""
-    return dataclasses.replace(CodecConfig.for_profile("tiny"), codebook_size=64, kmeans_iters=4,
-                               griffin_lim_iters=8)
+    return dataclasses.replace(
+        CodecConfig.for_profile("tiny"), codebook_size=64, kmeans_iters=4, griffin_lim_iters=8
+    )
 
 
 @pytest.fixture(scope="session")

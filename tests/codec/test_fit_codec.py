@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -30,12 +29,31 @@ def _corpus(root, speech):
         split = "heldout" if i >= len(speech) - 2 else "train"
         path = f"audio/u{i}.wav"
         sf.write(raw / path, wav, sr)
-        utts.append({"id": f"u{i}", "task": "tts", "split": split, "speaker": speaker, "text": f"s{i}",
-                     "audio_path": path, "sample_rate": sr, "duration": len(wav) / sr, "rms": 0.1, "sha256": ""})
+        utts.append(
+            {
+                "id": f"u{i}",
+                "task": "tts",
+                "split": split,
+                "speaker": speaker,
+                "text": f"s{i}",
+                "audio_path": path,
+                "sample_rate": sr,
+                "duration": len(wav) / sr,
+                "rms": 0.1,
+                "sha256": "",
+            }
+        )
         if speaker == ASSISTANT:
             turns = (Turn("user", f"say s{i}"), Turn("assistant", f"s{i}", audio_id=f"u{i}", speak=True))
-            samples.append({"id": f"s{i}", "task": "tts", "split": split, "fact_id": "",
-                            "turns": Sample(f"s{i}", "tts", split, turns).turns_json()})
+            samples.append(
+                {
+                    "id": f"s{i}",
+                    "task": "tts",
+                    "split": split,
+                    "fact_id": "",
+                    "turns": Sample(f"s{i}", "tts", split, turns).turns_json(),
+                }
+            )
     pd.DataFrame(utts).to_parquet(raw / "utterances.parquet")
     pd.DataFrame(samples).to_parquet(raw / "samples.parquet")
     return raw

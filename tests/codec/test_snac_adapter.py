@@ -10,9 +10,17 @@ from deeptalk.codec.registry import load_codec
 from deeptalk.codec.snac_adapter import SnacCodec, is_snac_dir, save_snac_checkpoint
 
 # SNAC 24 kHz geometry (hop 512, strides 4/2/1, 4096 codes) with tiny layer widths
-TINY_SNAC = dict(sampling_rate=24000, encoder_dim=8, encoder_rates=[2, 4, 8, 8], decoder_dim=32,
-                 decoder_rates=[8, 8, 4, 2], attn_window_size=None, codebook_size=4096, codebook_dim=8,
-                 vq_strides=[4, 2, 1])
+TINY_SNAC = dict(
+    sampling_rate=24000,
+    encoder_dim=8,
+    encoder_rates=[2, 4, 8, 8],
+    decoder_dim=32,
+    decoder_rates=[8, 8, 4, 2],
+    attn_window_size=None,
+    codebook_size=4096,
+    codebook_dim=8,
+    vq_strides=[4, 2, 1],
+)
 
 
 @pytest.fixture(scope="module")

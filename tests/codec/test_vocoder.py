@@ -37,7 +37,9 @@ def test_chunking_of_input_does_not_change_output():
     make = lambda: StreamingGriffinLim(n_fft, hop, chunk=8, left=8, lookahead=2, iters=8, momentum=0.5)  # noqa: E731
     whole = make().push(log_mag, ended=True)
     gl = make()
-    parts = [gl.push(log_mag[i : i + 3], ended=False) for i in range(0, 40, 3)] + [gl.push(log_mag[:0], ended=True)]
+    parts = [gl.push(log_mag[i : i + 3], ended=False) for i in range(0, 40, 3)] + [
+        gl.push(log_mag[:0], ended=True)
+    ]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
