@@ -30,7 +30,7 @@ def _heldout_question_wav(cfg: ProjectConfig) -> tuple[Path, str]:
     return cfg.paths.raw / row.audio_path, row.text
 
 
-def _stream_chat(client: httpx.Client, url: str, **request) -> dict:
+def _stream_chat(client: httpx.Client, url: str, expect_audio: bool = True, **request) -> dict:
     start = time.perf_counter()
     first_audio_ms, text, audio_samples, sample_rate, done = None, [], 0, None, None
     with client.stream("POST", f"{url}/chat", **request) as response:
@@ -50,7 +50,7 @@ def _stream_chat(client: httpx.Client, url: str, **request) -> dict:
                 done = event
     seconds = audio_samples / sample_rate if sample_rate else 0.0
     return {
-        "ok": done is not None and (seconds > 0 or not request.get("data", {}).get("speak", True)),
+        "ok": done is not None and bool(text) and (seconds > 0) == expect_audio,
         "text": "".join(text), "audio_seconds": round(seconds, 2),
         "client_first_audio_ms": None if first_audio_ms is None else round(first_audio_ms, 1),
         "server_timings": done["timings"] if done else None,
@@ -63,7 +63,7 @@ def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dic
         ready = client.get(f"{url}/readyz").status_code == 200
         with wav.open("rb") as handle:
             spoken = _stream_chat(client, url, files={"audio": (wav.name, handle, "audio/wav")})
-        typed = _stream_chat(client, url, data={"text": question, "speak": "false"})
+        typed = _stream_chat(client, url, expect_audio=False, data={"text": question, "speak": "false"})
         with wav.open("rb") as handle:
             asr = client.post(f"{url}/asr", files={"audio": (wav.name, handle, "audio/wav")})
     result = {
