@@ -1,9 +1,10 @@
 """Text ability of a speech LM in text-only mode, and its relative drop against the original LLM.
 
 **Text-only mode.** Prompts are packed exactly like a text-answer training sample
-(:func:`deeptalk.data.packing.pack_prompt`): text on the text stream, ``PAD_A`` on every audio stream, the
-``ASR`` task token on the audio streams of the answer-opening ``ASSISTANT`` row (this project's packing writes it
-before every text answer). No audio goes in and none comes out.
+(:func:`deeptalk.data.packing.pack_prompt`), and the model reads only the text stream (``text_only=True``:
+plain text embeddings, no mean with the ``PAD_A`` audio streams): the speech LM read as the text LLM it extends,
+which is how the reference exports its model for text benchmarks (paper.md §4.2) and how the original LLM
+(``text_pretrain``) is trained. No audio goes in and none comes out.
 
 **Benchmarks** (held-out split, see :mod:`deeptalk.evaluation.heldout`):
 
@@ -123,10 +124,23 @@ def greedy_text_answer(generator: Generator, layout: TokenLayout, question_ids: 
     return out
 
 
+class TextOnlyLM:
+    """A speech LM seen as a plain text LM: every forward reads the text stream alone (``text_only=True``)."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(self, batch: Any, **kwargs: Any) -> Any:
+        return self.model(batch, text_only=True, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
 def text_qa(model: Any, tokenizer: Any, items: Sequence[QAItem], max_tokens: int
             ) -> tuple[list[bool], list[bool], list[str]]:
     """(contained flags, exact flags, answers) of greedy text-only answers to ``items``."""
-    generator = Generator(model, GREEDY, model.device)
+    generator = Generator(TextOnlyLM(model), GREEDY, model.device)
     contained, exact, answers = [], [], []
     for item in tqdm(items, desc="text QA", leave=False):
         q_ids = tokenizer.encode(item.question)
@@ -175,7 +189,7 @@ def text_nll(model: Any, packed: Sequence, batch_size: int = 16) -> tuple[float,
     total, count = 0.0, 0
     for start in range(0, len(packed), batch_size):
         batch = collate(packed[start : start + batch_size], layout).to(model.device)
-        logits = model(batch).logits[:, :-1, sl].float()
+        logits = model(batch, text_only=True).logits[:, :-1, sl].float()
         target = batch.labels[:, 1:, text]
         valid = target != IGNORE_INDEX
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.where(valid, target, 0).reshape(-1),

@@ -232,14 +232,22 @@ class SpeechLM(nn.Module):
         frames = self.audio_encoder(mels.to(self.projector.fc1.weight.dtype)).last_hidden_state
         return self.projector(frames)
 
-    def embed(self, batch: SpeechBatch) -> torch.Tensor:
-        """[B, T, H] input embeddings: mean over the K+1 stream embeddings, audio features spliced in."""
+    def embed(self, batch: SpeechBatch, text_only: bool = False) -> torch.Tensor:
+        """[B, T, H] input embeddings: mean over the K+1 stream embeddings, audio features spliced in.
+
+        ``text_only`` embeds the text stream alone: the model read as the plain text LLM it extends (how the
+        reference exports it for text benchmarks, paper.md §4.2, and how the original LLM was trained).
+        """
         ids = batch.input_ids
         layout = self.layout
         if ids.ndim != 3 or ids.shape[-1] != layout.n_streams:
             raise ValueError(f"input_ids must be [B, T, {layout.n_streams}], got {tuple(ids.shape)}")
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= layout.vocab_size):
             raise ValueError(f"input ids outside [0, {layout.vocab_size}): min {int(ids.min())}, max {int(ids.max())}")
+        if text_only:
+            if batch.audio is not None and batch.audio.n_positions.numel() > 0:
+                raise ValueError("text_only input cannot carry user audio")
+            return self.embed_tokens(ids[..., layout.text_stream])
         emb = self.embed_tokens(ids)  # [B, T, S, H]
         if batch.audio is not None and batch.audio.n_positions.numel() > 0:
             emb = self._splice_audio(emb, batch.audio)
@@ -270,17 +278,18 @@ class SpeechLM(nn.Module):
         use_cache: bool = False,
         output_router_logits: bool = False,
         logits: str = "all",
+        text_only: bool = False,
     ) -> SpeechLMOutput:
         """Logits and, when ``batch.labels`` is set, losses.
 
         ``logits``: ``"all"`` positions, only the ``"last"`` one (decoding), or ``"none"`` (training: the
         losses are then computed from hidden states at labelled positions only, over each stream's own head
-        rows — same values, a fraction of the head's cost).
+        rows — same values, a fraction of the head's cost). ``text_only``: see :meth:`embed`.
 
         With a cache, ``batch`` holds only the new positions and ``attention_mask`` covers either past + new
         positions (HF convention) or just the new ones when nothing is padded.
         """
-        inputs = self.embed(batch)
+        inputs = self.embed(batch, text_only=text_only)
         b, t = inputs.shape[:2]
         past = cache.get_seq_length() if cache is not None else 0
         mask = self._backbone_mask(batch.attention_mask, b, t, past)

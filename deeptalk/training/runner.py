@@ -113,8 +113,9 @@ class MixedBatches:
 class SpeechProgram:
     """Forward + loss of the speech LM, expert-load bookkeeping per modality, HF-style export."""
 
-    def __init__(self, model: SpeechLM, batches: Callable[[int], SpeechBatch], device: torch.device) -> None:
-        self.model, self.batches, self.device = model, batches, device
+    def __init__(self, model: SpeechLM, batches: Callable[[int], SpeechBatch], device: torch.device,
+                 text_only: bool = False) -> None:
+        self.model, self.batches, self.device, self.text_only = model, batches, device, text_only
         layers = model.moe_layers()
         self.layer_ids = [moe.layer_idx for moe in layers]
         self.load = ExpertLoad(len(layers), layers[0].num_experts, int(model.backbone.config.num_experts_per_tok))
@@ -125,7 +126,7 @@ class SpeechProgram:
     def forward(self, module: nn.Module, batch: SpeechBatch) -> StepResult:
         batch = batch.to(self.device)
         with self.model.record_routing() as recorder:
-            out = module(batch, logits="none")  # losses only: no full-vocabulary logits
+            out = module(batch, logits="none", text_only=self.text_only)  # losses only: no full-vocab logits
         masks = dict(zip(("speech", "text"), modality_masks(
             batch.input_ids, batch.labels, batch.attention_mask, self.model.layout)))
         self.load.add_positions(masks)
@@ -257,7 +258,7 @@ def train_phase(
     model, groups = prepare_model(spec, plan, cfg, layout)
     if model.layout != layout:
         raise ValueError(f"{spec.name}: model layout {model.layout} differs from the data's {layout}")
-    program = SpeechProgram(model, batches, dist.device)
+    program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input)
     log.info("%s: %s (init %s, routing %s, %d steps)", spec.name, spec.description, source,
              spec.routing.value, loop.steps)
     ckpt = checkpoint_dir(cfg, spec)

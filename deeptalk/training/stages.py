@@ -70,6 +70,7 @@ class StageSpec:
     warmup_ratio: float | None = None  # None: cfg.training.warmup_ratio (3 %, as the reference)
     deepspeed_config: str | None = None  # None: cfg.training.deepspeed_config
     add_experts: bool = False  # MoExtend: add cfg.training.moextend_experts experts per layer first
+    text_only_input: bool = False  # embed the text stream alone (the original text LLM; see SpeechLM.embed)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -139,8 +140,8 @@ def stage_plans(training: TrainingConfig) -> dict[str, StagePlan]:
     plans = {
         "text_pretrain": StagePlan("text_pretrain", (StageSpec(
             name="text_pretrain", budget="text_pretrain", init_from="new", split=SPLIT_NONE,
-            routing=RoutingMode.NONE, trainable=BACKBONE_ALL, data=TEXT_LM,
-            description="the 'original LLM': text knowledge worth keeping (tiny/small only)",
+            routing=RoutingMode.NONE, trainable=BACKBONE_ALL, data=TEXT_LM, text_only_input=True,
+            description="the 'original LLM': a plain text LM with knowledge worth keeping (tiny/small only)",
         ),)),
         "s1": StagePlan("s1", (StageSpec(
             name="s1", budget="s1", init_from="base", split=SPLIT_NONE, routing=RoutingMode.NONE,

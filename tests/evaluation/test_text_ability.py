@@ -10,6 +10,7 @@ from deeptalk.evaluation.heldout import QAItem
 from deeptalk.evaluation.text_ability import (
     GREEDY,
     TextAbility,
+    TextOnlyLM,
     evaluate_text_ability,
     greedy_text_answer,
     relative_drop_pct,
@@ -72,7 +73,8 @@ class ScriptedLM:
     training: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    def __call__(self, batch, cache=None, use_cache=False, logits="all"):
+    def __call__(self, batch, cache=None, use_cache=False, logits="all", text_only=False):
+        assert text_only, "text ability is measured with the model reading the text stream alone"
         B, T, _ = batch.input_ids.shape
         step = 0 if cache is None else self.calls
         self.calls = 1 if cache is None else self.calls + 1
@@ -99,7 +101,7 @@ def test_text_qa_scores_scripted_answers():
     assert answers == ["paris is the capital"] * 3
     assert contained == [True, False, True]
     assert exact == [False, False, True]
-    short = greedy_text_answer(Generator(model, GREEDY), LAYOUT, TOK.encode("two plus two"), max_tokens=2)
+    short = greedy_text_answer(Generator(TextOnlyLM(model), GREEDY), LAYOUT, TOK.encode("two plus two"), max_tokens=2)
     assert short == TOK.encode("paris is")
 
 
@@ -128,7 +130,7 @@ def test_text_nll_matches_the_training_loss():
     total, count = text_nll(model, packed, batch_size=2)
     assert count == sum(len(TOK.encode(s)) + 1 for s in sentences)  # every word + EOT
     with torch.no_grad():
-        out = model(collate(packed, LAYOUT))
+        out = model(collate(packed, LAYOUT), text_only=True)
     assert total / count == pytest.approx(float(out.stream_losses["text"]), rel=1e-5)
 
 

@@ -276,3 +276,15 @@ def test_unknown_logits_mode_and_none_without_labels_are_rejected(model):
         model(random_batch(), logits="some")
     with pytest.raises(ValueError, match="needs labels"):
         model(random_batch(labels=False), logits="none")
+
+
+def test_text_only_input_is_the_plain_text_llm(model):
+    """text_only reads the text stream alone: the same logits as the exported text LM on the text ids."""
+    batch = random_batch(audio=False, labels=False)
+    ours = model(batch, text_only=True).logits
+    text_ids = batch.input_ids[..., LAYOUT.text_stream]
+    stock = model.backbone(input_ids=text_ids).logits
+    torch.testing.assert_close(ours, stock, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ours, model(batch).logits), "the default input is the mean over all streams"
+    with pytest.raises(ValueError, match="cannot carry user audio"):
+        model(random_batch(), text_only=True)
