@@ -93,7 +93,7 @@ class TrainingConfig:
             # about direction). text_pretrain sees ~250 k tokens here; STACK.md's T128 needed ~1 M tokens
             # (600 steps × 32 × 64) for ≥ 95 % held-out QA, so raise it where time allows.
             return cls(
-                text_pretrain=StageBudget(steps=600, batch_size=32, lr=4e-3, max_len=64),
+                text_pretrain=StageBudget(steps=1500, batch_size=32, lr=4e-3, max_len=64),
                 s1=StageBudget(steps=30, batch_size=6, lr=2e-3, max_len=160),
                 s2a=StageBudget(steps=30, batch_size=6, lr=2e-3, max_len=160),
                 s2b=StageBudget(steps=20, batch_size=6, lr=5e-4, max_len=160),
