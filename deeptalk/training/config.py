@@ -89,20 +89,19 @@ class TrainingConfig:
     @classmethod
     def for_profile(cls, profile: str) -> TrainingConfig:
         if profile == "tiny":
-            # Sized for 2 CPU cores and the < 15 min pipeline: the speech stages are short (the comparison is
-            # about direction). text_pretrain sees ~250 k tokens here; STACK.md's T128 needed ~1 M tokens
-            # (600 steps × 32 × 64) for ≥ 95 % held-out QA, so raise it where time allows.
+            # Sized for 2 CPU cores and a < 15 min pipeline. text_pretrain (plain text LM, ~1 M tokens) reaches
+            # ~50 % held-out-phrasing QA; the speech stages are short, so the tiny comparison shows direction only.
             return cls(
                 text_pretrain=StageBudget(steps=1500, batch_size=32, lr=4e-3, max_len=64),
-                s1=StageBudget(steps=30, batch_size=6, lr=2e-3, max_len=160),
-                s2a=StageBudget(steps=30, batch_size=6, lr=2e-3, max_len=160),
-                s2b=StageBudget(steps=20, batch_size=6, lr=5e-4, max_len=160),
-                s3=StageBudget(steps=20, batch_size=6, lr=1e-3, max_len=160),
-                plain=StageBudget(steps=70, batch_size=6, lr=1e-3, max_len=160),
+                s1=StageBudget(steps=150, batch_size=8, lr=2e-3, max_len=160),
+                s2a=StageBudget(steps=150, batch_size=8, lr=2e-3, max_len=160),
+                s2b=StageBudget(steps=60, batch_size=8, lr=5e-4, max_len=160),
+                s3=StageBudget(steps=90, batch_size=8, lr=1e-3, max_len=160),
+                plain=StageBudget(steps=300, batch_size=8, lr=1e-3, max_len=160),
                 fixed_split="fixed:4",
                 min_speech_fraction=0.375,  # ≥ 3 of 8 experts: with top-2, two experts would leave no choice
                 moextend_experts=4,
-                checkpoint_every=20,
+                checkpoint_every=50,
                 log_every=10,
                 profile_batches=6,
                 eval_batches=6,
