@@ -50,9 +50,11 @@ def env_for(project: Path) -> dict:
     }
 
 
-def run(cmd: list[str], project: Path, timeout: float = 900) -> str:
-    result = subprocess.run(cmd, cwd=project, env=env_for(project), capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
+def run(cmd: list[str], project: Path, timeout: float = 900, extra_env: dict | None = None,
+        check: bool = True) -> str:
+    env = {**env_for(project), **(extra_env or {})}
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result.stdout + result.stderr
 

@@ -1,0 +1,37 @@
+"""The whole pipeline through its real shells: `python -m deeptalk run` (Prefect flow → packaged bento →
+served over HTTP), then a gate that fails stops packaging and leaves the packaged model untouched."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.e2e._project import FAST_PARAMS, clone_project, run
+
+SHORT = {"steps": 12, "batch_size": 4}
+FAST_TRAINING = {"training": {stage: SHORT for stage in ("text_pretrain", "s1", "s2a", "s2b", "s3", "plain")}}
+
+
+@pytest.mark.slow
+def test_run_trains_gates_packages_and_serves(tmp_path):
+    project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING})
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
+    out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
+    summary = json.loads(out[out.index('{\n  "pipeline"'):out.rindex("}") + 1])
+    assert summary["service"]["ok"], summary["service"]
+    assert summary["service"]["tts"]["audio_seconds"] > 0
+    for step in ("generate_data", "train_s3", "evaluate", "package"):
+        assert step in summary["pipeline"]
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert {"text", "spoken_qa", "asr", "tts", "latency"} <= metrics.keys()
+    assert json.loads((project / "reports/gate.json").read_text())["passed"] is True
+    packaged = (project / "reports/package.json").read_bytes()
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["gates"] = {"max_text_drop_pct": -1000.0}  # unreachable: the model would have to beat the base 10x
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    failed = run(["python", "-m", "flows.pipeline", "--stages", "evaluate,package"], project, extra_env=env,
+                 check=False)
+    assert "text.drop_pct" in failed and "-1000" in failed, failed[-3000:]
+    assert json.loads((project / "reports/gate.json").read_text())["passed"] is False
+    assert (project / "reports/package.json").read_bytes() == packaged, "a failed gate must not repackage"
