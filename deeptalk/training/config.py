@@ -95,7 +95,7 @@ class TrainingConfig:
                 text_pretrain=StageBudget(steps=1500, batch_size=32, lr=4e-3, max_len=64),
                 s1=StageBudget(steps=150, batch_size=8, lr=2e-3, max_len=160),
                 s2a=StageBudget(steps=80, batch_size=8, lr=1e-3, max_len=160),
-                s2b=StageBudget(steps=60, batch_size=8, lr=5e-4, max_len=160),
+                s2b=StageBudget(steps=60, batch_size=8, lr=3e-4, max_len=160),
                 s3=StageBudget(steps=50, batch_size=8, lr=5e-4, max_len=160),
                 plain=StageBudget(steps=190, batch_size=8, lr=5e-4, max_len=160),
                 fixed_split="fixed:4",

@@ -20,7 +20,7 @@ def test_run_trains_gates_packages_and_serves(tmp_path):
     project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES})
     env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
     out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
-    summary = json.loads(out[out.index('{\n  "pipeline"'):out.rindex("}") + 1])
+    summary, _ = json.JSONDecoder().raw_decode(out[out.index('{\n  "pipeline"'):])
     assert summary["service"]["ok"], summary["service"]
     assert summary["service"]["tts"]["audio_seconds"] > 0
     for step in ("generate_data", "train_s3", "evaluate", "package"):
