@@ -8,11 +8,14 @@ coarse frame occupies ``m`` consecutive rows; ``levels_to_rows`` / ``rows_to_lev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import soxr
 import torch
+
+if TYPE_CHECKING:
+    from deeptalk.codec.config import CodecConfig
 
 
 @runtime_checkable
@@ -114,3 +117,39 @@ def rows_to_levels(rows: np.ndarray, level_strides: tuple[int, ...]) -> list[np.
         levels.append(np.ascontiguousarray(rows[start : start + m].T).reshape(-1))
         start += m
     return levels
+
+
+class ConfiguredCodec:
+    """What the codecs share: geometry read from ``self.config``, and an offline ``decode`` that *is* the
+    streaming decode run to the end, so the two can never disagree."""
+
+    config: CodecConfig
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def n_streams(self) -> int:
+        return self.config.n_streams
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.config.frames_per_second
+
+    @property
+    def samples_per_coarse(self) -> int:
+        return self.config.samples_per_coarse
+
+    def decode_stream(self) -> StreamingDecoder:
+        raise NotImplementedError
+
+    def decode(self, codes: torch.Tensor) -> np.ndarray:
+        """Waveform of ``T · samples_per_coarse`` samples for codes ``[K, T]``."""
+        stream = self.decode_stream()
+        head = stream.push(codes)
+        return np.concatenate([head, stream.flush()])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from deeptalk.codec.base import check_codes, check_wav, levels_to_rows, rows_to_levels
+from deeptalk.codec.base import ConfiguredCodec, check_codes, check_wav, levels_to_rows, rows_to_levels
 from deeptalk.codec.config import CodecConfig
 from deeptalk.codec.quantizer import ResidualQuantizer
 from deeptalk.codec.spectral import log_spectra, mel_filterbank
@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "codec.safetensors"
 
 
-class EmbeddedCodec:
+class EmbeddedCodec(ConfiguredCodec):
     kind = "embedded"
 
     def __init__(
@@ -50,22 +50,6 @@ class EmbeddedCodec:
         self._check_shapes()
 
     # ---- the Codec protocol ---------------------------------------------------------------------------
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def n_streams(self) -> int:
-        return self.config.n_streams
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.config.frames_per_second
-
     def features(self, wav: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         """(log-mel, log-magnitude) frames of a waveform padded to whole coarse frames."""
         return analyse(wav, sr, self.config, self.mel_fb)
@@ -75,12 +59,6 @@ class EmbeddedCodec:
         log_mel, _ = self.features(wav, sr)
         levels = self.quantizer.encode(log_mel)
         return torch.from_numpy(levels_to_rows(levels, self.config.level_strides))
-
-    def decode(self, codes: torch.Tensor) -> np.ndarray:
-        """Waveform of ``T · samples_per_coarse`` samples; defined as the streaming decode run to the end."""
-        stream = self.decode_stream()
-        head = stream.push(codes)
-        return np.concatenate([head, stream.flush()])
 
     def decode_stream(self) -> EmbeddedStreamingDecoder:
         return EmbeddedStreamingDecoder(self)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deeptalk.codec.base import check_codes, check_wav, levels_to_rows, rows_to_levels
+from deeptalk.codec.base import ConfiguredCodec, check_codes, check_wav, levels_to_rows, rows_to_levels
 from deeptalk.codec.config import CodecConfig
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def save_snac_checkpoint(
     (path / CONFIG_FILE).write_text(json.dumps({**snac_config, **(extra or {})}, indent=2))
 
 
-class SnacCodec:
+class SnacCodec(ConfiguredCodec):
     kind = "snac"
 
     def __init__(self, model: torch.nn.Module, snac_config: dict, config: CodecConfig) -> None:
@@ -67,26 +67,6 @@ class SnacCodec:
             raise ValueError("SNAC with local attention needs context frames")
 
     # ---- the Codec protocol ---------------------------------------------------------------------------
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def n_streams(self) -> int:
-        return self.config.n_streams
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.codebook_size
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.config.frames_per_second
-
-    @property
-    def samples_per_coarse(self) -> int:
-        return self.config.samples_per_coarse
-
     @torch.inference_mode()
     def encode(self, wav: np.ndarray, sr: int) -> torch.Tensor:
         audio = torch.from_numpy(check_wav(wav, sr, self.sample_rate))[None, None]
@@ -95,11 +75,6 @@ class SnacCodec:
         if n_coarse * self.samples_per_coarse < audio.shape[-1]:
             raise ValueError("SNAC returned fewer frames than the audio needs")  # pragma: no cover
         return torch.from_numpy(levels_to_rows(levels, self.config.level_strides))
-
-    def decode(self, codes: torch.Tensor) -> np.ndarray:
-        stream = self.decode_stream()
-        head = stream.push(codes)
-        return np.concatenate([head, stream.flush()])
 
     def decode_stream(self) -> SnacStreamingDecoder:
         return SnacStreamingDecoder(self)
