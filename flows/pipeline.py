@@ -8,7 +8,6 @@ can be sent to a ``gpu`` work pool (see ``flows/deploy.py``). A failed gate fail
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -17,10 +16,9 @@ from prefect.context import TaskRunContext
 from prefect.deployments import run_deployment
 
 from deeptalk.config import ProjectConfig, load_config
-from deeptalk.steps import BASELINES, STEPS, StepSpec, get_step
+from deeptalk.steps import STEPS, StepSpec, get_step
 from flows.hashing import step_fingerprint
 
-log = logging.getLogger(__name__)
 
 MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "encode", "pack", "text_pretrain", "align",
               "profile_experts", "train_s2a", "train_s2b", "train_s3")
