@@ -38,7 +38,8 @@ AUDIO_SPECIALS = (
     "BOA",  # begin of user audio
     "ANS_A",  # start of a spoken answer in the default voice
     "ASR",  # task token: transcribe the audio (no speech target)
-    "AQA",  # task token: spoken question answering
+    "AQA",  # task token: text answer to a spoken question
+    "TQA",  # task token: text answer to a typed question
 )
 
 

@@ -7,7 +7,8 @@ per position; audio streams hold ``PAD_A`` unless noted in brackets (ids from ``
     SYSTEM  text…                                  optional system prompt
     USER    text…                                  user turn given as text, or as speech:
     USER    BOA | AUDIO_PH×n_positions | EOA       (audio streams: BOA, PAD_A…, EOA; text stream: AUDIO_PH)
-    ASSISTANT[ASR]  text… EOT                      text answer (ASR task token on the audio streams)
+    ASSISTANT[ASR|AQA|TQA]  text… EOT              text answer (task token on the audio streams: transcribe,
+                                                   answer a spoken question, answer a typed one)
     ASSISTANT[ANS_A|VOICE:x]  text… EOT PAD_T…     spoken answer; stream i: i+1 PAD_A, codes_i, EOA, PAD_A
 
 Earlier assistant turns of a conversation are always rendered as text answers (the reference's multi-turn
@@ -245,14 +246,29 @@ def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int) -> _Block:
     return _Block(inputs, _ignored(inputs), ((utt_id, 2, n_positions),))
 
 
-def _answer_open(layout: TokenLayout, voice: str | None, speak: bool) -> np.ndarray:
-    """The ASSISTANT row, the last prompt position: answer/voice token for speech, ASR task token for text."""
-    audio = ("ANS_A" if voice is None else f"VOICE:{voice}") if speak else "ASR"
-    return _rows(layout, [layout.text_special("ASSISTANT")], audio=audio)
+def answer_token(task: str, user_spoke: bool, voice: str | None = None, speak: bool = False) -> str:
+    """The audio special that opens an answer, naming what is asked (paper.md §1.4, the reference's task tokens).
+
+    Spoken answers open with their voice (``ANS_A`` or ``VOICE:<name>``); text answers with a task token:
+    ``ASR`` to transcribe, ``AQA`` to answer a spoken question, ``TQA`` to answer a typed one. A TTS request
+    needs no token of its own: it is a spoken answer to a typed "repeat …" turn.
+    """
+    if speak:
+        return "ANS_A" if voice is None else f"VOICE:{voice}"
+    if voice is not None:
+        raise ValueError("a voice only applies to spoken answers (speak=True)")
+    if task == "asr":
+        return "ASR"
+    return "AQA" if user_spoke else "TQA"
 
 
-def _text_answer(layout: TokenLayout, ids: Sequence[int], labelled: bool) -> _Block:
-    head = _answer_open(layout, None, speak=False)
+def _answer_open(layout: TokenLayout, token: str) -> np.ndarray:
+    """The ASSISTANT row, the last prompt position, carrying ``token`` (see :func:`answer_token`)."""
+    return _rows(layout, [layout.text_special("ASSISTANT")], audio=token)
+
+
+def _text_answer(layout: TokenLayout, ids: Sequence[int], labelled: bool, token: str) -> _Block:
+    head = _answer_open(layout, token)
     body = _rows(layout, [*ids, layout.text_special("EOT")])
     inputs = np.concatenate([head, body])
     labels = _ignored(inputs)
@@ -289,7 +305,7 @@ def delay_codes(layout: TokenLayout, codes: np.ndarray, n_text: int) -> tuple[np
 
 
 def _speech_answer(layout: TokenLayout, ids: Sequence[int], codes: np.ndarray, voice: str | None) -> _Block:
-    head = _answer_open(layout, voice, speak=True)
+    head = _answer_open(layout, answer_token("", False, voice, speak=True))
     audio_in, audio_lab = delay_codes(layout, codes, len(ids))
     length = audio_in.shape[0]
     text = [*ids, layout.text_special("EOT")]
@@ -307,6 +323,12 @@ def _speech_answer(layout: TokenLayout, ids: Sequence[int], codes: np.ndarray, v
 
 def _speaks(turn: TokenizedTurn) -> bool:
     return turn.role == "assistant" and turn.speak and turn.audio_id is not None
+
+
+def _last_user_spoke(user_speech: Sequence[bool], turns: Sequence[TokenizedTurn]) -> bool:
+    """Whether the latest user turn before an answer was given as speech (False when there is none)."""
+    spoke = [s for s, t in zip(user_speech, turns, strict=False) if t.role == "user"]
+    return bool(spoke and spoke[-1])
 
 
 def choose_target(sample: TokenizedSample, rng: random.Random, train: bool) -> int:
@@ -365,7 +387,8 @@ def pack_tokenized(
         _user_speaks(t, sample.task, rng, config, train) if t.role == "user" else False for t in turns
     ]
     blocks = _context_blocks(
-        sample.id, turns[:-1], user_speech, layout, n_positions_by_utt, labelled_answers=not spoken_target
+        sample.id, turns[:-1], user_speech, layout, n_positions_by_utt, labelled_answers=not spoken_target,
+        task=sample.task,
     )
     answer = turns[-1]
     where = f"sample {sample.id!r} turn {len(turns) - 1}"
@@ -377,7 +400,8 @@ def pack_tokenized(
         codes = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
         blocks.append(_speech_answer(layout, answer.ids, codes, answer.voice))
     else:
-        blocks.append(_text_answer(layout, answer.ids, labelled=True))
+        token = answer_token(sample.task, _last_user_spoke(user_speech, turns))
+        blocks.append(_text_answer(layout, answer.ids, labelled=True, token=token))
     return _fit(blocks, [t.role for t in turns], sample, config.max_length)
 
 
@@ -388,6 +412,7 @@ def pack_prompt(
     *,
     speak: bool,
     voice: str | None = None,
+    task: str = "",
     max_length: int | None = None,
     sample_id: str = "prompt",
 ) -> PackedSample:
@@ -395,8 +420,9 @@ def pack_prompt(
 
     Rendered exactly like the context of a training sequence: user turns with an ``audio_id`` are speech
     (their ids ignored), assistant turns are text answers. The last row carries the answer/voice token
-    (``speak=True``) or the ASR task token (text answer), so a model continues with the answer's first
-    token. Labels are all ``IGNORE_INDEX``. Too long prompts lose their oldest turns first.
+    (``speak=True``) or the task token of a text answer (:func:`answer_token`; ``task="asr"`` asks for a
+    transcript), so a model continues with the answer's first token. Labels are all ``IGNORE_INDEX``. Too
+    long prompts lose their oldest turns first.
     """
     if not turns or turns[-1].role != "user":
         raise ValueError("a prompt must end with a user turn")
@@ -405,9 +431,9 @@ def pack_prompt(
     turns = tuple(turns)
     user_speech = [t.role == "user" and t.audio_id is not None for t in turns]
     blocks = _context_blocks(
-        sample_id, turns, user_speech, layout, n_positions_by_utt, labelled_answers=False
+        sample_id, turns, user_speech, layout, n_positions_by_utt, labelled_answers=False, task=task
     )
-    head = _answer_open(layout, voice, speak)
+    head = _answer_open(layout, answer_token(task, user_speech[-1], voice, speak))
     blocks.append(_Block(head, _ignored(head)))
     roles = [t.role for t in turns] + ["assistant"]
     return _fit(blocks, roles, TokenizedSample(sample_id, "", turns), max_length or 2**62)
@@ -420,8 +446,10 @@ def _context_blocks(
     layout: TokenLayout,
     n_positions_by_utt: Mapping[str, int],
     labelled_answers: bool,
+    task: str,
 ) -> list[_Block]:
-    """BOT, then one block per turn; assistant turns are text answers (labelled only if asked)."""
+    """BOT, then one block per turn; assistant turns are text answers (labelled only if asked) opened with the
+    task token their user turn asks for."""
     blocks = [_text_turn(layout, "BOT", ())]
     for i, (turn, speech_in) in enumerate(zip(turns, user_speech, strict=False)):
         where = f"sample {sample_id!r} turn {i}"
@@ -429,7 +457,8 @@ def _context_blocks(
         if turn.role == "system":
             blocks.append(_text_turn(layout, "SYSTEM", turn.ids))
         elif turn.role == "assistant":
-            blocks.append(_text_answer(layout, turn.ids, labelled=labelled_answers))
+            token = answer_token(task, _last_user_spoke(user_speech[:i], turns[:i]))
+            blocks.append(_text_answer(layout, turn.ids, labelled=labelled_answers, token=token))
         elif speech_in:
             if turn.audio_id not in n_positions_by_utt:
                 raise ValueError(f"{where}: no input features for utterance {turn.audio_id!r}")

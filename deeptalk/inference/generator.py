@@ -6,7 +6,7 @@ The network (``SpeechLM``) maps ids to logits; this module decides what to feed 
 * item ``audio`` carries the answer token (``ANS_A`` or a voice) on every audio stream at the last prompt
   position and produces the audio codes;
 * item ``text`` is the prompt as packed for a text answer (the reference keeps ``PAD_A`` there; this
-  project's packing writes the ``ASR`` task token before every text answer) and produces the text.
+  project's packing writes the text answer's task token, ``AQA`` or ``TQA``) and produces the text.
 
 The sampled text token is written into both items. After the text's ``EOT`` the text item and its KV cache
 are dropped and the audio item continues with ``PAD_T`` on the text stream. Audio stream ``i`` lags the text

@@ -2,7 +2,7 @@
 
 The conversation so far (``TokenizedTurn``s) is packed by :func:`deeptalk.data.packing.pack_prompt`, which
 renders context exactly as training sequences do and ends with the ``ASSISTANT`` row of a text answer
-(``ASR`` task token). The generator rewrites that row's audio streams for the audio item of a spoken answer.
+(its task token: ``ASR``, ``AQA`` or ``TQA``). The generator rewrites that row's audio streams for the audio item of a spoken answer.
 """
 
 from __future__ import annotations
@@ -25,14 +25,15 @@ def build_prompt(
     mels_by_utt: Mapping[str, torch.Tensor],
     n_positions_by_utt: Mapping[str, int],
     max_length: int,
+    task: str = "",
 ) -> Prompt:
     """Pack ``turns`` (ending with the user turn to answer) into a prompt that ends at the ``ASSISTANT`` row.
 
     ``mels_by_utt`` holds each user utterance's log-mel ``[M, F]`` (padded to the encoder's input length).
     Oldest turns are dropped to fit ``max_length`` positions; a prompt whose last user turn alone does not
-    fit raises ValueError.
+    fit raises ValueError. ``task="asr"`` asks for a transcript instead of an answer.
     """
-    packed = pack_prompt(turns, layout, n_positions_by_utt, speak=False, max_length=max_length)
+    packed = pack_prompt(turns, layout, n_positions_by_utt, speak=False, task=task, max_length=max_length)
     end = len(packed) - 1  # the ASSISTANT row, unless cutting to max_length removed it
     if packed.input_ids[end, layout.text_stream] != layout.text_special("ASSISTANT"):
         raise ValueError(f"the conversation does not fit {max_length} prompt positions; shorten the input")

@@ -103,7 +103,7 @@ class Session:
         """ASR: the transcript of 16 kHz mono ``audio`` as text events (history untouched)."""
         t0 = time.perf_counter()
         user, features = self._user_turn(audio, None)
-        prompt = self._prompt(self.engine.tasks.asr_turns(user), features)
+        prompt = self._prompt(self.engine.tasks.asr_turns(user), features, task="asr")
         self._stop.clear()
         return self._stream(prompt, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps, t0=t0)
 
@@ -157,11 +157,15 @@ class Session:
         utt = f"u{self.state.n_utterances}"
         return TokenizedTurn("user", (), audio_id=utt, speak=True), {utt: self.engine.encode_audio(audio)}
 
-    def _prompt(self, turns: list[TokenizedTurn], features: dict[str, tuple[torch.Tensor, int]]) -> Prompt:
+    def _prompt(
+        self, turns: list[TokenizedTurn], features: dict[str, tuple[torch.Tensor, int]], task: str = ""
+    ) -> Prompt:
         st = self.state
         mels = {**st.mels, **{u: f[0] for u, f in features.items()}}
         n_positions = {**st.n_positions, **{u: f[1] for u, f in features.items()}}
-        return build_prompt(turns, self.engine.layout, mels, n_positions, self.engine.max_prompt_positions)
+        return build_prompt(
+            turns, self.engine.layout, mels, n_positions, self.engine.max_prompt_positions, task=task
+        )
 
     def _stream(
         self,

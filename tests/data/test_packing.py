@@ -124,6 +124,21 @@ def test_text_answer_carries_asr_token_and_no_audio_labels():
     assert len(packed) == p0 + 4
 
 
+@pytest.mark.parametrize(
+    ("task", "spoken", "token"), [("asr", True, "ASR"), ("rqa", True, "AQA"), ("rqa", False, "TQA"), ("tqa", False, "TQA")]
+)
+def test_text_answers_name_their_task(task, spoken, token):
+    """Transcribing and answering must not look alike to the model: each opens with its own task token."""
+    user = Turn("user", "hello world", audio_id="u" if spoken else None, speak=spoken)
+    sample = Sample("t", task, "validation", (user, Turn("assistant", "hello")))
+    packed = pack_sample(sample, LAYOUT, TOK, {}, {"u": 5}, random.Random(0), train=False)
+    p0 = answer_start(packed.input_ids, LAYOUT)
+    assert packed.input_ids[p0, :3].tolist() == [LAYOUT.audio_special(token, s) for s in range(3)]
+    history = tokenize_sample(sample, TOK).turns[:-1]
+    prompt = pack_prompt(history, LAYOUT, {"u": 5}, speak=False, task=task)
+    assert np.array_equal(prompt.input_ids, packed.input_ids[: p0 + 1])
+
+
 def test_multiturn_targets_only_last_turn_and_random_truncation_in_training():
     sample = spoken_qa(n_turns=3)
     codes = codes_for(["a0", "a1", "a2"])
@@ -339,7 +354,7 @@ def test_pack_prompt_equals_the_training_prefix():
     assert np.array_equal(prompt.input_ids, packed.input_ids[: p0 + 1])
     assert prompt.audio == packed.audio and (prompt.labels == IGNORE_INDEX).all()
     text = pack_prompt(history, LAYOUT, n_pos, speak=False)
-    assert text.input_ids[-1, :3].tolist() == [LAYOUT.audio_special("ASR", s) for s in range(3)]
+    assert text.input_ids[-1, :3].tolist() == [LAYOUT.audio_special("AQA", s) for s in range(3)]
     with pytest.raises(ValueError, match="end with a user turn"):
         pack_prompt(tokenize_sample(sample, TOK).turns, LAYOUT, n_pos, speak=True)
     with pytest.raises(ValueError, match="voice"):

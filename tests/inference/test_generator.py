@@ -88,7 +88,7 @@ def test_text_item_keeps_the_prompt_and_audio_item_gets_the_answer_token():
     net = ScriptedNetwork(LAYOUT, text=[3], eoa_step=2)
     gen = Generator(net, GREEDY)
     p = prompt(LAYOUT)
-    p.input_ids[-1, :7] = torch.tensor([LAYOUT.audio_special("ASR", i) for i in range(7)])
+    p.input_ids[-1, :7] = torch.tensor([LAYOUT.audio_special("AQA", i) for i in range(7)])
     list(gen.generate(p, speak=True, max_steps=5))
     fed = net.prompt_ids
     assert torch.equal(fed[1], p.input_ids)
