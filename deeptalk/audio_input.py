@@ -14,8 +14,10 @@ ENCODER_FRAMES_PER_SECOND = 50  # Whisper: 100 mel frames/s, conv stride 2
 
 @dataclass(frozen=True)
 class AudioInputConfig:
-    """Whisper-style encoder + projector. ``projector_stride`` stacks that many 50 Hz encoder frames into one
-    LLM position (1 = the reference's 50 Hz; 4 = 12.5 Hz as in LUCY, cheap enough for CPU profiles)."""
+    """Frozen pretrained Whisper encoder + trained projector. ``projector_stride`` stacks that many 50 Hz encoder
+    frames into one LLM position (1 = the reference's 50 Hz; 4 = 12.5 Hz as in LUCY, cheap enough for CPU
+    profiles). The encoder geometry fields describe ``encoder_checkpoint`` (checked when it loads); without a
+    checkpoint (unit tests only) an encoder of that geometry is built with random weights."""
 
     sample_rate: int = 16000
     n_mels: int = 80
@@ -26,7 +28,8 @@ class AudioInputConfig:
     encoder_ffn_dim: int = 256
     projector_stride: int = 4
     projector_hidden: int = 256
-    encoder_checkpoint: str | None = None  # local HF Whisper directory (paper profile); None = from config
+    encoder_checkpoint: str | None = None  # local HF Whisper dir (relative: to the project root); None = random
+    encoder_source: str = "tiny.en"  # what prepare_encoder converts into models/encoder: tiny.en | base | a CT2 dir
 
     @property
     def mel_frames(self) -> int:

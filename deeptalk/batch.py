@@ -2,11 +2,12 @@
 
 Packing (``deeptalk.data``) produces them, the speech LM (``deeptalk.model``) consumes them, the training
 runner and the streaming generator only move them around. Shapes use B batch, T positions, S = K+1 streams,
-N user-audio segments in the batch, M log-mel bins, F mel frames.
+N user-audio segments in the batch, F encoder frames, D encoder width.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
@@ -16,9 +17,11 @@ import torch
 class AudioSegments:
     """User audio placed into sequences: segment n fills ``n_positions[n]`` consecutive positions of
     sequence ``batch_index[n]`` starting at ``start[n]``; at those positions the K audio-stream embeddings
-    are replaced by the projected encoder features (the reference's ``replace_with_whisper_feature``)."""
+    are replaced by the projected encoder features (the reference's ``replace_with_whisper_feature``).
+    The frozen encoder's frames are given, not log-mels: they are computed once (the ``encode`` step, or
+    ``SpeechLM.encode_speech`` when serving) and the projector reads ``projector_stride`` frames a position."""
 
-    mels: torch.Tensor  # [N, M, F] float log-mel, padded to the encoder's fixed input length
+    frames: torch.Tensor  # [N, F, D] float encoder frames, zero-padded to the longest segment of the batch
     n_positions: torch.Tensor  # [N] long, positions the segment occupies (AudioInputConfig.n_positions)
     batch_index: torch.Tensor  # [N] long
     start: torch.Tensor  # [N] long
@@ -42,3 +45,14 @@ class SpeechBatch:
             labels=None if self.labels is None else self.labels.to(device),
             audio=None if self.audio is None else self.audio.to(device),
         )
+
+
+def pad_frames(frames: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack encoder frames ``[F_n, D]`` of different lengths into ``[N, max F, D]`` (zeros after each end)."""
+    widths = {f.shape[-1] for f in frames}
+    if len(widths) != 1 or any(f.ndim != 2 for f in frames):
+        raise ValueError(f"encoder frames must be [F, D] with one D, got {sorted({tuple(f.shape) for f in frames})}")
+    out = frames[0].new_zeros(len(frames), max(f.shape[0] for f in frames), widths.pop())
+    for i, f in enumerate(frames):
+        out[i, : f.shape[0]] = f
+    return out

@@ -155,21 +155,32 @@ def load_config(
     if "gates" in params:  # top-level `gates:` is the user-facing spelling of evaluation.gates
         sections["evaluation"] = _override(sections["evaluation"], {"gates": params["gates"]}, "gates")
     audio_input = _override(audio_input_for_profile(name), params.get("audio_input", {}), "audio_input")
+    paths = Paths(Path(root) if root is not None else params_path.resolve().parent)
+    if audio_input.encoder_checkpoint is not None and not Path(audio_input.encoder_checkpoint).is_absolute():
+        audio_input = dataclasses.replace(
+            audio_input, encoder_checkpoint=str(paths.root.resolve() / audio_input.encoder_checkpoint)
+        )
     return ProjectConfig(
         profile=name,
         seed=int(params.get("seed", 0)),
         threads=int(params.get("threads", 0)),
-        paths=Paths(Path(root) if root is not None else params_path.resolve().parent),
+        paths=paths,
         audio_input=audio_input,
         **sections,
     )
 
 
+# Whisper geometries (STACK.md): tiny.en d 384 × 4 layers (8.2 M params), base d 512 × 6 layers (20.6 M).
+WHISPER_TINY_EN = dict(encoder_layers=4, encoder_dim=384, encoder_heads=6, encoder_ffn_dim=1536, encoder_source="tiny.en")
+WHISPER_BASE = dict(encoder_layers=6, encoder_dim=512, encoder_heads=8, encoder_ffn_dim=2048, encoder_source="base")
+
+
 def audio_input_for_profile(profile: str) -> AudioInputConfig:
+    """tiny and small read the Whisper that ``prepare_encoder`` converts into ``models/encoder``."""
     if profile == "tiny":
-        return AudioInputConfig()
+        return AudioInputConfig(**WHISPER_TINY_EN, projector_hidden=512, encoder_checkpoint="models/encoder")
     if profile == "small":
-        return AudioInputConfig(encoder_layers=4, encoder_dim=256, encoder_ffn_dim=1024, projector_hidden=1024)
+        return AudioInputConfig(**WHISPER_BASE, projector_hidden=1024, encoder_checkpoint="models/encoder")
     # paper: whisper-medium encoder from a local directory, 50 Hz positions, 30 s windows
     return AudioInputConfig(
         max_seconds=30.0, encoder_layers=24, encoder_dim=1024, encoder_heads=16, encoder_ffn_dim=4096,

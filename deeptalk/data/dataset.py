@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deeptalk.batch import AudioSegments, SpeechBatch
+from deeptalk.batch import AudioSegments, SpeechBatch, pad_frames
 from deeptalk.data.packing import (
     PackedSample,
     PackingConfig,
@@ -72,14 +72,14 @@ def draw_rng(seed: int, epoch: int, sample_id: str) -> random.Random:
 
 @dataclass
 class Example:
-    """A packed sample with one log-mel ``[n_mels, mel_frames]`` per entry of ``packed.audio``."""
+    """A packed sample with the encoder frames ``[F, D]`` of each entry of ``packed.audio``."""
 
     packed: PackedSample
-    mels: list[np.ndarray] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
 
 
 class SequenceDataset(Dataset):
-    """Packed conversations of one split (optionally some tasks) with their user-audio log-mels.
+    """Packed conversations of one split (optionally some tasks) with their user-audio encoder frames.
 
     ``dataset[i]`` packs with the current epoch (:meth:`set_epoch`); ``dataset[(epoch, i)]`` names the epoch
     explicitly, which is what :class:`EpochSampler` yields (safe with DataLoader workers and resume).
@@ -151,8 +151,9 @@ class SequenceDataset(Dataset):
             rng,
             train=self.train,
             config=self.packing,
+            token_frames_by_utt=self.store.token_frames,
         )
-        return Example(packed, [self.store.mel(a.utt_id) for a in packed.audio])
+        return Example(packed, [self.store.frames(a.utt_id) for a in packed.audio])
 
     def collate(self, examples: Sequence[Example]) -> SpeechBatch:
         """``DataLoader(ds, collate_fn=ds.collate)``."""
@@ -196,7 +197,7 @@ def collate(examples: Sequence[Example | PackedSample], layout: TokenLayout) -> 
     input_ids = pad.expand(b, t_max, s).clone()
     labels = torch.full((b, t_max, s), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros(b, t_max, dtype=torch.long)
-    mels, n_pos, batch_index, start = [], [], [], []
+    frames, n_pos, batch_index, start = [], [], [], []
     for i, ex in enumerate(examples):
         p = ex.packed
         if p.input_ids.ndim != 2 or p.input_ids.shape[1] != s or p.labels.shape != p.input_ids.shape:
@@ -204,26 +205,26 @@ def collate(examples: Sequence[Example | PackedSample], layout: TokenLayout) -> 
                 f"sample {p.sample_id!r}: ids {p.input_ids.shape} / labels {p.labels.shape} "
                 f"do not match {s} streams"
             )
-        if len(ex.mels) != len(p.audio):
-            raise ValueError(f"sample {p.sample_id!r}: {len(p.audio)} audio segments but {len(ex.mels)} mels")
+        if len(ex.frames) != len(p.audio):
+            raise ValueError(
+                f"sample {p.sample_id!r}: {len(p.audio)} audio segments but {len(ex.frames)} frame arrays"
+            )
         n = len(p)
         input_ids[i, :n] = torch.from_numpy(np.asarray(p.input_ids, dtype=np.int64))
         labels[i, :n] = torch.from_numpy(np.asarray(p.labels, dtype=np.int64))
         attention[i, :n] = 1
-        for ref, mel in zip(p.audio, ex.mels, strict=False):
-            mels.append(torch.as_tensor(np.asarray(mel, dtype=np.float32)))
+        for ref, f in zip(p.audio, ex.frames, strict=False):
+            frames.append(torch.as_tensor(np.asarray(f, dtype=np.float32)))
             n_pos.append(ref.n_positions)
             batch_index.append(i)
             start.append(ref.start)
     audio = None
-    if mels:
-        shapes = {tuple(m.shape) for m in mels}
-        if len(shapes) != 1:
-            raise ValueError(f"log-mels of one batch must share a shape, got {sorted(shapes)}")
+    if frames:
         audio = AudioSegments(
-            mels=torch.stack(mels),
+            frames=pad_frames(frames),
             n_positions=torch.tensor(n_pos, dtype=torch.long),
             batch_index=torch.tensor(batch_index, dtype=torch.long),
             start=torch.tensor(start, dtype=torch.long),
         )
     return SpeechBatch(input_ids=input_ids, attention_mask=attention, labels=labels, audio=audio)
+

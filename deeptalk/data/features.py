@@ -1,19 +1,22 @@
-"""Log-mel input features: 16 kHz mono waveform → Whisper log-mel ``[n_mels, mel_frames]``.
+"""Speech input features: 16 kHz mono waveform → Whisper log-mel → frozen-encoder frames ``[F, d_model]``.
 
 Uses transformers' ``WhisperFeatureExtractor`` (the reference feeds Whisper-medium 80×3000 log-mels), with
 the window set by :class:`~deeptalk.audio_input.AudioInputConfig` so the encoder input length and the number
 of sequence positions (``AudioInputConfig.n_positions``) agree everywhere.
 
-Stored features are *trimmed*: Whisper pads every clip to the full window, and all frames past the end of the
-speech hold one constant (the clamped floor). :func:`trim` keeps the frames before that run plus the constant,
-:func:`untrim` restores the exact padded array.
+The encoder is pretrained and frozen, so the ``encode`` step stores its outputs and training never runs it;
+:class:`SpeechFeatureExtractor` is the one implementation of wav → frames, used by that step and by the service.
+It runs the encoder on the clip's own positions (``2 · projector_stride · n_positions`` mel frames, see
+``deeptalk.model.audio_encoder.encode_trimmed``), not on the padded window.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from transformers import WhisperFeatureExtractor
 
 from deeptalk.audio_input import AudioInputConfig
@@ -87,18 +90,32 @@ class LogMelExtractor:
         return Features(mel=mel, n_samples=int(wav.size), n_positions=self.cfg.n_positions(int(wav.size)))
 
 
-def trim(mel: np.ndarray) -> tuple[np.ndarray, float]:
-    """Drop the constant padding tail: returns ``(mel[:, :n], fill)`` with ``untrim`` restoring ``mel``."""
-    fill = float(mel[0, -1])
-    varying = np.flatnonzero((mel != fill).any(axis=0))
-    n = int(varying[-1]) + 1 if varying.size else 0
-    return np.ascontiguousarray(mel[:, :n]), fill
+@dataclass(frozen=True)
+class SpeechFeatures:
+    """Frozen-encoder frames of one utterance: what the projector reads at its ``n_positions`` positions."""
+
+    frames: np.ndarray  # [projector_stride · n_positions, d_model] float32
+    n_samples: int
+    n_positions: int
 
 
-def untrim(mel: np.ndarray, fill: float, n_frames: int) -> np.ndarray:
-    """Pad a trimmed log-mel back to ``n_frames`` frames with its constant ``fill``."""
-    if mel.shape[1] > n_frames:
-        raise ValueError(f"trimmed mel has {mel.shape[1]} frames, more than the window's {n_frames}")
-    out = np.full((mel.shape[0], n_frames), fill, dtype=np.float32)
-    out[:, : mel.shape[1]] = mel
-    return out
+class SpeechFeatureExtractor:
+    """wav → log-mel → frozen encoder frames, trimmed to the positions the utterance occupies.
+
+    ``encode`` maps a log-mel ``[n_mels, F]`` (F even) to encoder frames ``[F / 2, d_model]``: the model's
+    ``SpeechLM.encode_speech`` when serving, ``encode_trimmed`` over the converted encoder in the encode step.
+    """
+
+    def __init__(self, cfg: AudioInputConfig, encode: Callable[[torch.Tensor], torch.Tensor]):
+        self.cfg = cfg
+        self.log_mel = LogMelExtractor(cfg)
+        self.encode = encode
+
+    def __call__(self, wav: np.ndarray, sr: int) -> SpeechFeatures:
+        mel = self.log_mel(wav, sr)
+        n_mel = 2 * self.cfg.projector_stride * mel.n_positions  # ≤ the window: n_positions ≤ max_positions
+        with torch.inference_mode():
+            frames = self.encode(torch.from_numpy(mel.mel[:, :n_mel]))
+        return SpeechFeatures(frames.float().cpu().numpy(), mel.n_samples, mel.n_positions)
+
+

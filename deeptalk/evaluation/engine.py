@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deeptalk.inference.engine import Engine, log_mel_features
+from deeptalk.inference.engine import Engine, speech_features
 from deeptalk.inference.events import AudioChunk, Done, Event, Timings
 from deeptalk.inference.prompt import TaskPrompts
 
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int | None = None) -> Engine:
     """Engine over ``model_dir`` (a saved ``SpeechLM``), the pipeline's codec and the corpus tokenizer."""
     from deeptalk.codec import load_codec
-    from deeptalk.data.features import LogMelExtractor
     from deeptalk.data.text_tokenizer import load_tokenizer
     from deeptalk.model import SpeechLM
     from deeptalk.model.experts import RoutingMode
@@ -52,7 +51,7 @@ def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int
         max_upload_seconds=min(service.max_upload_seconds, audio_input.max_seconds),
     )
     return Engine(model=model, codec=codec, tokenizer=tokenizer,
-                  features=log_mel_features(LogMelExtractor(audio_input)), audio_input=audio_input,
+                  features=speech_features(model, audio_input), audio_input=audio_input,
                   config=service, tasks=TaskPrompts(tokenizer))
 
 

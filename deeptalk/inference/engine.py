@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 # sub-directories of a packaged model (see deeptalk.steps.package)
 MODEL_DIR, CODEC_DIR, TOKENIZER_DIR, META_FILE = "model", "codec", "tokenizer", "package.json"
 
-FeatureFn = Callable[[np.ndarray], torch.Tensor]  # 16 kHz mono → log-mel [M, F] at the encoder's input length
+# 16 kHz mono → (frozen-encoder frames [F, D], prompt positions): the training features (``speech_features``)
+FeatureFn = Callable[[np.ndarray], tuple[torch.Tensor, int]]
 
 
 class UnknownVoice(ValueError):
@@ -102,7 +103,7 @@ class Engine:
         return voice
 
     def encode_audio(self, wav: np.ndarray) -> tuple[torch.Tensor, int]:
-        """Log-mel features and the number of prompt positions of one 16 kHz mono utterance."""
+        """Encoder frames and the number of prompt positions of one 16 kHz mono utterance."""
         wav = np.asarray(wav, dtype=np.float32)
         if wav.ndim != 1 or wav.size == 0:
             raise ValueError(f"audio must be non-empty mono samples, got shape {wav.shape}")
@@ -111,7 +112,7 @@ class Engine:
             raise ValueError(
                 f"audio is {seconds:.2f} s long; the limit is {self.config.max_upload_seconds} s"
             )
-        return self.features(wav), self.audio_input.n_positions(wav.size)
+        return self.features(wav)
 
     # ---- capacity ---------------------------------------------------------------------------------------------
     def acquire(self, timeout_s: float | None = None) -> None:
@@ -180,7 +181,6 @@ class Engine:
         """Load from the pipeline's separate outputs (e.g. ``models/stages/s3``, ``models/codec``,
         ``data/raw/tokenizer``), as the evaluation step does."""
         from deeptalk.codec.registry import load_codec
-        from deeptalk.data.features import LogMelExtractor
         from deeptalk.data.text_tokenizer import load_tokenizer
         from deeptalk.model import SpeechLM
 
@@ -192,7 +192,7 @@ class Engine:
             model=model,
             codec=codec,
             tokenizer=tokenizer,
-            features=log_mel_features(LogMelExtractor(audio_input)),
+            features=speech_features(model, audio_input),
             audio_input=audio_input,
             config=config,
             tasks=TaskPrompts(tokenizer),
@@ -201,10 +201,14 @@ class Engine:
         )
 
 
-def log_mel_features(extractor: Any) -> FeatureFn:
-    """Adapt ``deeptalk.data.features.LogMelExtractor`` (the training features) to ``FeatureFn``."""
+def speech_features(model: Any, audio_input: AudioInputConfig) -> FeatureFn:
+    """wav → the model's frozen-encoder frames, exactly as the encode step computed the training features."""
+    from deeptalk.data.features import SpeechFeatureExtractor
 
-    def features(wav: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(extractor(wav, extractor.cfg.sample_rate).mel)
+    extractor = SpeechFeatureExtractor(audio_input, model.encode_speech)
+
+    def features(wav: np.ndarray) -> tuple[torch.Tensor, int]:
+        out = extractor(wav, audio_input.sample_rate)
+        return torch.from_numpy(out.frames), out.n_positions
 
     return features

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from deeptalk.batch import AudioSegments
+from deeptalk.batch import AudioSegments, pad_frames
 from deeptalk.data.corpus import TTS_PROMPT
 from deeptalk.data.packing import TokenizedTurn, pack_prompt
 from deeptalk.inference.generator import Prompt
@@ -22,14 +22,14 @@ from deeptalk.tokens import TokenLayout
 def build_prompt(
     turns: Sequence[TokenizedTurn],
     layout: TokenLayout,
-    mels_by_utt: Mapping[str, torch.Tensor],
+    frames_by_utt: Mapping[str, torch.Tensor],
     n_positions_by_utt: Mapping[str, int],
     max_length: int,
     task: str = "",
 ) -> Prompt:
     """Pack ``turns`` (ending with the user turn to answer) into a prompt that ends at the ``ASSISTANT`` row.
 
-    ``mels_by_utt`` holds each user utterance's log-mel ``[M, F]`` (padded to the encoder's input length).
+    ``frames_by_utt`` holds each user utterance's encoder frames ``[F, D]`` (``Engine.encode_audio``).
     Oldest turns are dropped to fit ``max_length`` positions; a prompt whose last user turn alone does not
     fit raises ValueError. ``task="asr"`` asks for a transcript instead of an answer.
     """
@@ -41,7 +41,7 @@ def build_prompt(
     if packed.audio:
         refs = packed.audio
         audio = AudioSegments(
-            mels=torch.stack([mels_by_utt[r.utt_id] for r in refs]),
+            frames=pad_frames([frames_by_utt[r.utt_id] for r in refs]),
             n_positions=torch.tensor([r.n_positions for r in refs], dtype=torch.long),
             batch_index=torch.zeros(len(refs), dtype=torch.long),
             start=torch.tensor([r.start for r in refs], dtype=torch.long),

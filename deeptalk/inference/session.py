@@ -30,16 +30,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SessionState:
-    """Conversation context: tokenised turns and the log-mels of the user audio they refer to."""
+    """Conversation context: tokenised turns and the encoder frames of the user audio they refer to."""
 
     turns: list[TokenizedTurn] = field(default_factory=list)
-    mels: dict[str, torch.Tensor] = field(default_factory=dict)
+    frames: dict[str, torch.Tensor] = field(default_factory=dict)
     n_positions: dict[str, int] = field(default_factory=dict)
     n_utterances: int = 0
 
     def reset(self) -> None:
         self.turns.clear()
-        self.mels.clear()
+        self.frames.clear()
         self.n_positions.clear()
         self.n_utterances = 0
 
@@ -50,8 +50,8 @@ class SessionState:
             while self.turns and self.turns[0].role != "user":
                 self.turns.pop(0)
         used = {t.audio_id for t in self.turns}
-        for utt in [u for u in self.mels if u not in used]:
-            del self.mels[utt]
+        for utt in [u for u in self.frames if u not in used]:
+            del self.frames[utt]
             del self.n_positions[utt]
 
 
@@ -127,7 +127,7 @@ class Session:
         """History gets the user turn and the answer text as far as it was generated (also when interrupted)."""
         st = self.state
         if features:
-            st.mels[user.audio_id], st.n_positions[user.audio_id] = features[user.audio_id]
+            st.frames[user.audio_id], st.n_positions[user.audio_id] = features[user.audio_id]
             st.n_utterances += 1
         st.turns.extend([user, TokenizedTurn("assistant", tuple(answer))])
         st.trim(self.engine.config.max_history_turns)
@@ -161,10 +161,10 @@ class Session:
         self, turns: list[TokenizedTurn], features: dict[str, tuple[torch.Tensor, int]], task: str = ""
     ) -> Prompt:
         st = self.state
-        mels = {**st.mels, **{u: f[0] for u, f in features.items()}}
+        frames = {**st.frames, **{u: f[0] for u, f in features.items()}}
         n_positions = {**st.n_positions, **{u: f[1] for u, f in features.items()}}
         return build_prompt(
-            turns, self.engine.layout, mels, n_positions, self.engine.max_prompt_positions, task=task
+            turns, self.engine.layout, frames, n_positions, self.engine.max_prompt_positions, task=task
         )
 
     def _stream(

@@ -11,7 +11,7 @@ weight decay would otherwise still shrink frozen rows (STACK.md). Build a fresh 
 Group membership (a parameter may be in several groups; it trains if any selected group covers it):
 - EMBEDDINGS: the whole tied embedding/head; NEW_EMBEDDING_ROWS: its rows from ``layout.text_vocab_size`` on
   (text specials + all audio blocks), i.e. the "strict" recipe that leaves every original text row untouched.
-- PROJECTOR, AUDIO_ENCODER (Whisper's fixed sinusoidal positions never train).
+- PROJECTOR (the pretrained Whisper encoder is frozen at every profile and never trains).
 - ATTENTION: self-attention of MoE layers (incl. MLA's internal norms); DENSE_LAYER0: attention + FFN of the
   leading dense layer(s).
 - SPEECH_EXPERTS / TEXT_EXPERTS: rows of the routed experts named / not named by the split (original experts);
@@ -29,7 +29,6 @@ from enum import Enum
 import torch
 from torch import nn
 
-from deeptalk.model.audio_encoder import FIXED_ENCODER_PARAMS
 from deeptalk.model.backbone import decoder_layers
 from deeptalk.model.experts import ExpertSplit
 
@@ -40,7 +39,6 @@ class ParamGroup(str, Enum):
     EMBEDDINGS = "embeddings"
     NEW_EMBEDDING_ROWS = "new_embedding_rows"
     PROJECTOR = "projector"
-    AUDIO_ENCODER = "audio_encoder"
     ATTENTION = "attention"
     DENSE_LAYER0 = "dense_layer0"
     SPEECH_EXPERTS = "speech_experts"
@@ -96,10 +94,6 @@ def apply_trainable(
     if ParamGroup.PROJECTOR in groups:
         for p in model.projector.parameters():
             plan.add_full(p)
-    if ParamGroup.AUDIO_ENCODER in groups:
-        for name, p in model.audio_encoder.named_parameters():
-            if name not in FIXED_ENCODER_PARAMS:
-                plan.add_full(p)
     if ParamGroup.NORMS in groups:
         plan.add_full(backbone.model.norm.weight)
 

@@ -2,7 +2,8 @@
 
 Per position the input is the mean of the K+1 stream embeddings (reference: ``torch.mean(inputs_embeds,
 dim=2)``); at user-audio feature positions the K audio-stream embeddings are replaced by projected Whisper
-features. One tied head covers the whole ``TokenLayout``; each stream's logits are its slice of it.
+frames. The Whisper encoder is pretrained and frozen: batches carry its frames (computed once by the encode
+step; :meth:`SpeechLM.encode_speech` computes them when serving), so training runs only the projector. One tied head covers the whole ``TokenLayout``; each stream's logits are its slice of it.
 The backbone is transformers' own model with maskable routers (see ``routers.py``); routing mode and
 trainable groups are set by the training stage, never read from a checkpoint.
 """
@@ -25,7 +26,7 @@ from transformers.cache_utils import Cache
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from deeptalk.batch import AudioSegments, SpeechBatch
-from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder
+from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder, encode_trimmed, freeze
 from deeptalk.model.backbone import MoELayer, build_backbone, load_backbone, moe_layers, resize_vocab
 from deeptalk.model.config import LossConfig, SpeechLMConfig
 from deeptalk.model.experts import ExpertSplit, RoutingMode
@@ -67,7 +68,7 @@ class SpeechLM(nn.Module):
             )
         self.cfg = cfg
         self.backbone = backbone
-        self.audio_encoder = audio_encoder
+        self.audio_encoder = freeze(audio_encoder)
         self.projector = projector
         self.n_added_experts = n_added_experts
         self._routing_mode = RoutingMode.NONE
@@ -221,16 +222,9 @@ class SpeechLM(nn.Module):
             yield recorder
 
     # ---- forward ----------------------------------------------------------------------------------------------
-    def encode_audio(self, mels: torch.Tensor) -> torch.Tensor:
-        """[N, M, F] log-mel (F = AudioInputConfig.mel_frames) → [N, max_positions, hidden] projected features."""
-        expected = self.cfg.audio_input.mel_frames
-        if mels.ndim != 3 or mels.shape[1] != self.cfg.audio_input.n_mels or mels.shape[2] != expected:
-            raise ValueError(
-                f"mels must be [N, {self.cfg.audio_input.n_mels}, {expected}] (padded to the encoder's fixed "
-                f"length), got {tuple(mels.shape)}"
-            )
-        frames = self.audio_encoder(mels.to(self.projector.fc1.weight.dtype)).last_hidden_state
-        return self.projector(frames)
+    def encode_speech(self, mel: torch.Tensor) -> torch.Tensor:
+        """Frozen-encoder frames ``[F / 2, D]`` of one clip's log-mel ``[n_mels, F]`` (see ``encode_trimmed``)."""
+        return encode_trimmed(self.audio_encoder, mel)
 
     def embed(self, batch: SpeechBatch, text_only: bool = False) -> torch.Tensor:
         """[B, T, H] input embeddings: mean over the K+1 stream embeddings, audio features spliced in.
@@ -254,7 +248,13 @@ class SpeechLM(nn.Module):
         return emb.mean(dim=2)
 
     def _splice_audio(self, emb: torch.Tensor, audio: AudioSegments) -> torch.Tensor:
-        feats = self.encode_audio(audio.mels).to(emb.dtype)  # [N, P, H]
+        frames = audio.frames
+        if frames.ndim != 3 or frames.shape[-1] != self.projector.fc1.in_features // self.projector.stride:
+            raise ValueError(
+                f"AudioSegments.frames must be [N, F, {self.projector.fc1.in_features // self.projector.stride}] "
+                f"encoder frames, got {tuple(frames.shape)}"
+            )
+        feats = self.projector(frames.to(self.projector.fc1.weight.dtype)).to(emb.dtype)  # [N, P, H]
         n_pos = audio.n_positions.to(emb.device).long()
         if bool((n_pos < 1).any()) or int(n_pos.max()) > feats.shape[1]:
             raise ValueError(f"AudioSegments.n_positions must be in [1, {feats.shape[1]}], got {n_pos.tolist()}")
@@ -347,9 +347,9 @@ class SpeechLM(nn.Module):
         )
 
     def _unused_audio_term(self) -> torch.Tensor | float:
-        """0 × the trainable audio-path parameters: keeps them in the graph for text-only batches (the reference's
+        """0 × the trainable projector parameters: keeps them in the graph for text-only batches (the reference's
         zero-weighted dummy pass, which DeepSpeed needs to see a gradient for every trainable parameter)."""
-        params = [p for m in (self.audio_encoder, self.projector) for p in m.parameters() if p.requires_grad]
+        params = [p for p in self.projector.parameters() if p.requires_grad]
         if not params:
             return 0.0
         return 0.0 * sum(p.sum() for p in params)

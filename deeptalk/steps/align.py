@@ -1,4 +1,4 @@
-"""Step ``align`` (S1): projector, audio encoder and new embedding rows on ASR; backbone frozen."""
+"""Step ``align`` (S1): projector and new embedding rows on ASR; frozen Whisper encoder and backbone."""
 
 from __future__ import annotations
 

@@ -56,7 +56,6 @@ class TrainingConfig:
     warmup_ratio: float = 0.03
     grad_clip: float = 1.0
     weight_decay: float = 0.0  # the reference trains with weight decay 0
-    train_audio_encoder: bool = True  # S1 trains the encoder when it has no pretrained weights (tiny/small)
     deepspeed_config: str = "zero2"  # configs/deepspeed/<name>.json
     gradient_checkpointing: bool = False  # trades compute for memory; used on GPU profiles
     bf16: bool = False  # honoured only on CUDA devices; CPU trains in fp32
@@ -134,7 +133,6 @@ class TrainingConfig:
                 moextend_experts=8,
                 checkpoint_every=400,
                 log_every=50,
-                train_audio_encoder=False,  # Whisper-medium stays frozen, as in every reference stage
                 deepspeed_config="zero2_offload",
                 gradient_checkpointing=True,
                 bf16=True,

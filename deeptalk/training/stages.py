@@ -135,8 +135,8 @@ def _s3(name: str, init: str, added: bool = False) -> StageSpec:
 
 
 def stage_plans(training: TrainingConfig) -> dict[str, StagePlan]:
-    """Every named stage and baseline. ``training`` selects which baselines exist and whether S1 trains the
-    audio encoder (it has no pretrained weights at tiny/small; Whisper stays frozen at paper scale)."""
+    """Every named stage and baseline; ``training`` selects which baselines exist. The pretrained Whisper
+    encoder is frozen in every stage (paper.md §3), as at paper scale."""
     plans = {
         "text_pretrain": StagePlan("text_pretrain", (StageSpec(
             name="text_pretrain", budget="text_pretrain", init_from="new", split=SPLIT_NONE,
@@ -145,11 +145,9 @@ def stage_plans(training: TrainingConfig) -> dict[str, StagePlan]:
         ),)),
         "s1": StagePlan("s1", (StageSpec(
             name="s1", budget="s1", init_from="base", split=SPLIT_NONE, routing=RoutingMode.NONE,
-            trainable=frozenset({G.PROJECTOR, G.NEW_EMBEDDING_ROWS})
-            | ({G.AUDIO_ENCODER} if training.train_audio_encoder else frozenset()),
+            trainable=frozenset({G.PROJECTOR, G.NEW_EMBEDDING_ROWS}),
             data=ASR,
-            description="align: projector, audio encoder (no pretrained weights at tiny/small), new embedding "
-            "rows; backbone frozen",
+            description="align: projector and new embedding rows; pretrained Whisper encoder and backbone frozen",
         ),)),
         "s2a": StagePlan("s2a", (_s2a("s2a", "s1", SPLIT_PROFILED),)),
         "s2b": StagePlan("s2b", (_s2b("s2b", "s2a"),)),

@@ -19,7 +19,7 @@ from deeptalk.data.dataset import (
     collate,
     write_sequences,
 )
-from deeptalk.data.features import LogMelExtractor, trim
+from deeptalk.data.features import SpeechFeatureExtractor
 from deeptalk.data.packing import (
     PackingConfig,
     answer_start,
@@ -34,6 +34,13 @@ from deeptalk.tokens import IGNORE_INDEX, TokenLayout
 
 WORDS = "what is the capital of france paris hello world".split()
 AUDIO_CFG = AudioInputConfig(max_seconds=2.0)
+ENCODER_DIM = 6
+
+
+def fake_encoder(mel: torch.Tensor) -> torch.Tensor:
+    """A stand-in for the frozen Whisper encoder: [n_mels, F] → [F / 2, ENCODER_DIM] (pairs of frames, averaged)."""
+    pooled = mel.T.reshape(-1, 2, mel.shape[0]).mean(1)
+    return pooled[:, :ENCODER_DIM]
 
 
 class WordTokenizer:
@@ -100,14 +107,13 @@ def project(tmp_path_factory):
         seed=3,
         profile="tiny",
     )
-    extractor = LogMelExtractor(AUDIO_CFG)
+    extractor = SpeechFeatureExtractor(AUDIO_CFG, fake_encoder)
     gen = np.random.default_rng(0)
     feats = {"q0": extractor(tone(0.9, 300), 16000), "q1": extractor(tone(0.5, 500), 16000)}
     codes = {"a0": gen.integers(0, 16, (3, 5)), "a1": gen.integers(0, 16, (3, 7))}
-    mels, rows = {}, []
+    frames, rows = {}, []
     for utt, f in feats.items():
-        kept, fill = trim(f.mel)
-        mels[utt] = kept
+        frames[utt] = f.frames
         rows.append(
             dict(
                 utt_id=utt,
@@ -117,8 +123,6 @@ def project(tmp_path_factory):
                 is_target=False,
                 n_samples=f.n_samples,
                 n_positions=f.n_positions,
-                mel_kept=kept.shape[1],
-                mel_fill=fill,
                 n_frames=0,
             )
         )
@@ -132,15 +136,14 @@ def project(tmp_path_factory):
                 is_target=True,
                 n_samples=0,
                 n_positions=0,
-                mel_kept=0,
-                mel_fill=0.0,
                 n_frames=c.shape[1],
             )
         )
     meta = ProcessedMeta(
-        n_mels=80, mel_frames=AUDIO_CFG.mel_frames, n_streams=3, codebook_size=16, frames_per_second=11.7
+        encoder_dim=ENCODER_DIM, frames_per_position=AUDIO_CFG.projector_stride, n_streams=3, codebook_size=16,
+        frames_per_second=11.7,
     )
-    write_processed(cfg.paths.processed, pd.DataFrame(rows), codes, mels, meta)
+    write_processed(cfg.paths.processed, pd.DataFrame(rows), codes, frames, meta)
     save_layout(LAYOUT, cfg.paths.sequences)
     tok = WordTokenizer()
     store = ProcessedStore(cfg.paths.processed)
@@ -178,12 +181,13 @@ def test_dataset_reads_tasks_of_a_split(project):
         SequenceDataset(project.cfg, "test")
 
 
-def test_items_carry_codes_and_exact_mels(project):
+def test_items_carry_codes_and_exact_frames(project):
     ds = SequenceDataset(project.cfg, "train", tasks=["aqa"], train=False)
     ex = ds[1]  # aqa-2: one spoken question, one spoken answer
     assert [a.utt_id for a in ex.packed.audio] == ["q1"]
     assert ex.packed.audio[0].n_positions == project.feats["q1"].n_positions
-    np.testing.assert_allclose(ex.mels[0], project.feats["q1"].mel, atol=2e-3)  # stored as float16
+    assert ex.frames[0].shape == (AUDIO_CFG.projector_stride * project.feats["q1"].n_positions, ENCODER_DIM)
+    np.testing.assert_allclose(ex.frames[0], project.feats["q1"].frames, atol=2e-3)  # stored as float16
     p0 = answer_start(ex.packed.input_ids, LAYOUT)
     assert ex.packed.input_ids[p0, 0] == LAYOUT.audio_special("VOICE:joe", 0)
     assert torch.equal(undelay(ex.packed.input_ids[p0 + 1 :], LAYOUT), torch.as_tensor(project.codes["a1"]))
@@ -228,7 +232,8 @@ def test_collate_pads_right_and_places_audio(project):
         assert torch.equal(batch.input_ids[i, :n], torch.from_numpy(examples[i].packed.input_ids))
     seg = batch.audio
     n_seg = sum(len(e.packed.audio) for e in examples)
-    assert seg.mels.shape == (n_seg, 80, AUDIO_CFG.mel_frames) and seg.mels.dtype == torch.float32
+    longest = AUDIO_CFG.projector_stride * max(int(n) for n in seg.n_positions)
+    assert seg.frames.shape == (n_seg, longest, ENCODER_DIM) and seg.frames.dtype == torch.float32
     for n in range(n_seg):
         row, start, npos = int(seg.batch_index[n]), int(seg.start[n]), int(seg.n_positions[n])
         ph = batch.input_ids[row, start : start + npos, 3]
@@ -243,7 +248,7 @@ def test_collate_without_audio_and_bad_input(project):
     with pytest.raises(ValueError, match="empty"):
         collate([], LAYOUT)
     spoken = SequenceDataset(project.cfg, "train", tasks=["aqa"])[1]
-    with pytest.raises(ValueError, match="mels"):
+    with pytest.raises(ValueError, match="frame arrays"):
         collate([Example(spoken.packed, [])], LAYOUT)
 
 

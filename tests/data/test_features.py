@@ -1,12 +1,13 @@
-"""Whisper log-mel features: window geometry, resampling, trimming round trip, bad input."""
+"""Speech features: Whisper log-mel window geometry, resampling, encoder frames per position, bad input."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from deeptalk.audio_input import AudioInputConfig
-from deeptalk.data.features import LogMelExtractor, trim, untrim
+from deeptalk.data.features import LogMelExtractor, SpeechFeatureExtractor
 
 CFG = AudioInputConfig(max_seconds=2.0)
 
@@ -44,13 +45,17 @@ def test_more_mels_follow_the_config():
     assert f.mel.shape == (128, 100)
 
 
-def test_trim_round_trip(extractor):
-    mel = extractor(tone(0.7, 16000), 16000).mel
-    kept, fill = trim(mel)
-    assert 70 <= kept.shape[1] <= 75
-    assert np.array_equal(untrim(kept, fill, CFG.mel_frames), mel)
-    with pytest.raises(ValueError, match="more than the window"):
-        untrim(mel, fill, 10)
+def test_speech_features_cover_exactly_the_positions_of_the_clip():
+    seen = []
+
+    def encoder(mel: torch.Tensor) -> torch.Tensor:  # the frozen encoder's contract: [M, F] → [F / 2, D]
+        seen.append(mel.shape)
+        return torch.zeros(mel.shape[1] // 2, 5)
+
+    f = SpeechFeatureExtractor(CFG, encoder)(tone(0.7, 16000), 16000)
+    assert f.n_positions == CFG.n_positions(int(0.7 * 16000)) == 9
+    assert seen == [(CFG.n_mels, 2 * CFG.projector_stride * 9)]  # the clip's own frames, not the window
+    assert f.frames.shape == (CFG.projector_stride * 9, 5) and f.frames.dtype == np.float32
 
 
 def test_bad_audio_raises(extractor):

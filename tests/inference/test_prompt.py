@@ -30,14 +30,14 @@ def test_prompt_is_the_training_packing_cut_after_the_assistant_row():
         "s", "rqa", "train", (Turn("user", "where is paris", "q1", True), Turn("assistant", "paris"))
     )
     packed = pack_sample(sample, LAYOUT, tok, {}, {"q1": 4}, random.Random(0), train=False)
-    mel = torch.randn(80, 10)
-    p = build_prompt([TokenizedTurn("user", (7, 6, 5), "q1", True)], LAYOUT, {"q1": mel}, {"q1": 4}, 64)
+    frames = torch.randn(16, 6)
+    p = build_prompt([TokenizedTurn("user", (7, 6, 5), "q1", True)], LAYOUT, {"q1": frames}, {"q1": 4}, 64)
     n = p.input_ids.shape[0]
     np.testing.assert_array_equal(p.input_ids.numpy(), packed.input_ids[:n])
     assert p.input_ids[-1, LAYOUT.text_stream] == LAYOUT.text_special("ASSISTANT")
     assert packed.input_ids[n, LAYOUT.text_stream] == tok.encode("paris")[0]  # the answer starts right after
     assert p.audio.start.tolist() == [packed.audio[0].start] and p.audio.n_positions.tolist() == [4]
-    assert torch.equal(p.audio.mels[0], mel) and p.audio.batch_index.tolist() == [0]
+    assert torch.equal(p.audio.frames[0], frames) and p.audio.batch_index.tolist() == [0]
 
 
 def test_old_turns_are_dropped_and_an_oversized_turn_is_refused():

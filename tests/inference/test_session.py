@@ -51,19 +51,19 @@ def test_multi_turn_history_grows_and_feeds_the_next_prompt(engine, user_wav):
     collect(s.respond(audio=user_wav, speak=False))
     roles = [t.role for t in s.state.turns]
     assert roles == ["user", "assistant", "user", "assistant"]
-    assert s.state.turns[2].audio_id in s.state.mels  # spoken turns keep their features for later prompts
+    assert s.state.turns[2].audio_id in s.state.frames  # spoken turns keep their features for later prompts
     nxt = build_prompt(
         [*s.state.turns, TokenizedTurn("user", (5,))],
         engine.layout,
-        s.state.mels,
+        s.state.frames,
         s.state.n_positions,
         engine.max_prompt_positions,
     )
     text = nxt.input_ids[:, engine.layout.text_stream]
     assert int((text == engine.layout.text_special("ASSISTANT")).sum()) == 3
-    assert nxt.audio is not None and nxt.audio.mels.shape[0] == 1
+    assert nxt.audio is not None and nxt.audio.frames.shape[0] == 1
     s.reset()
-    assert s.state.turns == [] and s.state.mels == {}
+    assert s.state.turns == [] and s.state.frames == {}
 
 
 def test_history_is_trimmed_to_the_configured_turns(engine):

@@ -52,7 +52,7 @@ def random_batch(layout: TokenLayout = LAYOUT, b: int = 2, t: int = 12, seed: in
         for s in range(layout.n_audio_streams):
             ids[1, 2:6, s] = layout.audio_special("PAD_A", s)
         segments = AudioSegments(
-            mels=torch.randn(1, AUDIO.n_mels, AUDIO.mel_frames, generator=g),
+            frames=torch.randn(1, 4 * AUDIO.projector_stride, AUDIO.encoder_dim, generator=g),
             n_positions=torch.tensor([4]), batch_index=torch.tensor([1]), start=torch.tensor([2]),
         )
     lab = None

@@ -97,8 +97,8 @@ def test_param_groups_and_counts():
 def test_every_parameter_belongs_to_some_group(family):
     model = build_tiny(family=family)
     apply_trainable(model, list(ParamGroup), split=SPLIT)
-    untouched = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert untouched == ["audio_encoder.embed_positions.weight"]  # Whisper's fixed sinusoids
+    untouched = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
+    assert untouched == {"audio_encoder"}  # the pretrained Whisper encoder is frozen at every profile
 
 
 def test_one_sided_expert_group_needs_a_split():

@@ -15,7 +15,7 @@ from deeptalk.model.experts import ExpertSplit
 from deeptalk.model.speech_lm import SpeechLM
 from deeptalk.tokens import IGNORE_INDEX
 
-from .conftest import LAYOUT, build_tiny, random_batch, tiny_config
+from .conftest import AUDIO, LAYOUT, build_tiny, random_batch, tiny_config
 
 
 def test_routing_none_matches_stock_deepseek_v2(model):
@@ -39,7 +39,7 @@ def test_input_is_mean_of_stream_embeddings_with_audio_spliced_in(model):
     k = LAYOUT.n_audio_streams
     with torch.no_grad():
         x = model.embed(batch)
-        feats = model.encode_audio(batch.audio.mels)[0]  # [4, H]
+        feats = model.projector(batch.audio.frames)[0]  # [4, H]
     assert torch.allclose(x[0, 3], emb[batch.input_ids[0, 3]].mean(0), atol=1e-6)
     for j, pos in enumerate(range(2, 6)):
         expected = (k * feats[j] + emb[LAYOUT.text_special("AUDIO_PH")]) / (k + 1)
@@ -99,9 +99,21 @@ def test_bad_audio_segments_are_rejected(model):
     with pytest.raises(ValueError, match="outside the batch"):
         model(batch)
     batch = random_batch()
-    batch.audio.mels = batch.audio.mels[..., :-1]
-    with pytest.raises(ValueError, match="padded"):
+    batch.audio.frames = batch.audio.frames[..., :-1]
+    with pytest.raises(ValueError, match="encoder frames"):
         model(batch)
+
+
+def test_the_encoder_is_frozen_and_encode_speech_matches_whisper_on_a_full_window(model):
+    """``encode_trimmed`` is Whisper's own forward when the clip fills the window (and any even length works)."""
+    assert not any(p.requires_grad for p in model.audio_encoder.parameters())
+    window = torch.randn(AUDIO.n_mels, AUDIO.mel_frames, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model.audio_encoder(window[None]).last_hidden_state[0]
+    assert torch.allclose(model.encode_speech(window), ref, atol=1e-5)
+    assert model.encode_speech(window[:, :20]).shape == (10, AUDIO.encoder_dim)
+    with pytest.raises(ValueError, match="even number"):
+        model.encode_speech(window[:, :21])
 
 
 def test_kv_cache_incremental_logits_equal_full_forward(model):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import WhisperConfig, WhisperModel
 
 from deeptalk.codec.config import CodecConfig
 from deeptalk.codec.embedded import EmbeddedCodec
@@ -16,12 +17,16 @@ from deeptalk.codec.registry import load_codec
 from deeptalk.config import load_config
 from deeptalk.data.audio_io import read_wav, write_wav
 from deeptalk.data.dataset import SequenceDataset
-from deeptalk.data.features import LogMelExtractor
+from deeptalk.data.features import SpeechFeatureExtractor
 from deeptalk.data.packing import answer_start, load_layout, undelay
 from deeptalk.data.processed import ProcessedStore
 from deeptalk.data.schema import SAMPLE_COLUMNS, UTTERANCE_COLUMNS, Sample, Turn
 from deeptalk.data.text_tokenizer import TextTokenizer
+from deeptalk.model.audio_encoder import build_audio_encoder, encode_trimmed
 from deeptalk.steps import encode, pack
+
+# a small random Whisper in the layout prepare_encoder writes (the real tiny.en is tested in tests/model)
+ENCODER = {"encoder_layers": 1, "encoder_dim": 16, "encoder_heads": 2, "encoder_ffn_dim": 32}
 
 UTTS = {  # id: (text, speaker, seconds, pitch)
     "uq1": ("what is the capital of france", "espeak:en-us", 0.9, 180.0),
@@ -106,6 +111,15 @@ def tree_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def save_encoder(cfg) -> None:
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        num_mel_bins=80, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, d_model=16,
+        decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, max_source_positions=1500,
+    )
+    WhisperModel(config).save_pretrained(cfg.audio_input.encoder_checkpoint)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
@@ -113,8 +127,9 @@ def project(tmp_path_factory):
         root / "params.yaml",
         profile="tiny",
         root=root,
-        overrides={"audio_input": {"max_seconds": 2.0}, "seed": 5},
+        overrides={"audio_input": {"max_seconds": 2.0, **ENCODER}, "seed": 5},
     )
+    save_encoder(cfg)
     write_corpus(cfg.paths.raw)
     codec_cfg = CodecConfig(codebook_size=16, kmeans_iters=2, kmeans_max_frames=2000)
     fit_audio = [(voice(s, p), 16000) for _, _, s, p in UTTS.values()]
@@ -132,11 +147,13 @@ def test_encode_writes_codes_and_features(project):
     for uid in ("ua1", "ua2"):
         expect = codec.encode(*read_wav(cfg.paths.raw / "audio" / f"{uid}.wav")).numpy()
         assert np.array_equal(store.codes[uid], expect)
-    extractor = LogMelExtractor(cfg.audio_input)
+    encoder = build_audio_encoder(cfg.audio_input)  # the checkpoint at models/encoder
+    extractor = SpeechFeatureExtractor(cfg.audio_input, lambda mel: encode_trimmed(encoder, mel))
     wav, sr = read_wav(cfg.paths.raw / "audio" / "uq1.wav")
     features = extractor(wav, sr)
-    np.testing.assert_allclose(store.mel("uq1"), features.mel, atol=2e-3)  # float16 storage
+    np.testing.assert_allclose(store.frames("uq1"), features.frames, atol=2e-3)  # float16 storage
     assert store.n_positions["uq1"] == features.n_positions == cfg.audio_input.n_positions(len(wav))
+    assert store.frames("uq1").shape == (cfg.audio_input.projector_stride * features.n_positions, 16)
 
 
 def test_encode_and_pack_are_byte_deterministic(project):
@@ -174,10 +191,11 @@ def test_encode_rejects_missing_utterances_and_too_long_audio(project, tmp_path)
         tmp_path / "params.yaml",
         profile="tiny",
         root=tmp_path,
-        overrides={"audio_input": {"max_seconds": 0.8}},
+        overrides={"audio_input": {"max_seconds": 0.8, **ENCODER}},
     )
+    save_encoder(broken)
     write_corpus(broken.paths.raw)
-    broken.paths.codec.parent.mkdir(parents=True)
+    broken.paths.codec.parent.mkdir(parents=True, exist_ok=True)
     broken.paths.codec.symlink_to(cfg.paths.codec)
     with pytest.raises(ValueError, match="uq1.*exceeds the encoder window"):
         encode.run(broken)

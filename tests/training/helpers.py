@@ -23,7 +23,7 @@ def tiny_cfg(root: Path, steps: int = 4, checkpoint_every: int = 2):
         v_head_dim=8, max_position_embeddings=256,
     )
     audio = dataclasses.replace(cfg.audio_input, max_seconds=1.0, encoder_layers=1, encoder_dim=32,
-                                encoder_heads=2, encoder_ffn_dim=64, projector_hidden=32)
+                                encoder_heads=2, encoder_ffn_dim=64, projector_hidden=32, encoder_checkpoint=None)
     budget = StageBudget(steps=steps, batch_size=2, lr=5e-3, max_len=32)
     training = dataclasses.replace(
         cfg.training, text_pretrain=budget, s1=budget, s2a=budget, s2b=budget, s3=budget, plain=budget,
@@ -53,7 +53,7 @@ def synthetic_batches(cfg, seed: int = 0, audio: bool = True):
         if audio:
             ids[0, 1:1 + n_pos, k] = lay.text_special("AUDIO_PH")
             segments = AudioSegments(
-                mels=torch.randn(1, cfg.audio_input.n_mels, cfg.audio_input.mel_frames, generator=g),
+                frames=torch.randn(1, n_pos * cfg.audio_input.projector_stride, cfg.audio_input.encoder_dim, generator=g),
                 n_positions=torch.tensor([n_pos]), batch_index=torch.tensor([0]), start=torch.tensor([1]),
             )
             labels[0, 1:1 + n_pos] = IGNORE_INDEX
