@@ -138,13 +138,16 @@ def deeptalk_pipeline(
 
 
 def run_pipeline_and_serve(profile: str | None = None, params: str = "params.yaml") -> int:
-    """``make run``: the whole flow, then the packaged model served over HTTP and checked with a request."""
+    """``make run``: the whole flow, then the packaged model served over HTTP and its answers judged
+    (exit 1 when a call or a gate of ``flows.smoke`` fails; the printed lines name metric, value and
+    threshold)."""
     from flows.smoke import serve_and_check
 
     cfg = load_config(params, profile=profile)
     summaries = deeptalk_pipeline(profile=cfg.profile, params=params)
     result = serve_and_check(cfg)
     print(json.dumps({"pipeline": summaries, "service": result}, indent=2, default=str))
+    print("\n".join(["held-out spoken questions → served answers:", *result["summary"]]))
     return 0 if result["ok"] else 1
 
 

@@ -1,9 +1,12 @@
-"""The last leg of ``make run``: serve the packaged model with ``bentoml serve`` and talk to it over HTTP.
+"""The last leg of ``make run``: serve the packaged model with ``bentoml serve`` and judge what it answers.
 
-A spoken held-out question (a held-out speaker's wav from the corpus) goes to ``POST /chat`` (a streamed answer
-with its timings; how much of it is speech is the model's business and the gates' — a tiny model may close its
-audio early), a typed question asks for text only, ``POST /tts`` must stream audio and ``POST /asr`` must
-transcribe. Returns a summary with timings.
+Over the first ``cfg.evaluation.distinct_questions`` held-out spoken questions in held-out voices (at least
+``service_check.MIN_QUESTIONS``), each WAV goes to ``POST /chat`` (answered as served by default; how much of
+it is speech is the model's business and the evaluate step's gates) and to ``POST /asr``, and the question
+typed goes to ``POST /chat`` with ``speak=false`` (text only, no audio). ``POST /tts`` must stream audio.
+``service_check.judge_service`` scores the answers (reference contained, spoken vs typed, distinct answers,
+ASR WER against the true question) against the gates of ``cfg.evaluation.gates``. ``ok`` is true only when
+every call worked *and* the model passed those gates.
 """
 
 from __future__ import annotations
@@ -15,21 +18,23 @@ import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 
 from deeptalk.config import ProjectConfig
+from deeptalk.evaluation.heldout import QAItem, load_heldout
+from deeptalk.evaluation.service_check import MIN_QUESTIONS, ServedAnswer, judge_service
 from deeptalk.inference.local_server import LocalServer
 
 log = logging.getLogger(__name__)
 
 
-def _heldout_question_wav(cfg: ProjectConfig) -> tuple[Path, str]:
-    utterances = pd.read_parquet(cfg.paths.raw / "utterances.parquet")
-    held = utterances[(utterances.split == "heldout") & (utterances.task.isin(["aqa", "rqa"]))].sort_values("id")
-    if held.empty:
-        raise RuntimeError("the corpus has no held-out spoken question to test the service with")
-    row = held.iloc[0]
-    return cfg.paths.raw / row.audio_path, row.text
+def heldout_questions(cfg: ProjectConfig) -> tuple[QAItem, ...]:
+    """The held-out spoken questions the service is judged on (held-out voices, one per expected answer)."""
+    n = cfg.evaluation.distinct_questions
+    items = load_heldout(cfg.paths.raw, max_spoken_qa=n, speakers=cfg.data.heldout_speakers).spoken_qa
+    if len(items) < MIN_QUESTIONS:
+        raise RuntimeError(f"the corpus has {len(items)} held-out spoken questions in held-out voices; the "
+                           f"service check needs at least {MIN_QUESTIONS}")
+    return items
 
 
 def _stream(client: httpx.Client, url: str, route: str, expect_audio: bool | None, **request) -> dict:
@@ -38,7 +43,8 @@ def _stream(client: httpx.Client, url: str, route: str, expect_audio: bool | Non
     first_audio_ms, text, audio_samples, sample_rate, done = None, [], 0, None, None
     with client.stream("POST", f"{url}{route}", **request) as response:
         if response.status_code != 200:
-            return {"ok": False, "status": response.status_code, "body": response.read().decode()[:500]}
+            body = response.read().decode()[:500]
+            return {"ok": False, "status": response.status_code, "body": body, "text": ""}
         for line in response.iter_lines():
             if not line:
                 continue
@@ -60,21 +66,47 @@ def _stream(client: httpx.Client, url: str, route: str, expect_audio: bool | Non
     }
 
 
+def _asr(client: httpx.Client, url: str, wav: Path) -> dict:
+    with wav.open("rb") as handle:
+        response = client.post(f"{url}/asr", files={"audio": (wav.name, handle, "audio/wav")})
+    if response.status_code != 200:
+        return {"ok": False, "status": response.status_code, "text": ""}
+    return {"ok": True, **response.json()}
+
+
+def _ask(client: httpx.Client, url: str, item: QAItem) -> dict[str, dict]:
+    """One held-out question spoken (/chat, /asr) and typed (/chat, text only)."""
+    wav = item.audio_path
+    with wav.open("rb") as handle:
+        spoken = _stream(client, url, "/chat", None, files={"audio": (wav.name, handle, "audio/wav")})
+    typed = _stream(client, url, "/chat", False, data={"text": item.question, "speak": "false"})
+    return {"spoken_chat": spoken, "text_chat": typed, "asr": _asr(client, url, wav)}
+
+
 def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dict:
-    wav, question = _heldout_question_wav(cfg)
+    """Serve the packaged model, ask it the held-out questions, judge the answers; the summary's ``ok``."""
+    items = heldout_questions(cfg)
+    calls: list[dict[str, dict]] = []
     with LocalServer(startup_timeout_s=startup_timeout_s) as url, httpx.Client(timeout=120) as client:
         ready = client.get(f"{url}/readyz").status_code == 200
-        with wav.open("rb") as handle:
-            spoken = _stream(client, url, "/chat", None, files={"audio": (wav.name, handle, "audio/wav")})
-        typed = _stream(client, url, "/chat", False, data={"text": question, "speak": "false"})
-        tts = _stream(client, url, "/tts", True, data={"text": question})
-        with wav.open("rb") as handle:
-            asr = client.post(f"{url}/asr", files={"audio": (wav.name, handle, "audio/wav")})
+        for item in items:
+            calls.append(_ask(client, url, item))
+        tts = _stream(client, url, "/tts", True, data={"text": items[0].question})
+    answers = [ServedAnswer(item.question, item.references, c["spoken_chat"]["text"], c["text_chat"]["text"],
+                            c["asr"]["text"]) for item, c in zip(items, calls)]
+    judgement = judge_service(answers, cfg.evaluation.gates, cfg.evaluation.distinct_questions)
+    broken = [f"{item.id} {route}" for item, c in zip(items, calls) for route, r in c.items() if not r["ok"]]
+    protocol_ok = bool(ready and tts["ok"] and not broken)
     result = {
-        "url": url, "ready": ready, "question": question,
-        "spoken_chat": spoken, "text_chat": typed, "tts": tts,
-        "asr": asr.json() if asr.status_code == 200 else {"status": asr.status_code},
+        "url": url, "ready": ready, "questions": len(items), "failed_calls": broken,
+        **calls[0], "tts": tts,  # the first question's calls in full, as a protocol example
+        "quality": judgement.to_dict(),
+        "ok": protocol_ok and judgement.passed,
     }
-    result["ok"] = bool(ready and spoken["ok"] and typed["ok"] and tts["ok"] and asr.status_code == 200)
-    log.info("service check %s: %s", "passed" if result["ok"] else "FAILED", json.dumps(result, default=str)[:800])
+    for line in judgement.lines():
+        log.info("%s", line)
+    result["summary"] = judgement.lines()
+    if not protocol_ok:
+        result["summary"].append(f"protocol FAILED: ready={ready}, tts ok={tts['ok']}, failed calls={broken}")
+        log.error("service check: %s", result["summary"][-1])
     return result

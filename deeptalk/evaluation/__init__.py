@@ -4,7 +4,10 @@
   its docstring); ``evaluate_text_ability`` and the ``text_qa_score`` baseline hook for text_pretrain.
 - ``spoken_qa``, ``asr_eval``, ``tts_eval``, ``latency``: speech metrics through the service's ``Engine``.
 - ``heldout``: the held-out items; ``suite.evaluate_model``: all of the above for one model.
-- ``gates``: ``check_gates`` → ``GateVerdict``, ``GateFailed``, ``reports/gate.json``.
+- ``gates``: ``check_gates`` → ``GateVerdict``, ``GateFailed``, ``reports/gate.json``; thresholds per
+  profile in ``config.GateThresholds``.
+- ``service_check``: ``judge_service`` scores a served model's answers to held-out spoken questions (the
+  ``make run`` check in ``flows/smoke.py``) against the same gates.
 - ``report``: self-contained HTML; ``training_logs``: loss curves and expert loads from training logs.
 - ``compare.run_compare``: ``python -m deeptalk compare``.
 - ``asr_scorer``: the offline Whisper scorer and WER (codec package's helper).

@@ -1,16 +1,25 @@
-"""Evaluation settings and the quality gates a model must pass before it is packaged.
+"""Evaluation settings and the quality gates a model must pass before it is packaged and served.
 
-Thresholds differ per profile because the models differ by orders of magnitude in size and training time:
+The same :class:`GateThresholds` judge two things: ``reports/metrics.json`` from the evaluate step
+(``gates.check_gates``) and the packaged model answering over HTTP at the end of ``make run``
+(``service_check.judge_service``, on the gates that apply to a served model). Every gate can fail: a model
+that answers every spoken input with the same sentence fails the distinct-answers gate, spoken QA relative to
+typed and ASR WER; a gate whose metric is missing or undefined fails too. ``None`` disables a gate.
 
-- ``tiny`` is a pipeline smoke test (a 6 M-parameter model trained for minutes on 2 CPU cores). Its gates only
-  catch a *broken* pipeline; they are NOT quality claims. Measured on the tiny S3 model (2 shared CPU cores,
-  2026-11-25): text drop 15.5 %, spoken QA s→t 0.0 and s→s 0.0, ASR WER 1.40, TTS WER 1.00 (vs truth),
-  first audio 196 ms (median), RTF 0.39; a randomly initialised model instead gave ASR WER 14 (runaway output).
-  So tiny gates: text drop ≤ 50 % (catastrophic forgetting), ASR WER ≤ 2 and TTS WER ≤ 1.5 (no runaway babble),
-  first audio ≤ 2 s, RTF ≤ 2; spoken-QA accuracy is not gated because a tiny model answers no spoken question.
-- ``small`` is sized to reproduce the paper's comparison; its gates are loose quality bars, set before any
-  measured small run (adjust them from ``reports/compare.json``).
-- ``paper`` uses the paper's claims: text drop ≤ 5.5 % (abstract) and end-to-end latency ≤ 0.5 s.
+Per-profile thresholds live in :meth:`GateThresholds.for_profile` only:
+
+- ``tiny`` and ``small``: the targets of issue 10 ("A model that listens and speaks"): ASR WER on held-out
+  voices ≤ 20 % / ≤ 10 %, spoken QA over the same questions typed ≥ 0.6 / ≥ 0.85, Whisper-scored WER of the
+  spoken answers vs the model's own answer text ≤ 50 % / ≤ 25 %, distinct answers to 16 distinct spoken
+  questions ≥ 12 / 16, text drop vs the original LLM ≤ 15 % / ≤ 10 %. They are targets set before a model
+  meeting them was trained; the tiny numbers are to be recalibrated on the measured tiny model (its value and
+  the command that measured it go in the comment next to each number).
+- ``paper``: the paper's claims where it makes one (text drop ≤ 5.5 %, abstract; end-to-end latency
+  ≤ 0.5 s); the paper publishes no spoken/typed, distinct-answer or answer-consistency figure, so those use
+  the ``small`` targets.
+
+``params.yaml: gates`` (or ``evaluation.gates``) overrides any of these for a run; an override there wins
+over the preset, so a looser value in ``params.yaml`` loosens both the evaluate step and the service check.
 """
 
 from __future__ import annotations
@@ -21,34 +30,52 @@ from typing import Self
 
 @dataclass(frozen=True)
 class GateThresholds:
-    """Pass/fail bars on ``reports/metrics.json``. ``None`` disables a gate (it is then reported as skipped).
+    """Pass/fail bars on the metrics (dotted paths in ``gates.GATE_METRICS``). ``None`` disables a gate (it is
+    then reported as skipped); every field defaults to ``None`` and each profile sets its own in
+    :meth:`for_profile`.
 
-    Accuracies are fractions in [0, 1]; WERs are fractions (1.0 = 100 %); the text drop is in percent.
+    Accuracies and ratios are fractions; WERs are fractions (1.0 = 100 %); the text drop is in percent; the
+    distinct-answer bar is a count out of ``EvalConfig.distinct_questions`` spoken questions.
     """
 
-    max_text_drop_pct: float | None = 50.0  # relative drop vs the original LLM (see text_ability.relative_drop_pct)
+    max_text_drop_pct: float | None = None  # drop vs the original LLM (text_ability.relative_drop_pct)
     min_text_qa_acc: float | None = None  # absolute held-out text-QA accuracy of the model (text-only mode)
     min_spoken_qa_s2t: float | None = None  # speech question → text answer, reference contained
+    min_spoken_over_typed: float | None = None  # s2t accuracy / accuracy on the same questions typed
+    min_distinct_answers: int | None = None  # distinct normalised answers to distinct spoken questions
     min_spoken_qa_s2s: float | None = None  # speech question → speech answer (ASR of the generated audio)
-    max_asr_wer: float | None = 2.0  # model as recogniser
-    max_tts_wer: float | None = 1.5  # generated speech vs ground-truth text
-    max_first_audio_ms: float | None = 2000.0  # end of user input → first audio chunk, median
-    max_rtf: float | None = 2.0  # generation wall time / generated audio duration
+    max_speech_wer_own_text: float | None = None  # Whisper transcript of spoken answers vs their own text
+    max_asr_wer: float | None = None  # model as recogniser, held-out voices
+    max_tts_wer: float | None = None  # TTS task: generated speech vs the ground-truth sentence
+    max_first_audio_ms: float | None = None  # end of user input → first audio chunk, median
+    max_rtf: float | None = None  # generation wall time / generated audio duration
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
+        """The gates of ``profile`` (sources in the module docstring)."""
         if profile == "tiny":
-            # Smoke bars (module docstring): keep most text knowledge, no runaway output, bounded latency.
-            return cls()
+            return cls(
+                max_text_drop_pct=15.0,  # issue 10 target
+                max_asr_wer=0.20,  # issue 10 target
+                min_spoken_over_typed=0.6,  # issue 10 target
+                min_distinct_answers=12,  # issue 10 target (of 16)
+                max_speech_wer_own_text=0.5,  # issue 10 target (stretch 0.35)
+                max_tts_wer=1.0,  # not an issue-10 target: only catches runaway output (insertions)
+                max_first_audio_ms=2000.0,  # 196 ms measured on the 2026-11-25 tiny model; bounded, not tight
+                max_rtf=2.0,  # 0.39 measured on the same model
+            )
         if profile == "small":
             return cls(
-                max_text_drop_pct=30.0, min_text_qa_acc=None, min_spoken_qa_s2t=0.05, min_spoken_qa_s2s=None,
-                max_asr_wer=1.0, max_tts_wer=1.2, max_first_audio_ms=3000.0, max_rtf=3.0,
+                max_text_drop_pct=10.0, max_asr_wer=0.10, min_spoken_over_typed=0.85, min_distinct_answers=16,
+                max_speech_wer_own_text=0.25,  # issue 10 targets
+                max_tts_wer=0.5,  # not an issue-10 target; set before any small model spoke (calibrate)
+                max_first_audio_ms=3000.0, max_rtf=3.0,
             )
         if profile == "paper":
             return cls(
-                max_text_drop_pct=5.5, min_text_qa_acc=None, min_spoken_qa_s2t=0.3, min_spoken_qa_s2s=0.25,
-                max_asr_wer=0.15, max_tts_wer=0.1, max_first_audio_ms=500.0, max_rtf=1.0,
+                max_text_drop_pct=5.5, min_spoken_qa_s2t=0.3, min_spoken_qa_s2s=0.25, max_asr_wer=0.15,
+                max_tts_wer=0.1, max_first_audio_ms=500.0, max_rtf=1.0,
+                min_spoken_over_typed=0.85, min_distinct_answers=16, max_speech_wer_own_text=0.25,  # small's
             )
         raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
 
@@ -63,7 +90,8 @@ class EvalConfig:
 
     max_text_qa: int = 64  # held-out text questions (task tqa; rqa/aqa questions given as text are added)
     max_ppl_samples: int = 64  # held-out text sequences for perplexity
-    max_spoken_qa: int = 16  # held-out spoken questions (task aqa/rqa with user audio)
+    max_spoken_qa: int = 16  # held-out spoken questions (aqa/rqa with user audio), one per expected answer
+    distinct_questions: int = 16  # first N spoken questions: spoken_qa.distinct_answers, the service check
     max_asr: int = 16
     max_tts: int = 10
     max_latency: int = 3  # spoken questions streamed through the service generator
@@ -72,7 +100,15 @@ class EvalConfig:
     latency_warmup: int = 1  # untimed generator runs before timing (first-call allocations)
     min_base_qa_correct: int = 5  # QA accuracy enters the text drop only if the base answers this many correctly
     stage: str = "s3"  # the trained stage (models/stages/<stage>) the evaluate step scores and gates
-    gates: GateThresholds = field(default_factory=GateThresholds)
+    gates: GateThresholds = field(default_factory=lambda: GateThresholds.for_profile("tiny"))
+
+    def __post_init__(self) -> None:
+        if self.distinct_questions < 1:
+            raise ValueError(f"evaluation.distinct_questions must be >= 1, got {self.distinct_questions}")
+        if 0 < self.max_spoken_qa < self.distinct_questions:
+            raise ValueError(f"evaluation.max_spoken_qa ({self.max_spoken_qa}) must be 0 (all) or >= "
+                             f"distinct_questions ({self.distinct_questions}): distinct answers are counted "
+                             "over the evaluated spoken questions")
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:

@@ -1,5 +1,8 @@
 """Quality gates: compare ``reports/metrics.json`` with the thresholds in ``EvalConfig.gates``.
 
+``check_gates(..., only=...)`` checks a subset: ``service_check`` judges the served model's answers on the
+gates that apply to them, with the same thresholds. A gate whose metric is missing, null or NaN fails.
+
 The evaluate step writes metrics and the report first, then the verdict (``reports/gate.json``), and only then
 raises :class:`GateFailed`, so a failing model can still be inspected. The package step reads ``gate.json`` and
 refuses to package unless ``passed`` is true.
@@ -11,6 +14,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +25,10 @@ GATE_METRICS: dict[str, tuple[str, str]] = {
     "max_text_drop_pct": ("text.drop_pct", "max"),
     "min_text_qa_acc": ("text.qa_acc", "min"),
     "min_spoken_qa_s2t": ("spoken_qa.s2t_acc", "min"),
+    "min_spoken_over_typed": ("spoken_qa.s2t_over_typed", "min"),
+    "min_distinct_answers": ("spoken_qa.distinct_answers", "min"),
     "min_spoken_qa_s2s": ("spoken_qa.s2s_acc", "min"),
+    "max_speech_wer_own_text": ("spoken_qa.speech_wer_own_text", "max"),
     "max_asr_wer": ("asr.wer", "max"),
     "max_tts_wer": ("tts.wer_vs_truth", "max"),
     "max_first_audio_ms": ("latency.first_audio_ms_median", "max"),
@@ -84,11 +91,19 @@ def lookup(metrics: dict[str, Any], path: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def check_gates(metrics: dict[str, Any], gates: GateThresholds) -> GateVerdict:
-    """Check every enabled threshold. A missing (or NaN) metric fails its gate: no number, no pass."""
+def check_gates(
+    metrics: dict[str, Any], gates: GateThresholds, only: Collection[str] | None = None
+) -> GateVerdict:
+    """Check every enabled threshold (or the gates named in ``only``). A missing, null or NaN metric fails its
+    gate: no number, no pass."""
+    unknown = sorted(set(only or ()) - set(GATE_METRICS))
+    if unknown:
+        raise ValueError(f"unknown gate(s) {unknown}; valid: {sorted(GATE_METRICS)}")
     failures: list[GateFailure] = []
     checks: list[GateCheck] = []
     for gate, (path, kind) in GATE_METRICS.items():
+        if only is not None and gate not in only:
+            continue
         threshold = getattr(gates, gate)
         op = "<=" if kind == "max" else ">="
         value = lookup(metrics, path)
@@ -97,7 +112,7 @@ def check_gates(metrics: dict[str, Any], gates: GateThresholds) -> GateVerdict:
             continue
         threshold = float(threshold)
         if value is None:
-            message = f"{path} is missing from the metrics (gate {gate} requires {op} {threshold:g})"
+            message = f"{path} is missing or undefined (gate {gate} requires {op} {threshold:g})"
             ok = False
         else:
             ok = value <= threshold if kind == "max" else value >= threshold

@@ -3,10 +3,14 @@
 Held-out samples ask about held-out *facts* in a held-out *phrasing* and are spoken by held-out *voices*
 (``deeptalk.data.corpus``), so every number here measures generalisation, not recall of training strings.
 Items are sorted by sample id and capped, so two runs (and the base vs the trained model) see the same items.
+With ``speakers`` given (``heldout_for``: ``cfg.data.heldout_speakers``), spoken items in any other voice are
+dropped, so a corpus that broke the rule still measures unseen voices only.
 
 - ``text_qa``: task ``tqa`` (question as text → short answer); references = the fact's answer and aliases.
 - ``spoken_qa``: tasks ``aqa`` and ``rqa`` whose last user turn is spoken; the last question is asked
-  (earlier rounds of a multi-turn sample are not given: each item is one spoken question).
+  (earlier rounds of a multi-turn sample are not given: each item is one spoken question). One question per
+  expected answer (the first by sample id), so distinct items ask for distinct answers and a model that hears
+  gives as many distinct answers as there are items (``spoken_qa.distinct_answers``).
 - ``asr``: task ``asr`` (spoken sentence → transcript).
 - ``tts``: task ``tts`` sentences (the text the model must speak).
 - ``sentences``: held-out ASR/TTS sentences that state a known fact in the held-out phrasing, for perplexity
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +32,7 @@ import pandas as pd
 
 from deeptalk.data.audio_io import read_wav
 from deeptalk.data.schema import Sample
+from deeptalk.evaluation.asr_scorer import normalize_text
 
 if TYPE_CHECKING:
     from deeptalk.config import ProjectConfig
@@ -81,6 +86,18 @@ def _references(fact_id: str, facts: pd.DataFrame, fallback: str) -> tuple[str, 
     return (fallback,)
 
 
+def _one_per_answer(items: Sequence[QAItem]) -> list[QAItem]:
+    """The first item for each normalised expected answer (``references[0]``)."""
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = normalize_text(item.references[0])
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
 def load_heldout(
     raw_dir: str | Path,
     *,
@@ -89,9 +106,11 @@ def load_heldout(
     max_asr: int = 0,
     max_tts: int = 0,
     max_sentences: int = 0,
+    speakers: Collection[str] | None = None,
 ) -> HeldOut:
     """Read the held-out split of the corpus at ``raw_dir`` (``samples.parquet``, ``utterances.parquet``,
-    ``facts.parquet``); caps of 0 keep every item."""
+    ``facts.parquet``); caps of 0 keep every item; ``speakers`` (None: any) are the voices spoken items may
+    be in."""
     raw = Path(raw_dir)
     for name in ("samples.parquet", "utterances.parquet"):
         if not (raw / name).is_file():
@@ -102,10 +121,16 @@ def load_heldout(
     facts_path = raw / "facts.parquet"
     facts = pd.read_parquet(facts_path).set_index("id") if facts_path.is_file() else pd.DataFrame()
 
+    if speakers is not None and "speaker" not in utts.columns:
+        raise ValueError(f"{raw / 'utterances.parquet'} has no speaker column to check held-out voices with")
+
     def audio(utt_id: str) -> Path:
         if utt_id not in utts.index:
             raise ValueError(f"utterance {utt_id!r} is referenced by a held-out sample but not in the manifest")
         return raw / str(utts.loc[utt_id, "audio_path"])
+
+    def heldout_voice(utt_id: str) -> bool:
+        return speakers is None or str(utts.loc[utt_id, "speaker"]) in speakers
 
     text_qa, spoken_qa, asr, tts, sentences = [], [], [], [], []
     in_domain = (lambda fact_id: fact_id in facts.index) if len(facts) else (lambda fact_id: True)
@@ -120,9 +145,13 @@ def load_heldout(
             text_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
                                   answer=answer.text))
         elif sample.task in ("aqa", "rqa") and question.audio_id is not None and question.speak:
+            if not heldout_voice(question.audio_id):
+                continue
             spoken_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
                                     audio(question.audio_id), answer.text))
         elif sample.task == "asr" and question.audio_id is not None:
+            if not heldout_voice(question.audio_id):
+                continue
             asr.append(SpeechItem(sample.id, answer.text, audio(question.audio_id)))
             if in_domain(sample.fact_id):
                 sentences.append(answer.text)
@@ -132,7 +161,7 @@ def load_heldout(
                 sentences.append(answer.text)
     held = HeldOut(
         text_qa=_cap(text_qa, max_text_qa),
-        spoken_qa=_cap(spoken_qa, max_spoken_qa),
+        spoken_qa=_cap(_one_per_answer(spoken_qa), max_spoken_qa),
         asr=_cap(asr, max_asr),
         tts=_cap(tts, max_tts),
         sentences=_cap(sorted(set(sentences)), max_sentences),
@@ -146,4 +175,5 @@ def heldout_for(cfg: ProjectConfig) -> HeldOut:
     """The held-out items of the pipeline's corpus with the profile's caps (``cfg.evaluation``)."""
     ev = cfg.evaluation
     return load_heldout(cfg.paths.raw, max_text_qa=ev.max_text_qa, max_spoken_qa=ev.max_spoken_qa,
-                        max_asr=ev.max_asr, max_tts=ev.max_tts, max_sentences=ev.max_ppl_samples)
+                        max_asr=ev.max_asr, max_tts=ev.max_tts, max_sentences=ev.max_ppl_samples,
+                        speakers=cfg.data.heldout_speakers)

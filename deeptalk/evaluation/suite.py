@@ -103,7 +103,7 @@ def evaluate_model(
 
     engine = load_engine(cfg, model_dir)
     if held.spoken_qa:
-        sqa = evaluate_spoken_qa(engine, held.spoken_qa, scorer)
+        sqa = evaluate_spoken_qa(engine, held.spoken_qa, scorer, n_distinct=ev.distinct_questions)
         metrics["spoken_qa"], examples["spoken QA"] = _numbers(sqa), sqa["examples"]
     if held.asr:
         asr = evaluate_asr(engine, held.asr)

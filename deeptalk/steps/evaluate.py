@@ -26,7 +26,10 @@ NOTES = (
     "Text ability: text-only mode, greedy decoding restricted to the text vocabulary + EOT; QA correct when a "
     "reference answer is contained in the answer; answer and text perplexities over the text block; drop % = "
     "mean over {QA accuracy, 1/answer ppl, 1/text ppl} of (base - model) / base x 100 against models/base.",
-    "Spoken QA s2t uses the streamed answer text, s2s the Whisper tiny.en transcript of the streamed audio. "
+    "Spoken QA s2t uses the streamed answer text, s2s the Whisper tiny.en transcript of the streamed audio; "
+    "s2t_over_typed divides s2t by the accuracy on the same questions typed (text-only answers); "
+    "distinct_answers counts distinct normalised answer texts to questions with distinct expected answers; "
+    "speech_wer_own_text is the WER of the answer audio's transcript against the answer's own text. "
     "TTS WER is reported against the ground-truth sentence (gated) and against the model's own text. "
     "Latency is wall clock through the service's Engine/Session on this machine, after warm-up.",
 )

@@ -12,16 +12,22 @@ SHORT = {"steps": 12, "batch_size": 4}
 FAST_TRAINING = {"training": {stage: SHORT for stage in ("text_pretrain", "s1", "s2a", "s2b", "s3", "plain")}}
 # a 12-step model is not judged on quality here: the gates are wide open, then one is made unreachable
 OPEN_GATES = {"gates": {"max_text_drop_pct": 1e6, "max_asr_wer": 1e6, "max_tts_wer": 1e6,
-                        "max_first_audio_ms": 1e7, "max_rtf": 1e6}}
+                        "max_first_audio_ms": 1e7, "max_rtf": 1e6, "min_spoken_over_typed": None,
+                        "min_distinct_answers": None, "max_speech_wer_own_text": None}}
+# the service check asks at least 10 held-out spoken questions, one per expected answer
+SPOKEN = {"data": {**FAST_PARAMS["data"], "counts": {**FAST_PARAMS["data"]["counts"], "aqa": [10, 2, 12]}},
+          "evaluation": {"distinct_questions": 10}}
 
 
 @pytest.mark.slow
 def test_run_trains_gates_packages_and_serves(tmp_path):
-    project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES})
+    project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES, **SPOKEN})
     env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
     out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
     summary, _ = json.JSONDecoder().raw_decode(out[out.index('{\n  "pipeline"'):])
     assert summary["service"]["ok"], summary["service"]
+    assert summary["service"]["questions"] == 10 and not summary["service"]["failed_calls"]
+    assert len(summary["service"]["quality"]["examples"]) == 3
     assert summary["service"]["tts"]["audio_seconds"] > 0
     for step in ("generate_data", "train_s3", "evaluate", "package"):
         assert step in summary["pipeline"]

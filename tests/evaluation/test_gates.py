@@ -7,7 +7,8 @@ from deeptalk.evaluation.gates import GateFailed, check_gates, read_verdict, wri
 
 GOOD = {
     "text": {"drop_pct": 3.0, "qa_acc": 0.9},
-    "spoken_qa": {"s2t_acc": 0.5, "s2s_acc": 0.4},
+    "spoken_qa": {"s2t_acc": 0.5, "s2s_acc": 0.4, "s2t_over_typed": 0.8, "distinct_answers": 16,
+                  "n_questions": 16, "speech_wer_own_text": 0.2},
     "asr": {"wer": 0.1},
     "tts": {"wer_vs_truth": 0.2},
     "latency": {"first_audio_ms_median": 300.0, "rtf": 0.5},
@@ -16,7 +17,8 @@ GOOD = {
 
 def _gates(**kw):
     base = dict(max_text_drop_pct=5.5, min_text_qa_acc=0.8, min_spoken_qa_s2t=0.3, min_spoken_qa_s2s=0.25,
-                max_asr_wer=0.15, max_tts_wer=0.3, max_first_audio_ms=500.0, max_rtf=1.0)
+                max_asr_wer=0.15, max_tts_wer=0.3, max_first_audio_ms=500.0, max_rtf=1.0,
+                min_spoken_over_typed=0.6, min_distinct_answers=12, max_speech_wer_own_text=0.5)
     return GateThresholds(**{**base, **kw})
 
 
@@ -42,7 +44,8 @@ def test_failures_name_metric_and_threshold():
 
 
 def test_min_gate_boundary_and_missing_metric_fails():
-    metrics = {**GOOD, "spoken_qa": {"s2t_acc": 0.3}}  # exactly at threshold passes; s2s missing fails
+    # exactly at threshold passes; s2s missing fails
+    metrics = {**GOOD, "spoken_qa": {**GOOD["spoken_qa"], "s2t_acc": 0.3, "s2s_acc": None}}
     verdict = check_gates(metrics, _gates())
     assert [f.metric for f in verdict.failures] == ["spoken_qa.s2s_acc"]
     assert verdict.failures[0].value is None
@@ -68,6 +71,45 @@ def test_verdict_roundtrip(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="boolean 'passed'"):
         read_verdict(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("gate,path", [("min_spoken_over_typed", "spoken_qa.s2t_over_typed"),
+                                       ("min_distinct_answers", "spoken_qa.distinct_answers"),
+                                       ("max_speech_wer_own_text", "spoken_qa.speech_wer_own_text")])
+def test_new_speech_gates_fail_when_missing_or_undefined(gate, path):
+    section, key = path.split(".")
+    for spoken in ({k: v for k, v in GOOD[section].items() if k != key}, {**GOOD[section], key: None}):
+        verdict = check_gates({**GOOD, section: spoken}, _gates())
+        assert [(f.metric, f.value) for f in verdict.failures] == [(path, None)]
+        assert gate in verdict.failures[0].message and "missing or undefined" in verdict.failures[0].message
+    # disabled: skipped, not failed
+    assert check_gates({**GOOD, section: spoken}, _gates(**{gate: None})).passed
+
+
+def test_distinct_answers_and_ratio_bars():
+    metrics = {**GOOD, "spoken_qa": {**GOOD["spoken_qa"], "distinct_answers": 1, "s2t_over_typed": 0.0}}
+    verdict = check_gates(metrics, _gates())
+    assert [str(f.message) for f in verdict.failures] == [
+        "spoken_qa.s2t_over_typed = 0 violates min_spoken_over_typed: must be >= 0.6",
+        "spoken_qa.distinct_answers = 1 violates min_distinct_answers: must be >= 12"]
+
+
+def test_only_checks_the_named_gates():
+    verdict = check_gates({"asr": {"wer": 0.1}}, _gates(), only=["max_asr_wer"])
+    assert verdict.passed and [c.gate for c in verdict.checks] == ["max_asr_wer"]
+    with pytest.raises(ValueError, match="unknown gate"):
+        check_gates(GOOD, _gates(), only=["max_wer"])
+
+
+def test_profile_presets_are_issue_10_targets():
+    tiny, small = GateThresholds.for_profile("tiny"), GateThresholds.for_profile("small")
+    bars = lambda g: (g.max_asr_wer, g.min_spoken_over_typed, g.min_distinct_answers,  # noqa: E731
+                      g.max_text_drop_pct, g.max_speech_wer_own_text)
+    assert bars(tiny) == (0.20, 0.6, 12, 15.0, 0.5)
+    assert bars(small) == (0.10, 0.85, 16, 10.0, 0.25)
+    assert EvalConfig().gates == tiny and EvalConfig.for_profile("tiny").distinct_questions == 16
+    with pytest.raises(ValueError, match="distinct_questions"):
+        EvalConfig(max_spoken_qa=8)
 
 
 @pytest.mark.parametrize("profile", ["tiny", "small", "paper"])

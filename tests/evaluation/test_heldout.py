@@ -63,3 +63,39 @@ def test_caps_and_missing_manifest(raw, tmp_path_factory):
     assert held.sentences == ("Good day.", "Hello there.") and held.text_qa[0].references == ("4.",)
     with pytest.raises(ValueError, match="generate_data"):
         load_heldout(tmp_path_factory.mktemp("empty"))
+
+
+def test_one_spoken_question_per_answer_in_heldout_voices(raw):
+    utts = pd.read_parquet(raw / "utterances.parquet")
+    extra = pd.DataFrame({"id": ["u4", "u5"], "audio_path": ["audio/u1.wav", "audio/u2.wav"]})
+    utts = pd.concat([utts, extra], ignore_index=True)
+    utts["speaker"] = ["espeak:en-us+f3", "flite:rms", "piper:joe", "espeak:en-us+f3", "espeak:en-us"]
+    utts.to_parquet(raw / "utterances.parquet")
+    samples = pd.read_parquet(raw / "samples.parquet")
+    more = [
+        # same expected answer as aqa-heldout-0 (paris): a second question for it is not a distinct item
+        ("aqa-heldout-1", "aqa", "heldout", "cap:france", _turns(("user", "France's capital?", "u4", True),
+                                                                 ("assistant", "Paris.", None, True))),
+        # spoken by a training voice: never a held-out item when speakers are given
+        ("rqa-heldout-1", "rqa", "heldout", "num:4", _turns(("user", "Two and two?", "u5", True),
+                                                            ("assistant", "4.", None, False))),
+        ("rqa-heldout-2", "rqa", "heldout", "num:4", _turns(("user", "Two plus two?", "u4", True),
+                                                            ("assistant", "4.", None, False))),
+        ("asr-heldout-1", "asr", "heldout", "num:4", _turns(("user", "Two and two.", "u5", True),
+                                                            ("assistant", "Two and two.", None, False))),
+    ]
+    more = pd.DataFrame(more, columns=samples.columns)
+    pd.concat([samples, more], ignore_index=True).to_parquet(raw / "samples.parquet")
+
+    everyone = load_heldout(raw)
+    assert [q.id for q in everyone.spoken_qa] == ["aqa-heldout-0", "rqa-heldout-1"]  # first per answer
+    assert [a.id for a in everyone.asr] == ["asr-heldout-0", "asr-heldout-1"]
+    held = load_heldout(raw, speakers=("espeak:en-us+f3", "flite:rms"))
+    assert [q.id for q in held.spoken_qa] == ["aqa-heldout-0", "rqa-heldout-2"]
+    assert [a.id for a in held.asr] == ["asr-heldout-0"]
+    assert [a.id for a in load_heldout(raw, speakers=("espeak:en-us+f3",)).asr] == []  # u2 is flite:rms
+
+
+def test_speakers_need_a_speaker_column(raw):
+    with pytest.raises(ValueError, match="no speaker column"):
+        load_heldout(raw, speakers=("flite:rms",))

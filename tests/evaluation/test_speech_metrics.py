@@ -1,73 +1,16 @@
 """Spoken QA, ASR, TTS and latency metrics on a stand-in engine with known answers (exact numbers)."""
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 import pytest
-import soundfile as sf
 
 from deeptalk.evaluation.asr_eval import evaluate_asr
 from deeptalk.evaluation.heldout import QAItem, SpeechItem
 from deeptalk.evaluation.latency import measure_latency, summarize_latency
-from deeptalk.evaluation.spoken_qa import evaluate_spoken_qa
+from deeptalk.evaluation.spoken_qa import distinct_answers, evaluate_spoken_qa, qa_scores
 from deeptalk.evaluation.tts_eval import evaluate_tts
-from deeptalk.inference.events import AudioChunk, Done, TextDelta, Timings
-
-SR = 24000
-
-
-def _speech(word: str) -> np.ndarray:
-    """Stand-in audio whose 'content' the fake scorer can read back: its length encodes the word."""
-    return np.full(100 * (1 + WORDS.index(word)), 0.1, np.float32)
-
-
-WORDS = ["paris", "four", "london", "good", "day", "mumble"]
-
-
-class FakeScorer:
-    def transcribe(self, wav, sr):
-        assert sr == SR
-        return WORDS[len(wav) // 100 - 1] if len(wav) else ""
-
-
-@dataclass
-class FakeSession:
-    script: dict  # input key -> (text, audio words)
-
-    def _events(self, key):
-        text, words, first_ms = self.script[key]
-        yield TextDelta(text)
-        for w in words:
-            yield AudioChunk(_speech(w), SR)
-        seconds = sum(len(_speech(w)) for w in words) / SR
-        yield Done(text, "complete", Timings(prefill_ms=5.0, first_audio_ms=first_ms if words else None,
-                                             total_ms=1000.0 * seconds * 0.5, audio_seconds=seconds))
-
-    def respond(self, *, audio, speak=True):
-        return self._events(round(float(audio[0]), 2))
-
-    def transcribe(self, audio):
-        return self._events(round(float(audio[0]), 2))
-
-    def synthesize(self, text):
-        return self._events(text)
-
-
-@dataclass
-class FakeEngine:
-    script: dict
-    audio_input: object = field(default_factory=lambda: type("A", (), {"sample_rate": 16000})())
-    codec: object = field(default_factory=lambda: type("C", (), {"sample_rate": SR})())
-
-    def session(self):
-        return FakeSession(self.script)
-
-
-def _wav(tmp_path: Path, name: str, level: float) -> Path:
-    path = tmp_path / f"{name}.wav"
-    sf.write(path, np.full(800, level, np.float32), 16000)
-    return path
+from deeptalk.inference.events import Timings
+from tests.evaluation._fakes import FakeEngine, FakeScorer
+from tests.evaluation._fakes import level_wav as _wav
 
 
 def test_spoken_qa_exact(tmp_path):
@@ -76,16 +19,37 @@ def test_spoken_qa_exact(tmp_path):
         0.2: ("It is four.", ["london"], 200.0),  # s2t right, s2s wrong
         0.3: ("No idea.", [], None),  # wrong, and no audio
         0.4: ("London", ["four"], 250.0),  # s2t wrong, s2s right
+        "capital?": ("paris", [], None),  # typed: right (asked twice)
+        "2+2?": ("five", [], None),  # typed: wrong (asked twice)
     })
     items = [QAItem("a", "capital?", ("paris",), _wav(tmp_path, "a", 0.1)),
              QAItem("b", "2+2?", ("four", "4"), _wav(tmp_path, "b", 0.2)),
              QAItem("c", "capital?", ("paris",), _wav(tmp_path, "c", 0.3)),
              QAItem("d", "2+2?", ("four",), _wav(tmp_path, "d", 0.4))]
-    result = evaluate_spoken_qa(engine, items, FakeScorer())
+    result = evaluate_spoken_qa(engine, items, FakeScorer(), n_distinct=3)
     assert result["s2t_acc"] == 0.5 and result["s2s_acc"] == 0.5
+    assert result["typed_acc"] == 0.5 and result["s2t_over_typed"] == 1.0
+    assert result["distinct_answers"] == 3 and result["n_questions"] == 3  # n_distinct=3: a, b, c
+    # own text vs heard: "the capital is paris"/"paris" (3 del), "it is four"/"london" (2 del + 1 sub),
+    # "no idea"/"" (2 del), "london"/"four" (1 sub) → 9 errors over 10 words
+    assert result["speech_wer_own_text"] == pytest.approx(9 / 10)
     assert result["n"] == 4 and result["no_audio"] == 1
-    assert result["examples"][1] == {"question": "2+2?", "text": "It is four.", "heard": "london",
-                                     "references": ["four", "4"], "s2t": True, "s2s": False}
+    assert result["examples"][1] == {"question": "2+2?", "text": "It is four.", "typed_text": "five",
+                                     "heard": "london", "references": ["four", "4"], "s2t": True,
+                                     "typed": False, "s2s": False}
+
+
+def test_qa_scores_ratio_and_distinct():
+    refs = [("paris",), ("four", "4"), ("london",)]
+    scores = qa_scores(refs, ["Paris!", "paris", "4"], ["paris", "four", "no"], n_distinct=16)
+    # spoken: right, wrong ("paris" for four), wrong ("4" for london); typed: right, right, wrong
+    assert scores == {"s2t_acc": pytest.approx(1 / 3), "typed_acc": pytest.approx(2 / 3),
+                      "s2t_over_typed": pytest.approx(0.5), "distinct_answers": 2, "n_questions": 3}
+    # typed accuracy 0: the ratio is undefined
+    assert qa_scores(refs, ["paris"] * 3, ["x"] * 3, n_distinct=2)["s2t_over_typed"] is None
+    assert distinct_answers(["The answer is Paris.", "the answer is paris", ""]) == 2
+    with pytest.raises(ValueError, match="as many"):
+        qa_scores(refs, ["paris"], ["paris"], n_distinct=3)
 
 
 def test_asr_wer_exact(tmp_path):
