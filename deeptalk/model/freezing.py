@@ -8,6 +8,12 @@ so even a NaN gradient cannot leak), and those partially frozen tensors go to an
 weight decay would otherwise still shrink frozen rows (STACK.md). Build a fresh optimizer after every call
 (stale moments from an earlier stage would move frozen rows).
 
+Row masks are index masks, built on the CPU whatever device the model is on (a model still on ``meta`` can be
+planned). Each hook copies its mask once to every device a gradient arrives on, so the masks follow their
+parameter when DeepSpeed moves the model to the accelerator or casts it to bf16 after this call (both keep the
+parameter objects). A move that *replaces* the parameters (``to("meta")`` then ``to_empty``, swap-tensor
+conversion) drops their hooks, like it drops the optimizer's references: call ``apply_trainable`` again.
+
 Group membership (a parameter may be in several groups; it trains if any selected group covers it):
 - EMBEDDINGS: the whole tied embedding/head; NEW_EMBEDDING_ROWS: its rows from ``layout.text_vocab_size`` on
   (text specials + all audio blocks), i.e. the "strict" recipe that leaves every original text row untouched.
@@ -89,7 +95,7 @@ def apply_trainable(
     if ParamGroup.EMBEDDINGS in groups:
         plan.add_full(emb)
     if ParamGroup.NEW_EMBEDDING_ROWS in groups:
-        new_rows = torch.arange(emb.shape[0], device=emb.device) >= model.layout.text_vocab_size
+        new_rows = torch.arange(emb.shape[0]) >= model.layout.text_vocab_size
         plan.add_rows(emb, new_rows)
     if ParamGroup.PROJECTOR in groups:
         for p in model.projector.parameters():
@@ -120,10 +126,9 @@ def _plan_moe_layer(plan: _Plan, model: nn.Module, moe: nn.Module, index: int, g
                     split: ExpertSplit | None) -> None:
     n_experts = moe.experts.gate_up_proj.shape[0]
     n_original = n_experts - model.n_added_experts
-    device = moe.experts.gate_up_proj.device
-    original = torch.arange(n_experts, device=device) < n_original
-    speech = split.speech_mask(index, n_experts).to(device) if split is not None else torch.zeros_like(original)
-    expert_rows = torch.zeros(n_experts, dtype=torch.bool, device=device)
+    original = torch.arange(n_experts) < n_original  # masks live on the CPU (module docstring)
+    speech = split.speech_mask(index, n_experts) if split is not None else torch.zeros_like(original)
+    expert_rows = torch.zeros(n_experts, dtype=torch.bool)
     if ParamGroup.SPEECH_EXPERTS in groups:
         expert_rows |= speech
     if ParamGroup.TEXT_EXPERTS in groups:
@@ -132,7 +137,7 @@ def _plan_moe_layer(plan: _Plan, model: nn.Module, moe: nn.Module, index: int, g
         expert_rows |= ~original
     for p in (moe.experts.gate_up_proj, moe.experts.down_proj):
         plan.add_rows(p, expert_rows)
-    router_rows = torch.zeros(n_experts, dtype=torch.bool, device=device)
+    router_rows = torch.zeros(n_experts, dtype=torch.bool)
     if ParamGroup.ROUTERS in groups:
         router_rows |= original
     if ParamGroup.ADDED_EXPERTS in groups:
@@ -143,6 +148,24 @@ def _plan_moe_layer(plan: _Plan, model: nn.Module, moe: nn.Module, index: int, g
         for module in shared:
             for p in module.parameters():
                 plan.add_full(p)
+
+
+class _ZeroFrozenRows:
+    """Gradient hook: zero the rows of a gradient that belong to frozen rows of its parameter.
+
+    The mask stays on the CPU and is copied once per device a gradient arrives on (CUDA's ``masked_fill``
+    refuses a mask on another device); a bool mask serves every gradient dtype.
+    """
+
+    def __init__(self, trainable_rows: torch.Tensor, ndim: int) -> None:
+        self._frozen = ~trainable_rows.cpu().view(-1, *([1] * (ndim - 1)))
+        self._on_device: dict[torch.device, torch.Tensor] = {}
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        frozen = self._on_device.get(grad.device)
+        if frozen is None:
+            frozen = self._on_device[grad.device] = self._frozen.to(grad.device)
+        return grad.masked_fill(frozen, 0.0)
 
 
 def _apply(model: nn.Module, plan: _Plan) -> list[dict]:
@@ -164,8 +187,7 @@ def _apply(model: nn.Module, plan: _Plan) -> list[dict]:
             (decay if p.ndim >= 2 else no_decay).append(p)
             n_train += p.numel()
             continue
-        keep = rows.view(-1, *([1] * (p.ndim - 1)))
-        model._grad_mask_handles.append(p.register_hook(lambda g, keep=keep: g.masked_fill(~keep, 0.0)))
+        model._grad_mask_handles.append(p.register_hook(_ZeroFrozenRows(rows, p.ndim)))
         model._frozen_row_masks[name] = ~rows
         partial.append(p)
         n_train += int(rows.sum()) * (p.numel() // p.shape[0])

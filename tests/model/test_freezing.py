@@ -104,3 +104,45 @@ def test_every_parameter_belongs_to_some_group(family):
 def test_one_sided_expert_group_needs_a_split():
     with pytest.raises(ValueError, match="needs an expert split"):
         apply_trainable(build_tiny(), [ParamGroup.SPEECH_EXPERTS])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_frozen_rows_hold_after_the_model_is_cast_once_freezing_is_set(dtype):
+    """DeepSpeed casts (bf16) and moves the model after ``apply_trainable``: the hooks must still hold."""
+    model = build_tiny()
+    model.set_expert_split(SPLIT)
+    param_groups = apply_trainable(model, S2A)
+    model.set_routing(RoutingMode.SPEECH_ONLY, SPLIT)
+    model.to(dtype)
+    before = _snapshot(model)
+    opt = torch.optim.AdamW(param_groups, lr=1e-2, weight_decay=0.1)
+    model.train()
+    opt.zero_grad()
+    model(random_batch(b=3, t=16, seed=0)).loss.backward()
+    opt.step()
+    for i, moe in enumerate(model.moe_layers()):
+        speech, text = list(SPLIT.speech[i]), [e for e in range(8) if e not in SPLIT.speech[i]]
+        for kind in ("gate_up_proj", "down_proj"):
+            name = f"backbone.model.layers.{moe.layer_idx}.mlp.experts.{kind}"
+            now = getattr(moe.experts, kind)
+            assert now.dtype == dtype
+            assert torch.equal(now[text], before[name][text]), name
+            assert not torch.equal(now[speech], before[name][speech]), name
+
+
+def test_row_masks_follow_the_gradient_to_another_device():
+    """The CPU stand-in for a GPU: hooks planned on a ``meta`` model meet gradients on ``meta`` while their
+    masks live on the CPU; CUDA refuses a mask on another device just as ``meta`` does."""
+    expected = count_trainable(_planned(build_tiny()))
+    model = _planned(build_tiny().to("meta"))
+    assert count_trainable(model) == expected  # a model not yet materialised can be planned and counted
+    partial = [p for n, p in model.named_parameters() if n in model._frozen_row_masks]
+    assert partial and model._grad_mask_handles
+    for p in partial:
+        p.sum().backward()
+        assert p.grad.device.type == "meta" and p.grad.shape == p.shape
+
+
+def _planned(model):
+    apply_trainable(model, [ParamGroup.NEW_EMBEDDING_ROWS, ParamGroup.SPEECH_EXPERTS, ParamGroup.ROUTERS], SPLIT)
+    return model
