@@ -20,6 +20,14 @@ def test_repo_params_file_loads():
     assert cfg.profile == "tiny"
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+def test_repo_params_file_does_not_override_any_profile(profile, tmp_path):
+    """The committed params.yaml must not carry one profile's values into another (paper gets paper's)."""
+    ours = load_config(REPO / "params.yaml", profile=profile, root=tmp_path)
+    preset = load_config(tmp_path / "absent.yaml", profile=profile, root=tmp_path)
+    assert ours == preset
+
+
 def test_params_override_presets(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"profile": "tiny", "seed": 7, "gates": {"max_text_drop_pct": 12.5}}))
