@@ -27,25 +27,35 @@ class DataConfig:
 
     seed: int = 0
     sample_rate: int = 16000  # every wav in data/raw is 16 kHz mono (Whisper-style input)
+    # tiny: as much speech as the 15-minute `make run` allows (~2,000 utterances, generation ≈ 1.5 min on 2 cores)
     counts: dict[str, tuple[int, int, int]] = field(
         default_factory=lambda: {
-            "asr": _counts(80, 10, 20),
-            "tts": _counts(40, 6, 15),
-            "aqa": _counts(60, 8, 20),
-            "tqa": _counts(60, 8, 40),
-            "rqa": _counts(60, 8, 20),
+            "asr": _counts(700, 20, 40),
+            "tts": _counts(120, 10, 16),
+            "aqa": _counts(300, 16, 32),
+            "tqa": _counts(200, 16, 64),
+            "rqa": _counts(400, 16, 32),
         }
     )
     max_facts: int = 600  # knowledge items drawn (stratified by relation) from all sources
     validation_fraction: float = 0.1  # of facts
     heldout_fraction: float = 0.15  # of facts
     assistant_voice: str = "piper:joe"  # the only voice the model speaks with (clearest available)
-    train_speakers: tuple[str, ...] = (
+    train_speakers: tuple[str, ...] = (  # many voices, so listening generalises to the held-out ones
         "espeak:en-us",
         "espeak:en-us+m3",
+        "espeak:en-us+m1",
+        "espeak:en-us+m5",
+        "espeak:en-us+f1",
+        "espeak:en-us+f4",
+        "espeak:en-gb+f2",
         "espeak:en-gb-x-rp+m7",
+        "espeak:en-gb-scotland",
+        "espeak:en-gb-x-gbclan+m4",
+        "espeak:en-029+m2",
         "flite:slt",
         "flite:awb",
+        "flite:kal16",
     )
     heldout_speakers: tuple[str, ...] = ("espeak:en-us+f3", "flite:rms")
     speeds: tuple[int, int] = (140, 170)  # espeak-ng words per minute, drawn uniformly per utterance
@@ -88,11 +98,11 @@ class DataConfig:
         if profile == "small":
             return cls(
                 counts={
-                    "asr": _counts(800, 60, 120),
-                    "tts": _counts(400, 40, 80),
-                    "aqa": _counts(800, 60, 120),
-                    "tqa": _counts(600, 60, 180),
-                    "rqa": _counts(600, 60, 120),
+                    "asr": _counts(3000, 60, 120),
+                    "tts": _counts(800, 40, 80),
+                    "aqa": _counts(1500, 60, 120),
+                    "tqa": _counts(800, 60, 240),
+                    "rqa": _counts(1500, 60, 120),
                 },
                 max_facts=2000,
             )
