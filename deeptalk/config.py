@@ -56,6 +56,10 @@ class Paths:
         return self._p("models", "codec")
 
     @property
+    def encoder(self) -> Path:  # the frozen pretrained Whisper (prepare_encoder), a transformers WhisperModel dir
+        return self._p("models", "encoder")
+
+    @property
     def base(self) -> Path:  # the "original LLM" (text_pretrain output or imported checkpoint)
         return self._p("models", "base")
 

@@ -20,8 +20,8 @@ from deeptalk.steps import STEPS, StepSpec, get_step
 from flows.hashing import step_fingerprint
 
 
-MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "encode", "pack", "text_pretrain", "align",
-              "profile_experts", "train_s2a", "train_s2b", "train_s3")
+MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack",
+              "text_pretrain", "align", "profile_experts", "train_s2a", "train_s2b", "train_s3")
 TRANSIENT_RETRIES = {"generate_data": 2, "package": 2}  # subprocess TTS and the model store can hiccup
 GPU_STEP_DEPLOYMENT = "deeptalk-step/gpu"
 STEP_NAMES = tuple(step.name for step in STEPS)

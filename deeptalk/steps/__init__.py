@@ -74,12 +74,16 @@ STEPS: tuple[StepSpec, ...] = (
     ),
     StepSpec("fit_codec", "fit_codec", ("deeptalk/codec", "data/raw", "data/validated"), ("models/codec",),
              ("codec", "seed")),
+    StepSpec("prepare_encoder", "prepare_encoder", ("deeptalk/model/whisper_convert.py",), ("models/encoder",),
+             ("audio_input",)),
     StepSpec("encode", "encode", _data_code("features", "processed", "audio_io", "validation") + (
-        "deeptalk/codec", "data/raw", "models/codec"), ("data/processed",), ("audio_input", "codec")),
+        "deeptalk/codec", "data/raw", "models/codec",
+        "models/encoder"), ("data/processed",), ("audio_input", "codec")),
     StepSpec("pack", "pack", _data_code("packing", "dataset", "processed", "text_tokenizer") + (
         "data/processed", "data/raw"), ("data/sequences",), ("profile", "data", "audio_input", "seed")),
     StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "deeptalk/evaluation/text_ability.py",
-             "data/sequences", "data/raw/tokenizer"), ("models/base",), ("model", "training", "seed"), heavy=True),
+             "data/sequences", "data/raw/tokenizer", "models/encoder"), ("models/base",),
+             ("model", "training", "seed"), heavy=True),
     StepSpec("align", "align", ("deeptalk/model", "deeptalk/training", "data/sequences", "models/base"),
              ("models/stages/s1",), ("model", "training", "audio_input", "seed"), heavy=True),
     StepSpec("profile_experts", "profile_experts", ("deeptalk/profiling.py", "data/sequences", "models/stages/s1"),

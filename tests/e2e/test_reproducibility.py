@@ -4,7 +4,7 @@ import pytest
 
 from tests.e2e._project import FAST_PARAMS, clone_project, run, tree_hashes
 
-DATA_STEPS = ["generate_data", "validate_data", "fit_codec", "encode", "pack"]
+DATA_STEPS = ["generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack"]
 DETERMINISTIC_OUTS = ("data/raw", "data/validated", "data/processed", "data/sequences")
 
 
