@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 SPLIT_RULE = re.compile(r"^(adaptive|fixed:\d+|random:\d+)$")
 BASELINES = ("plain", "fixed", "moextend", "strict")
+VERIFY_MODES = ("size", "full")  # resume checks of a checkpoint: manifest + sizes, or also every sha256
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class TrainingConfig:
     baselines: tuple[str, ...] = BASELINES
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2
+    # resume check: "full" re-hashes every file (each rank a share), "size" trusts the write-time hashes and
+    # checks the manifest and sizes only (paper: ~250 GB per checkpoint)
+    verify_checkpoints: str = "full"
     log_every: int = 10
     warmup_ratio: float = 0.03
     grad_clip: float = 1.0
@@ -76,6 +80,8 @@ class TrainingConfig:
             raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
         if self.checkpoint_every <= 0 or self.log_every <= 0 or self.keep_checkpoints <= 0:
             raise ValueError("checkpoint_every, log_every and keep_checkpoints must be positive")
+        if self.verify_checkpoints not in VERIFY_MODES:
+            raise ValueError(f"verify_checkpoints must be one of {VERIFY_MODES}, got {self.verify_checkpoints!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -132,6 +138,7 @@ class TrainingConfig:
                 fixed_split="fixed:20",
                 moextend_experts=8,
                 checkpoint_every=400,
+                verify_checkpoints="size",
                 log_every=50,
                 deepspeed_config="zero2_offload",
                 gradient_checkpointing=True,

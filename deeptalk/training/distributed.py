@@ -100,3 +100,20 @@ def barrier() -> None:
 
 def is_main_process() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` without a process group."""
+    if not torch.distributed.is_initialized():
+        return 0, 1
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def all_gather(obj: object) -> list:
+    """``obj`` from every rank, in rank order (picklable objects; ``[obj]`` without a process group)."""
+    _, world = rank_and_world()
+    if world == 1:
+        return [obj]
+    out: list = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out

@@ -40,6 +40,7 @@ class LoopConfig:
     deepspeed_config: str = "zero2"
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    verify_checkpoints: str = "full"  # on resume: "size" (manifest + sizes) or "full" (+ sha256, split by rank)
     log_every: int = 10
     bf16: bool = False  # only on CUDA
 
@@ -136,7 +137,7 @@ def train(
         lr_scheduler=scheduler,
         config=deepspeed_config(loop, dist.world_size, dist.device),
     )
-    manager = CheckpointManager(checkpoint_dir, keep=loop.keep_checkpoints)
+    manager = CheckpointManager(checkpoint_dir, keep=loop.keep_checkpoints, verify=loop.verify_checkpoints)
     start = 0
     found = manager.latest_valid(fingerprint)
     if found is not None:

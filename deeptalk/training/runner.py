@@ -192,8 +192,9 @@ def _dir_signature(path: Path | None) -> str:
 
 def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
     canonical = {**asdict(spec), "trainable": sorted(g.value for g in spec.trainable), "routing": spec.routing.value}
+    loop_fields = {k: v for k, v in asdict(loop).items() if k != "verify_checkpoints"}  # checks, not weights
     blob = json.dumps({
-        "spec": canonical, "loop": asdict(loop), "seed": cfg.seed, "model": asdict(cfg.model),
+        "spec": canonical, "loop": loop_fields, "seed": cfg.seed, "model": asdict(cfg.model),
         "init": _dir_signature(init), "extra": extra,
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -207,7 +208,8 @@ def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
         warmup_ratio=t.warmup_ratio if spec.warmup_ratio is None else spec.warmup_ratio,
         schedule=spec.schedule, grad_clip=t.grad_clip, weight_decay=t.weight_decay,
         deepspeed_config=spec.deepspeed_config or t.deepspeed_config, checkpoint_every=t.checkpoint_every,
-        keep_checkpoints=t.keep_checkpoints, log_every=t.log_every, bf16=t.bf16,
+        keep_checkpoints=t.keep_checkpoints, verify_checkpoints=t.verify_checkpoints, log_every=t.log_every,
+        bf16=t.bf16,
     )
 
 
