@@ -7,6 +7,8 @@ BentoML adds ``/livez``, ``/readyz`` and ``/metrics``. ``/readyz`` turns ready o
     bentoml serve service:DeepTalk --host 127.0.0.1 --port 3000
     DEEPTALK_MODEL_TAG=deeptalk:<version>  # which packaged model (default deeptalk:latest)
     DEEPTALK_API_KEY=...                   # optional: require `Authorization: Bearer <key>`
+    DEEPTALK_WORKERS=2                     # worker processes (default 1); each gets free cores / (workers ×
+                                           # max_concurrency) torch threads (deeptalk.runtime.setup_threads)
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from deeptalk.runtime import setup_threads  # noqa: E402
 log = logging.getLogger("deeptalk.service")
 
 MODEL_TAG = os.environ.get("DEEPTALK_MODEL_TAG", "deeptalk:latest")
+WORKERS = int(os.environ.get("DEEPTALK_WORKERS", "1"))
 holder = EngineHolder()  # set once in DeepTalk.__init__; read-only afterwards
 app = create_app(holder, static_dir=Path(__file__).resolve().parent / "static")
 
 
-@bentoml.service(name="deeptalk", traffic={"timeout": 300}, workers=1)
+@bentoml.service(name="deeptalk", traffic={"timeout": 300}, workers=WORKERS)
 @bentoml.asgi_app(app, path="/")
 class DeepTalk:
     """Speech-in, speech-out dialogue (DeepTalk, modality-specific MoE) with streaming answers."""
@@ -45,17 +48,19 @@ class DeepTalk:
     def __init__(self) -> None:
         root = Path(self.packaged.path)
         config = service_config_for(root)
-        setup_threads(int(os.environ.get("DEEPTALK_THREADS", "1")))
-        self._blas = threadpool_limits(limits=1)  # in case numpy was imported before the env vars above
+        # every worker process runs up to max_concurrency answers at once, each in its own thread
+        threads = setup_threads(sharers=WORKERS * config.max_concurrency)
+        self._blas = threadpool_limits(limits=1, user_api="blas")  # in case numpy came before the env vars above
         engine = Engine.load(root, config)
         if config.warmup:
             log.info("warm-up took %.2f s", engine.warmup())
         holder.engine = engine
         log.info(
-            "serving %s: %d voices, up to %d concurrent answers",
+            "serving %s: %d voices, up to %d concurrent answers, %d torch threads each",
             MODEL_TAG,
             len(engine.voices),
             config.max_concurrency,
+            threads,
         )
 
     def __is_ready__(self) -> bool:
