@@ -76,7 +76,7 @@ def test_s2a_routing_never_selects_a_text_expert(staged):
             for layer, shares in enumerate(data["share"]):
                 text = SPLIT.text_experts(layer, len(shares))
                 assert all(shares[e] == 0 for e in text), f"{modality} layer {layer}: {shares}"
-                assert sum(shares) == pytest.approx(1.0)
+                assert sum(shares) == pytest.approx(1.0, abs=1e-3)  # shares are rounded to 4 decimals
 
 
 def test_stage_outputs_and_skip_when_already_trained(staged, caplog):
