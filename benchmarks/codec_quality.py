@@ -3,6 +3,8 @@ real-time factor, streaming first-chunk latency. Prints ``name: value`` lines (W
 
     .venv/bin/python benchmarks/codec_quality.py                       # fit on the assistant voice here
     .venv/bin/python benchmarks/codec_quality.py --codec models/codec  # score a fitted codec directory
+    .venv/bin/python benchmarks/codec_quality.py --n-fit 120 --strides 2,1 --codebook-size 512 --no-other
+                                                    # another geometry, fitted on as much audio as tiny has
 
 Sentences are built from the Debian bsdgames quiz files; fit and test sentences are disjoint. Audio is
 synthesised at 16 kHz like the corpus. Target (issue 4): codec WER at most 10 points above the original's
@@ -12,6 +14,7 @@ for the assistant voice. The other voice is outside the fit and shows how far th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import re
@@ -68,6 +71,9 @@ def main() -> None:
     ap.add_argument("--fit-other", action="store_true", help="fit on the other voice too (without --codec)")
     ap.add_argument("--n-test", type=int, default=40)
     ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--strides", help="level strides, e.g. 2,1 (default: the profile's)")
+    ap.add_argument("--codebook-size", type=int, help="codes per level (default: the profile's)")
+    ap.add_argument("--no-other", action="store_true", help="score the assistant voice only")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -85,14 +91,22 @@ def main() -> None:
             (synthesize(v, t, sample_rate=SAMPLE_RATE), SAMPLE_RATE) for v in fit_voices for t in fit_text
         ]
         started = time.perf_counter()
-        codec = EmbeddedCodec.fit(fit_audio, CodecConfig.for_profile(args.profile), seed=args.seed)
+        config = CodecConfig.for_profile(args.profile)
+        if args.strides:
+            config = dataclasses.replace(config, level_strides=tuple(int(s) for s in args.strides.split(",")))
+        if args.codebook_size:
+            config = dataclasses.replace(config, codebook_size=args.codebook_size)
+        print(f"codec_streams: {config.n_streams}")
+        print(f"codec_codebook_size: {config.codebook_size}")
+        codec = EmbeddedCodec.fit(fit_audio, config, seed=args.seed)
         print(f"fit_seconds: {time.perf_counter() - started:.1f}")
         print(f"fit_audio_seconds: {sum(len(w) for w, _ in fit_audio) / SAMPLE_RATE:.0f}")
         codec.fit_info["speakers"] = fit_voices
     print(f"codec_fit_voices: {getattr(codec, 'fit_info', {}).get('speakers', 'unknown')}")
     scorer = AsrScorer(cpu_threads=threads)
 
-    for label, voice in (("assistant", args.voice), ("other", args.other_voice)):
+    voices = [("assistant", args.voice)] + ([] if args.no_other else [("other", args.other_voice)])
+    for label, voice in voices:
         clips = [synthesize(voice, t, sample_rate=SAMPLE_RATE) for t in test_text]
         enc_s = dec_s = 0.0
         resynth = []

@@ -19,6 +19,10 @@ from dataclasses import asdict, dataclass, field
 
 IGNORE_INDEX = -100  # label value skipped by the loss (torch CrossEntropyLoss default)
 SPECIAL_SLOTS = 64  # slots reserved per block for special tokens, as in the reference
+# How a spoken answer's text stream lines up with its audio (deeptalk.data.packing): "text_first" = the
+# paper's (all text, EOT, then PAD_T while the audio goes on); "aligned" = each text token at the codec frame
+# where its word starts, PAD_T between words (Moshi's "inner monologue").
+ANSWER_LAYOUTS = ("text_first", "aligned")
 
 # Specials on the text stream, in id order after the text tokenizer's ids.
 TEXT_SPECIALS = (
@@ -43,6 +47,12 @@ AUDIO_SPECIALS = (
 )
 
 
+def check_answer_layout(name: str) -> str:
+    if name not in ANSWER_LAYOUTS:
+        raise ValueError(f"unknown answer_layout {name!r}; expected one of {ANSWER_LAYOUTS}")
+    return name
+
+
 def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
@@ -53,12 +63,15 @@ class TokenLayout:
 
     ``voices`` names the assistant voices; each gets an audio special written on every audio stream at the
     position before a spoken answer (the reference's M29/F10). ``ANS_A`` is the default voice.
+    ``answer_layout`` (one of ``ANSWER_LAYOUTS``) says how spoken answers were packed, so that a checkpoint
+    carries it to the generator.
     """
 
     text_vocab_size: int
     n_audio_streams: int = 7
     codebook_size: int = 4096
     voices: tuple[str, ...] = field(default_factory=tuple)
+    answer_layout: str = "text_first"
 
     def __post_init__(self) -> None:
         if self.text_vocab_size <= 0 or self.codebook_size <= 0 or self.n_audio_streams <= 0:
@@ -68,6 +81,7 @@ class TokenLayout:
             raise ValueError(f"duplicate voice names in {self.voices}")
         if len(AUDIO_SPECIALS) + len(self.voices) > SPECIAL_SLOTS:
             raise ValueError(f"{len(self.voices)} voices do not fit the {SPECIAL_SLOTS} audio special slots")
+        check_answer_layout(self.answer_layout)
 
     # ---- block geometry -------------------------------------------------------------------------------
     @property
@@ -171,7 +185,7 @@ class TokenLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> TokenLayout:
-        known = {"text_vocab_size", "n_audio_streams", "codebook_size", "voices"}
+        known = {"text_vocab_size", "n_audio_streams", "codebook_size", "voices", "answer_layout"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown TokenLayout fields {sorted(unknown)}")

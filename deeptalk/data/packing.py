@@ -11,11 +11,21 @@ per position; audio streams hold ``PAD_A`` unless noted in brackets (ids from ``
                                                    answer a spoken question, answer a typed one)
     ASSISTANT[ANS_A|VOICE:x]  text… EOT PAD_T…     spoken answer; stream i: i+1 PAD_A, codes_i, EOA, PAD_A
 
+A spoken answer's text stream follows ``TokenLayout.answer_layout`` (its audio streams are the same in both):
+
+* ``text_first`` (the paper's): the whole text from the row after the answer token, then ``EOT``, then
+  ``PAD_T`` while the audio continues;
+* ``aligned`` (Moshi's "inner monologue"): text token ``k`` sits at row ``r_k = max(f_k, r_{k-1} + 1)``
+  after the answer token, where ``f_k`` is the codec frame in which its word starts being spoken
+  (:mod:`deeptalk.data.alignment`) — one row before stream 0's code of that frame, which sits at row
+  ``f_k + 1`` — ``PAD_T`` between words, ``EOT`` right after the last token, ``PAD_T`` after it.
+
 Earlier assistant turns of a conversation are always rendered as text answers (the reference's multi-turn
 inference prepends the generated text), and an inference prompt (:func:`pack_prompt`) is exactly a training
 sequence cut after its last ASSISTANT row. Labels are aligned with the inputs (the model shifts by one). Only
-answers carry labels: their text, ``EOT``, codes and ``EOA``; prompts, delay pads, ``PAD_T`` / ``PAD_A``
-padding are ``IGNORE_INDEX``.
+answers carry labels: their text, ``EOT``, codes and ``EOA`` (and, in the aligned layout, the ``PAD_T``
+between the answer token and ``EOT``: when to say the next word is part of the answer); prompts, delay pads,
+other ``PAD_T`` / ``PAD_A`` padding are ``IGNORE_INDEX``.
 
 Packing has two halves so that training can re-draw its random choices every epoch without re-tokenising:
 :func:`tokenize_sample` (done once by the pack step) and :func:`pack_tokenized` (done per epoch by the dataset
@@ -36,7 +46,7 @@ import numpy as np
 import torch
 
 from deeptalk.data.schema import Sample
-from deeptalk.tokens import IGNORE_INDEX, TokenLayout
+from deeptalk.tokens import IGNORE_INDEX, TokenLayout, check_answer_layout
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +76,12 @@ class PackingConfig:
     max_length: int = 512  # positions per sequence; longer conversations lose their oldest turns first
     user_speech_prob: float = 0.7  # reference: RQA user turns use their audio when random() > 0.3
     random_speech_tasks: tuple[str, ...] = ("rqa",)  # tasks whose user turns draw speech vs text
+    # the spoken-answer layout the pack step writes into layout.json (TokenLayout.answer_layout); packing,
+    # training and generation follow the layout they are given, not this field
+    answer_layout: str = "text_first"
 
     def __post_init__(self) -> None:
+        check_answer_layout(self.answer_layout)
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8 positions, got {self.max_length}")
         if not 0.0 <= self.user_speech_prob <= 1.0:
@@ -82,7 +96,12 @@ class PackingConfig:
         return cls(max_length=lengths[profile])
 
 
-def layout_for(tokenizer: TextTokenizerLike, codec: CodecLike, voices: Sequence[str] = ()) -> TokenLayout:
+def layout_for(
+    tokenizer: TextTokenizerLike,
+    codec: CodecLike,
+    voices: Sequence[str] = (),
+    answer_layout: str = "text_first",
+) -> TokenLayout:
     """The pipeline's token layout: text vocabulary from the tokenizer, audio blocks from the codec.
 
     Every step builds it through here (or reads the ``layout.json`` the pack step writes), so ids agree.
@@ -92,6 +111,7 @@ def layout_for(tokenizer: TextTokenizerLike, codec: CodecLike, voices: Sequence[
         n_audio_streams=int(codec.n_streams),
         codebook_size=int(codec.codebook_size),
         voices=tuple(sorted(voices)),
+        answer_layout=answer_layout,
     )
 
 
@@ -304,15 +324,53 @@ def delay_codes(layout: TokenLayout, codes: np.ndarray, n_text: int) -> tuple[np
     return inputs, labels
 
 
-def _speech_answer(layout: TokenLayout, ids: Sequence[int], codes: np.ndarray, voice: str | None) -> _Block:
+def aligned_rows(frames: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Rows (after the answer token) of a spoken answer's text tokens in the aligned layout.
+
+    Token ``k`` goes to its word's start frame ``f_k``, later only where earlier tokens still occupy the
+    rows: ``r_k = max(f_k, r_{k-1} + 1)`` (tokens of one word, a number's digits, punctuation follow each
+    other; rows strictly increase).
+    """
+    frames = np.asarray(frames, dtype=np.int64)
+    if frames.ndim != 1:
+        raise ValueError(f"token frames must be 1-D, got shape {tuple(frames.shape)}")
+    if frames.size and frames.min() < 0:
+        raise ValueError("token frames must be non-negative")
+    rows = np.empty_like(frames)
+    last = -1
+    for k, f in enumerate(frames.tolist()):
+        last = max(f, last + 1)
+        rows[k] = last
+    return rows
+
+
+def _speech_answer(
+    layout: TokenLayout,
+    ids: Sequence[int],
+    codes: np.ndarray,
+    voice: str | None,
+    frames: Sequence[int] | np.ndarray | None = None,
+) -> _Block:
+    """ASSISTANT[voice] row, then the answer in ``layout.answer_layout`` (see the module docstring);
+    ``frames``: the codec frame where each text token's word starts (aligned layout only)."""
     head = _answer_open(layout, answer_token("", False, voice, speak=True))
-    audio_in, audio_lab = delay_codes(layout, codes, len(ids))
+    if layout.answer_layout == "aligned":
+        if frames is None or len(frames) != len(ids):
+            raise ValueError(
+                f"the aligned layout needs one start frame per text token: {len(ids)} tokens, "
+                f"{'no' if frames is None else len(frames)} frames"
+            )
+        rows = aligned_rows(frames)
+    else:
+        rows = np.arange(len(ids), dtype=np.int64)
+    n_text = int(rows[-1]) + 1 if len(rows) else 0  # rows up to the last text token; EOT goes next
+    audio_in, audio_lab = delay_codes(layout, codes, n_text)
     length = audio_in.shape[0]
-    text = [*ids, layout.text_special("EOT")]
     text_in = np.full(length, layout.text_special("PAD_T"), dtype=np.int64)
-    text_in[: len(text)] = text
+    text_in[rows] = np.asarray(ids, dtype=np.int64)
+    text_in[n_text] = layout.text_special("EOT")
     text_lab = np.full(length, IGNORE_INDEX, dtype=np.int64)
-    text_lab[: len(text)] = text
+    text_lab[: n_text + 1] = text_in[: n_text + 1]  # text_first: exactly the ids and EOT
     body_in = np.concatenate([audio_in, text_in[:, None]], axis=1)
     body_lab = np.concatenate([audio_lab, text_lab[:, None]], axis=1)
     return _Block(np.concatenate([head, body_in]), np.concatenate([_ignored(head), body_lab]))
@@ -369,8 +427,12 @@ def pack_tokenized(
     *,
     train: bool = True,
     config: PackingConfig | None = None,
+    token_frames_by_utt: Mapping[str, np.ndarray] | None = None,
 ) -> PackedSample:
     """Pack one tokenised conversation (see the module docstring for the template).
+
+    Spoken answers are laid out as ``layout.answer_layout`` says; the aligned layout reads the codec frame
+    where each answer token's word starts from ``token_frames_by_utt`` (``ProcessedStore.token_frames``).
 
     Random choices (training only), drawn from ``rng`` in a fixed order: the target assistant turn (see
     :func:`choose_target`), then speech-vs-text for each user turn of ``config.random_speech_tasks``.
@@ -398,7 +460,17 @@ def pack_tokenized(
             raise ValueError(f"{where}: no codec codes for the spoken answer {answer.audio_id!r}")
         codes = codes_by_utt[answer.audio_id]
         codes = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
-        blocks.append(_speech_answer(layout, answer.ids, codes, answer.voice))
+        frames = None
+        if layout.answer_layout == "aligned":
+            if token_frames_by_utt is None or answer.audio_id not in token_frames_by_utt:
+                raise ValueError(f"{where}: no word timings for the spoken answer {answer.audio_id!r}")
+            frames = token_frames_by_utt[answer.audio_id]
+            if len(frames) != len(answer.ids):
+                raise ValueError(
+                    f"{where}: {len(frames)} word timings for {len(answer.ids)} text tokens of "
+                    f"{answer.audio_id!r} (timings made with another tokenizer? rerun encode)"
+                )
+        blocks.append(_speech_answer(layout, answer.ids, codes, answer.voice, frames))
     else:
         token = answer_token(sample.task, _last_user_spoke(user_speech, turns))
         blocks.append(_text_answer(layout, answer.ids, labelled=True, token=token))
@@ -493,11 +565,13 @@ def pack_sample(
     train: bool = True,
     config: PackingConfig | None = None,
     voice_by_utt: Mapping[str, str] | None = None,
+    token_frames_by_utt: Mapping[str, np.ndarray] | None = None,
 ) -> PackedSample:
     """Tokenise and pack one conversation: :func:`tokenize_sample` then :func:`pack_tokenized`."""
     tokenized = tokenize_sample(sample, tokenizer, voice_by_utt)
     return pack_tokenized(
-        tokenized, layout, codes_by_utt, n_positions_by_utt, rng, train=train, config=config
+        tokenized, layout, codes_by_utt, n_positions_by_utt, rng, train=train, config=config,
+        token_frames_by_utt=token_frames_by_utt,
     )
 
 

@@ -1,10 +1,12 @@
-"""The encode step's output (``data/processed/``): codec codes of spoken answers, log-mels of user audio.
+"""The encode step's output (``data/processed/``): codec codes of spoken answers, encoder frames of user audio.
 
 Files (all byte-deterministic for the same inputs):
 - ``index.parquet``: one row per utterance used by a sample (``INDEX_COLUMNS``), sorted by id;
 - ``codes.safetensors``: ``utt_id → int16/int32 [K, T]`` codes of every speech target;
-- ``mels.safetensors``: ``utt_id → float16 [n_mels, n]`` log-mels of every input utterance, trimmed of their
-  constant padding tail (:func:`deeptalk.data.features.trim`);
+- ``frames.safetensors``: ``utt_id → float16 [projector_stride · n_positions, encoder_dim]`` frozen-encoder
+  outputs of every input utterance (:class:`deeptalk.data.features.SpeechFeatureExtractor`);
+- ``timings.safetensors``: ``utt_id → float32 [n_tokens]`` start (seconds) of each text token of every speech
+  target, from forced alignment (:mod:`deeptalk.data.alignment`; the aligned answer layout reads them);
 - ``meta.json``: the feature and codec geometry they were made with.
 
 :class:`ProcessedStore` reads them lazily (safetensors is memory-mapped), one handle per process so that
@@ -23,31 +25,30 @@ import pandas as pd
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from deeptalk.data.features import untrim
+from deeptalk.data.alignment import token_frames
 
 INDEX_FILE = "index.parquet"
 CODES_FILE = "codes.safetensors"
-MELS_FILE = "mels.safetensors"
+FRAMES_FILE = "frames.safetensors"
 META_FILE = "meta.json"
+TIMINGS_FILE = "timings.safetensors"
 
 INDEX_COLUMNS = {
     "utt_id": "string",
     "split": "string",
     "speaker": "string",
-    "is_input": "bool",  # a user turn's audio: has log-mels
+    "is_input": "bool",  # a user turn's audio: has encoder frames
     "is_target": "bool",  # an assistant's spoken answer: has codec codes
     "n_samples": "int64",  # 16 kHz samples of the input audio (0 if not an input)
     "n_positions": "int64",  # AudioInputConfig.n_positions of the input (0 if not an input)
-    "mel_kept": "int64",  # stored (untrimmed) mel frames
-    "mel_fill": "float64",  # value of the trimmed padding frames
     "n_frames": "int64",  # codec frames of the target (0 if not a target)
 }
 
 
 @dataclass(frozen=True)
 class ProcessedMeta:
-    n_mels: int
-    mel_frames: int
+    encoder_dim: int  # width of the stored encoder frames
+    frames_per_position: int  # AudioInputConfig.projector_stride
     n_streams: int
     codebook_size: int
     frames_per_second: float
@@ -60,8 +61,9 @@ def write_processed(
     directory: str | Path,
     index: pd.DataFrame,
     codes: Mapping[str, np.ndarray],
-    mels: Mapping[str, np.ndarray],
+    frames: Mapping[str, np.ndarray],
     meta: ProcessedMeta,
+    timings: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Path]:
     """Write the four files; ``index`` must have ``INDEX_COLUMNS``. Returns their paths."""
     directory = Path(directory)
@@ -74,13 +76,18 @@ def write_processed(
     paths = {
         "index": directory / INDEX_FILE,
         "codes": directory / CODES_FILE,
-        "mels": directory / MELS_FILE,
+        "frames": directory / FRAMES_FILE,
         "meta": directory / META_FILE,
     }
     index.to_parquet(paths["index"], index=False)
     save_file({k: np.ascontiguousarray(v, dtype=code_dtype) for k, v in codes.items()}, str(paths["codes"]))
-    save_file({k: np.ascontiguousarray(v, dtype=np.float16) for k, v in mels.items()}, str(paths["mels"]))
+    save_file({k: np.ascontiguousarray(v, dtype=np.float16) for k, v in frames.items()}, str(paths["frames"]))
     paths["meta"].write_text(meta.to_json())
+    if timings is not None:
+        paths["timings"] = directory / TIMINGS_FILE
+        save_file(
+            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in timings.items()}, str(paths["timings"])
+        )
     return paths
 
 
@@ -123,8 +130,33 @@ class CodesView(Mapping):
         return len(self._store.targets)
 
 
+class TokenFramesView(Mapping):
+    """``utt_id → int64 [n_tokens]`` codec frame where each text token of a speech target starts (what
+    :func:`pack_tokenized` takes for the aligned answer layout); empty when encode stored no timings."""
+
+    def __init__(self, store: ProcessedStore):
+        self._store = store
+        path = store.directory / TIMINGS_FILE
+        self._file = _Tensors(path) if path.exists() else None
+
+    def __getitem__(self, utt_id: str) -> np.ndarray:
+        if self._file is None or utt_id not in self._store.targets:
+            raise KeyError(utt_id)
+        starts = self._file.get(utt_id)
+        return token_frames(starts, self._store.meta.frames_per_second, self._store.n_frames[utt_id])
+
+    def __contains__(self, utt_id: object) -> bool:
+        return self._file is not None and utt_id in self._store.targets
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._store.targets) if self._file is not None else [])
+
+    def __len__(self) -> int:
+        return len(self._store.targets) if self._file is not None else 0
+
+
 class ProcessedStore:
-    """Read access to ``data/processed``: codes, padded log-mels and positions per utterance."""
+    """Read access to ``data/processed``: codes, encoder frames and positions per utterance."""
 
     def __init__(self, directory: str | Path):
         directory = Path(directory)
@@ -138,15 +170,18 @@ class ProcessedStore:
         self.n_positions: dict[str, int] = dict(
             zip(inputs["utt_id"], inputs["n_positions"].astype(int), strict=False)
         )
-        self._fill = dict(zip(inputs["utt_id"], inputs["mel_fill"].astype(float), strict=False))
         self.targets = frozenset(index.loc[index["is_target"], "utt_id"])
+        targets = index[index["is_target"]]
+        self.n_frames: dict[str, int] = dict(
+            zip(targets["utt_id"], targets["n_frames"].astype(int), strict=False)
+        )
         self.codes_file = _Tensors(directory / CODES_FILE)
-        self.mels_file = _Tensors(directory / MELS_FILE)
+        self.frames_file = _Tensors(directory / FRAMES_FILE)
         self.codes = CodesView(self)
+        self.token_frames = TokenFramesView(self)
 
-    def mel(self, utt_id: str) -> np.ndarray:
-        """Log-mel ``[n_mels, mel_frames]`` float32, padded exactly as the feature extractor padded it."""
-        if utt_id not in self._fill:
-            raise ValueError(f"no log-mel features for utterance {utt_id!r} in {self.directory}")
-        trimmed = self.mels_file.get(utt_id).astype(np.float32)
-        return untrim(trimmed, float(np.float16(self._fill[utt_id])), self.meta.mel_frames)
+    def frames(self, utt_id: str) -> np.ndarray:
+        """Encoder frames ``[projector_stride · n_positions, encoder_dim]`` float32 of one input utterance."""
+        if utt_id not in self.n_positions:
+            raise ValueError(f"no encoder frames for utterance {utt_id!r} in {self.directory}")
+        return self.frames_file.get(utt_id).astype(np.float32)

@@ -92,6 +92,13 @@ class TextTokenizer:
     def encode(self, text: str) -> list[int]:
         return [self._ids.get(tok, self.unk_id) for tok in split_words(text)]
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span ``[start, end)`` in ``text`` of each token ``encode(text)`` gives (word timings)."""
+        lowered = text.lower()
+        if len(lowered) != len(text):  # a character whose lower case is longer: spans would shift
+            raise ValueError(f"cannot map tokens of {text!r} to characters (lower-casing changes its length)")
+        return [m.span() for m in _TOKEN_RE.finditer(lowered)]
+
     def unknown_words(self, text: str) -> list[str]:
         return [tok for tok in split_words(text) if tok not in self._ids]
 
@@ -142,6 +149,11 @@ class HFTextTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=False))
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span ``[start, end)`` in ``text`` of each token ``encode(text)`` gives (word timings)."""
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
 
     def unknown_words(self, text: str) -> list[str]:
         if self.unk_id < 0:

@@ -14,6 +14,12 @@ by ``i + 1`` steps, so at step ``t`` streams ``i >= t`` are forced to ``PAD_A``;
 step ``t0``, stream ``i`` is closed with ``EOA`` at step ``t0 + i``. Generation stops once every stream of the
 surviving items has closed or ``max_steps`` is reached. Code ``j`` of stream ``i`` is produced at step
 ``j + i + 1``, so codec frame ``j`` is complete at step ``j + K``; :class:`StepOutput` carries it then.
+
+A model trained on the aligned answer layout (``TokenLayout.answer_layout == "aligned"``, see
+:mod:`deeptalk.data.packing`) speaks with one item: its text stream, read from the same logits as its audio,
+produces words at the frames where they are spoken and ``PAD_T`` between them (a step whose text only pads
+yields ``text_token=None``), then ``EOT``; generation ends once the text has ended and every stream has
+closed.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class DecodeState:
     text_tokens: list[int] = field(default_factory=list)  # local text ids generated so far (penalty history)
     codes: list[list[int]] = field(default_factory=list)  # per audio stream: codes generated (de-delayed)
     eoa_step: int | None = None  # step at which stream 0 emitted EOA
+    text_item: str = "text"  # the item whose logits give the text ("audio" in the aligned layout)
     frames_emitted: int = 0
     length: int = 0  # positions in the cache
     reason: str = ""
@@ -87,6 +94,7 @@ class DecodeState:
         self.text_tokens = []
         self.codes = []
         self.eoa_step = None
+        self.text_item = "text"
         self.frames_emitted = 0
         self.length = 0
         self.reason = ""
@@ -115,6 +123,10 @@ class Generator:
         # the text stream may produce words and EOT
         self._text_mask = allowed_mask(
             lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot]
+        )
+        # aligned spoken answers: the text stream also pads between words
+        self._aligned_text_mask = allowed_mask(
+            lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot, self._pad_t]
         )
         # audio streams may produce codes; stream 0 also EOA (the others are closed by the schedule)
         self._audio_mask = torch.stack(
@@ -147,13 +159,16 @@ class Generator:
         ids = prompt.input_ids.to(self.device)
         if ids.ndim != 2 or ids.shape[1] != lay.n_streams:
             raise ValueError(f"prompt ids must be [T, {lay.n_streams}], got {tuple(ids.shape)}")
+        aligned = speak and lay.answer_layout == "aligned"
         rows = []
         if speak:
             code = lay.answer_code(None) if answer_code is None else answer_code
             rows.append(self._with_last_audio(ids, code))
             st.items.append("audio")
-        rows.append(ids)
-        st.items.append("text")
+        if not aligned:  # the aligned layout's text comes from the audio item itself
+            rows.append(ids)
+            st.items.append("text")
+        st.text_item = "audio" if aligned else "text"
         st.codes = [[] for _ in range(K)]
 
         logits = self._prefill(prompt, torch.stack(rows))  # [B, V]
@@ -163,7 +178,7 @@ class Generator:
                 st.reason = "interrupted"
                 return
             st.step = t
-            text_tok = self._next_text(logits) if "text" in st.items else None
+            text_tok = self._next_text(logits) if st.text_item in st.items else None
             audio_tok = self._next_audio(logits, t, rng) if "audio" in st.items else None
             frame = self._complete_frame()
 
@@ -227,18 +242,22 @@ class Generator:
         return out.logits[:, -1]
 
     def _next_text(self, logits: torch.Tensor) -> int | None:
-        """Text token from the text item (None once it has ended: the stream then pads)."""
+        """Text token from the text item (None once it has ended, or, aligned, when it pads between words:
+        the stream then carries ``PAD_T``)."""
         st, lay = self.state, self.layout
-        if st.text_tokens and st.text_tokens[-1] == self._eot:
+        if self._text_ended():
             return None
-        row = logits[st.items.index("text"), lay.stream_slice(lay.text_stream)].float()
-        row = row + self._text_mask.to(row.device)
+        row = logits[st.items.index(st.text_item), lay.stream_slice(lay.text_stream)].float()
+        aligned = st.text_item == "audio"
+        row = row + (self._aligned_text_mask if aligned else self._text_mask).to(row.device)
         row = apply_repetition_penalty(
             row,
             torch.tensor(st.text_tokens, dtype=torch.long, device=row.device),
             self.sampling.text_repetition_penalty,
         )
         tok = int(sample_top_k(row, self.sampling.text_top_k, self.sampling.text_temperature))
+        if tok == self._pad_t:  # padding is not text: no history, nothing to emit
+            return None
         st.text_tokens.append(tok)
         return lay.text_id(tok) if tok != self._eot else tok
 
@@ -283,8 +302,13 @@ class Generator:
         st = self.state
         if item == "text":
             return text_tok is None or text_tok == self._eot
-        # audio item: every stream has emitted its EOA (stream K-1 at eoa_step + K - 1)
-        return st.eoa_step is not None and t >= st.eoa_step + self.layout.n_audio_streams - 1
+        # audio item: every stream has emitted its EOA (stream K-1 at eoa_step + K - 1), and, when it also
+        # carries the text (aligned layout), the text has ended
+        closed = st.eoa_step is not None and t >= st.eoa_step + self.layout.n_audio_streams - 1
+        return closed and (st.text_item != "audio" or self._text_ended())
+
+    def _text_ended(self) -> bool:
+        return bool(self.state.text_tokens) and self.state.text_tokens[-1] == self._eot
 
     def _with_last_audio(self, ids: torch.Tensor, code: int) -> torch.Tensor:
         """Copy of ``ids`` with the last position's audio streams set to local audio special ``code``."""
@@ -300,7 +324,7 @@ def _replicate_segments(seg: AudioSegments | None, n: int) -> AudioSegments | No
         return seg
     reps = seg.batch_index.numel()
     return AudioSegments(
-        mels=seg.mels.repeat(n, *([1] * (seg.mels.ndim - 1))),
+        frames=seg.frames.repeat(n, 1, 1),
         n_positions=seg.n_positions.repeat(n),
         batch_index=torch.arange(n, device=seg.batch_index.device).repeat_interleave(reps),
         start=seg.start.repeat(n),

@@ -76,10 +76,11 @@ STEPS: tuple[StepSpec, ...] = (
              ("codec", "seed")),
     StepSpec("prepare_encoder", "prepare_encoder", ("deeptalk/model/whisper_convert.py",), ("models/encoder",),
              ("audio_input",)),
-    StepSpec("encode", "encode", _data_code("features", "processed", "audio_io", "validation") + (
-        "deeptalk/codec", "data/raw", "models/codec",
+    StepSpec("encode", "encode", _data_code("features", "processed", "audio_io", "validation", "alignment",
+                                            "text_tokenizer") + (
+        "deeptalk/codec", "deeptalk/evaluation/asr_scorer.py", "data/raw", "models/codec",
         "models/encoder"), ("data/processed",), ("audio_input", "codec")),
-    StepSpec("pack", "pack", _data_code("packing", "dataset", "processed", "text_tokenizer") + (
+    StepSpec("pack", "pack", _data_code("packing", "dataset", "processed", "text_tokenizer", "alignment") + (
         "data/processed", "data/raw"), ("data/sequences",), ("profile", "data", "audio_input", "seed")),
     StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "deeptalk/evaluation/text_ability.py",
              "data/sequences", "data/raw/tokenizer", "models/encoder"), ("models/base",),

@@ -1,6 +1,12 @@
-"""Step ``encode``: codec codes for every spoken answer, log-mel features for every user utterance.
+"""Step ``encode``: codec codes for every spoken answer, frozen-encoder frames for every user utterance.
 
-Reads ``data/raw`` (manifests + wavs) and ``models/codec``; writes ``data/processed`` (see
+The speech encoder (``models/encoder``, converted by ``prepare_encoder``) never trains, so its outputs are
+computed here once and training reads them from disk.
+
+Spoken answers also get the start time of each of their text tokens (forced alignment with the offline
+Whisper, :mod:`deeptalk.data.alignment`), which the aligned answer layout places on the codec frames.
+
+Reads ``data/raw`` (manifests + wavs + tokenizer) and ``models/codec``; writes ``data/processed`` (see
 :mod:`deeptalk.data.processed`). Utterances are processed in id order and written with deterministic
 serialisers, so the same inputs give byte-identical outputs (``dvc repro`` twice reproduces nothing).
 """
@@ -13,16 +19,20 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from deeptalk.codec.base import check_codes
 from deeptalk.codec.registry import load_codec
+from deeptalk.data.alignment import WordAligner
 from deeptalk.data.audio_io import read_wav
-from deeptalk.data.features import LogMelExtractor, trim
+from deeptalk.data.features import SpeechFeatureExtractor
 from deeptalk.data.processed import INDEX_COLUMNS, ProcessedMeta, write_processed
 from deeptalk.data.schema import Sample
+from deeptalk.data.text_tokenizer import load_tokenizer
 from deeptalk.data.validation import validate_codes
+from deeptalk.model.audio_encoder import build_audio_encoder, encode_trimmed, freeze
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +62,13 @@ def run(cfg) -> dict:
             f"{len(missing)} utterances referenced by samples are not in the manifest, e.g. {missing[:5]}"
         )
 
+    tokenizer = load_tokenizer(raw / "tokenizer")  # word timings are per text token, as packing tokenises
+    aligner = WordAligner() if targets else None
     codec = load_codec(cfg.paths.codec)
-    extractor = LogMelExtractor(cfg.audio_input)
-    rows, codes, mels = [], {}, {}
+    encoder = freeze(build_audio_encoder(cfg.audio_input))
+    extractor = SpeechFeatureExtractor(cfg.audio_input, lambda mel: encode_trimmed(encoder, mel))
+    rows, codes, frames = [], {}, {}
+    timings: dict[str, np.ndarray] = {}  # spoken answers: start (s) of each text token (aligned layout)
     input_seconds = 0.0
     for utt_id in tqdm(sorted(inputs | targets), desc="encode", unit="utt"):
         meta = utterances.loc[utt_id]
@@ -67,8 +81,6 @@ def run(cfg) -> dict:
             is_target=utt_id in targets,
             n_samples=0,
             n_positions=0,
-            mel_kept=0,
-            mel_fill=0.0,
             n_frames=0,
         )
         if row["is_input"]:
@@ -76,10 +88,8 @@ def run(cfg) -> dict:
                 features = extractor(wav, sr)
             except ValueError as err:
                 raise ValueError(f"utterance {utt_id} ({meta['audio_path']}): {err}") from err
-            mels[utt_id], row["mel_fill"] = trim(features.mel)
-            row.update(
-                n_samples=features.n_samples, n_positions=features.n_positions, mel_kept=mels[utt_id].shape[1]
-            )
+            frames[utt_id] = features.frames
+            row.update(n_samples=features.n_samples, n_positions=features.n_positions)
             input_seconds += features.n_samples / cfg.audio_input.sample_rate
         if row["is_target"]:
             try:
@@ -87,6 +97,10 @@ def run(cfg) -> dict:
             except ValueError as err:
                 raise ValueError(f"utterance {utt_id} ({meta['audio_path']}): {err}") from err
             row["n_frames"] = codes[utt_id].shape[1]
+            try:
+                timings[utt_id] = aligner.token_starts(wav, sr, str(meta["text"]), tokenizer)
+            except ValueError as err:
+                raise ValueError(f"utterance {utt_id} ({meta['audio_path']}): word timings: {err}") from err
         rows.append(row)
 
     if (
@@ -94,8 +108,8 @@ def run(cfg) -> dict:
     ):  # the Great Expectations suite on codes (range, stream count, non-empty) before anything is written
         validate_codes(codes, codebook_size=int(codec.codebook_size), n_streams=int(codec.n_streams))
     meta = ProcessedMeta(
-        n_mels=cfg.audio_input.n_mels,
-        mel_frames=cfg.audio_input.mel_frames,
+        encoder_dim=int(encoder.config.d_model),
+        frames_per_position=cfg.audio_input.projector_stride,
         n_streams=int(codec.n_streams),
         codebook_size=int(codec.codebook_size),
         frames_per_second=float(codec.frames_per_second),
@@ -103,7 +117,7 @@ def run(cfg) -> dict:
     staging = out.with_name(out.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
-    write_processed(staging, index, codes, mels, meta)
+    write_processed(staging, index, codes, frames, meta, timings=timings)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
 

@@ -34,13 +34,17 @@ def run(cfg) -> dict:
     utterances = pd.read_parquet(raw / "utterances.parquet")
     tokenizer = load_tokenizer(raw / "tokenizer")
     store = ProcessedStore(cfg.paths.processed)
-    if store.meta.mel_frames != cfg.audio_input.mel_frames or store.meta.n_mels != cfg.audio_input.n_mels:
+    if store.meta.frames_per_position != cfg.audio_input.projector_stride or (
+        store.meta.encoder_dim != cfg.audio_input.encoder_dim
+    ):
         raise ValueError(f"{cfg.paths.processed} was encoded for another audio_input config; rerun encode")
 
     speaker = dict(zip(utterances["id"], utterances["speaker"], strict=False))
     voice_by_utt = {u: speaker[u] for u in sorted(store.targets)}
-    layout = layout_for(tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())))
     packing = PackingConfig.for_profile(cfg.profile)
+    layout = layout_for(
+        tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())), answer_layout=packing.answer_layout
+    )
     unk = tokenizer.unk_id
 
     staging = out.with_name(out.name + ".tmp")
@@ -60,6 +64,7 @@ def run(cfg) -> dict:
                 draw_rng(cfg.seed, 0, sample.id),
                 train=False,
                 config=packing,
+                token_frames_by_utt=store.token_frames,
             )
             unknown_tokens += sum(t.ids.count(unk) for t in tokenized.turns)
             labelled += int((packed.labels != IGNORE_INDEX).sum())
