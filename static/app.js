@@ -31,7 +31,9 @@ function audioContext() {
 
 function setConnected(on) {
   demo.connected = on;
-  $("status").textContent = on ? "connected" : "disconnected";
+  $("status").textContent = on
+    ? "connected: record, upload or type a question"
+    : "not connected: press Connect to start";
   for (const id of ["record", "file", "text", "send"]) $(id).disabled = !on;
   $("connect").textContent = on ? "Disconnect" : "Connect";
 }

@@ -24,8 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.staticfiles import StaticFiles
 
+from pydantic import ValidationError
+
+from deeptalk.inference import schemas
 from deeptalk.inference.audio_codec_io import AudioInputError, load_upload
-from deeptalk.inference.engine import Busy, Engine, UnknownVoice
+from deeptalk.inference.engine import Busy, Engine, UnknownVoice, UnknownWords
 from deeptalk.inference.events import Done, Event
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ ERRORS = {
     401: "DEEPTALK_API_KEY is set and the request lacks it (header `Authorization: Bearer <key>` or `X-API-Key`)",
     413: "upload over max_upload_bytes, audio over max_upload_seconds, text over max_text_chars",
     415: "audio that is not WAV or FLAC, or a body type other than multipart form, JSON or audio/*",
-    422: "unknown voice, or text the model's tokenizer cannot represent",
+    422: "unknown voice, or text with words the model's vocabulary lacks (the message names them)",
     503: "at capacity (Retry-After header) or still loading",
 }
 
@@ -81,6 +84,8 @@ def map_error(err: Exception) -> ApiError:
         return ApiError(err.status, err.code, str(err))
     if isinstance(err, UnknownVoice):
         return ApiError(422, "unknown_voice", str(err))
+    if isinstance(err, UnknownWords):
+        return ApiError(422, "unknown_words", str(err))
     if isinstance(err, Busy):
         return ApiError(503, "busy", str(err), {"Retry-After": str(err.retry_after_s)})
     if isinstance(err, ValueError):
@@ -88,15 +93,13 @@ def map_error(err: Exception) -> ApiError:
     raise err
 
 
-def _parse_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ApiError(400, "bad_request", f"{name} must be true or false, got {value!r}")
+def describe_validation(err: ValidationError | RequestValidationError) -> str:
+    """``field: problem; …`` from a pydantic error (no Python reprs, no URLs)."""
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts)
 
 
 class ChatRequest:
@@ -150,26 +153,27 @@ async def parse_request(request: Request, engine: Engine) -> ChatRequest:
         )
     else:
         raise ApiError(415, "unsupported_media_type", f"unsupported body type {ctype!r}")
-    unknown = sorted(set(fields) - {"text", "voice", "speak", "api_key"})
-    if unknown:
-        raise ApiError(400, "bad_request", f"unknown field(s) {unknown}; expected text, voice, speak, audio")
-    text = fields.get("text")
-    if text is not None and not isinstance(text, str):
-        raise ApiError(400, "bad_request", "text must be a string")
-    voice = fields.get("voice") or None
-    if voice is not None and not isinstance(voice, str):
-        raise ApiError(400, "bad_request", "voice must be a string")
-    speak = _parse_bool(fields.get("speak", True), "speak")
+    fields.pop("api_key", None)  # the WebSocket's way to pass the key; harmless here
+    try:
+        parsed = schemas.ChatFields.model_validate(fields)
+    except ValidationError as err:
+        raise ApiError(400, "bad_request", f"bad field(s): {describe_validation(err)}") from err
+    text, voice, speak = parsed.text, parsed.voice or None, parsed.speak
     return ChatRequest(audio, text, voice, speak)
 
 
 def validate_text(text: str, engine: Engine) -> str:
+    """400 for blank text, 413 over ``max_text_chars``, 422 naming the words the vocabulary lacks."""
     if not text.strip():
         raise ApiError(400, "empty_text", "text is empty")
     if len(text) > engine.config.max_text_chars:
         raise ApiError(
             413, "too_large", f"text has {len(text)} characters; the limit is {engine.config.max_text_chars}"
         )
+    try:
+        engine.check_text(text)
+    except ValueError as err:
+        raise map_error(err) from err
     return text
 
 
@@ -238,7 +242,18 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": {"code": "bad_request", "message": str(err)}}, 400)
+        return JSONResponse({"error": {"code": "bad_request", "message": describe_validation(err)}}, 400)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        """FastAPI's document plus the models the hand-declared request/response bodies refer to."""
+        if app.openapi_schema is None:
+            doc = default_openapi()
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas.components())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     def ndjson(gen: Generation) -> StreamingResponse:
         fmt = gen.engine.config.pcm_format
@@ -252,7 +267,13 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
     @app.post(
         "/chat",
         summary="Answer a spoken (WAV/FLAC upload) or written user turn; streams NDJSON events",
-        responses={k: {"description": v} for k, v in ERRORS.items()},
+        description="Body: JSON `{text, voice, speak}`, a multipart form (`audio` file or `text`, `voice`, "
+        "`speak`), or the raw WAV/FLAC file (then `voice` and `speak` as query parameters).",
+        responses=schemas.responses(ERRORS, schemas.AnswerEvent, NDJSON),
+        openapi_extra={
+            **schemas.request_body(json=schemas.ChatJSON, form=schemas.ChatForm, audio=True),
+            "parameters": schemas.query_parameters(schemas.ChatFields, ("voice", "speak")),
+        },
     )
     async def chat(request: Request) -> StreamingResponse:
         check_api_key(request.headers)
@@ -274,7 +295,8 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
     @app.post(
         "/tts",
         summary="Speak a text (the model repeats it); streams NDJSON events",
-        responses={k: {"description": v} for k, v in ERRORS.items()},
+        responses=schemas.responses(ERRORS, schemas.AnswerEvent, NDJSON),
+        openapi_extra=schemas.request_body(json=schemas.TTSFields, form=schemas.TTSFields),
     )
     async def tts(request: Request) -> StreamingResponse:
         check_api_key(request.headers)
@@ -291,8 +313,9 @@ def create_app(holder: EngineHolder, static_dir: str | Path | None = None) -> Fa
 
     @app.post(
         "/asr",
-        summary="Transcribe a WAV/FLAC upload; returns JSON {text, timings}",
-        responses={k: {"description": v} for k, v in ERRORS.items()},
+        summary="Transcribe a WAV/FLAC upload; returns JSON {text, reason, timings}",
+        responses=schemas.responses(ERRORS, schemas.Transcript),
+        openapi_extra=schemas.request_body(form=schemas.ASRForm, audio=True),
     )
     async def asr(request: Request) -> JSONResponse:
         check_api_key(request.headers)

@@ -7,6 +7,7 @@ FLAC, any sample rate or channel count, are mixed to mono and resampled with sox
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import soundfile as sf
@@ -67,10 +68,16 @@ def load_upload(data: bytes, *, max_bytes: int, max_seconds: float, sample_rate:
     except AudioInputError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, EOFError) as err:
-        raise CorruptAudio(f"the {fmt} file could not be decoded: {err}") from err
+        raise CorruptAudio(f"the {fmt} file could not be decoded: {_reason(err)}") from err
     if wav.shape[0] == 0:
         raise EmptyAudio(f"the {fmt} file holds no samples")
     return _finish(wav.mean(axis=1), sr, sample_rate)
+
+
+def _reason(err: Exception) -> str:
+    """libsndfile's own words; its exception text names the in-memory file by its Python repr."""
+    reason = getattr(err, "error_string", None) or str(err)
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the upload", reason)
 
 
 def load_pcm16(data: bytes, sr: int, *, max_seconds: float, sample_rate: int = 16000) -> np.ndarray:

@@ -40,6 +40,18 @@ class UnknownVoice(ValueError):
     """A voice name the model's layout does not have (HTTP 422)."""
 
 
+class UnknownWords(ValueError):
+    """Text with words the model's tokenizer cannot represent (HTTP 422): they would reach the model as
+    ``<unk>`` and the answer would be nonsense."""
+
+    def __init__(self, words: list[str]):
+        self.words = list(dict.fromkeys(words))  # unique, first-seen order
+        shown = ", ".join(repr(w) for w in self.words[:10]) + (", …" if len(self.words) > 10 else "")
+        super().__init__(
+            f"the model's vocabulary lacks {len(self.words)} word(s) of the text: {shown}; rephrase without them"
+        )
+
+
 class Busy(RuntimeError):
     """No generation slot freed up within the queue timeout (HTTP 503 + Retry-After)."""
 
@@ -101,6 +113,22 @@ class Engine:
                 f"unknown voice {voice!r}; available: {', '.join(self.layout.voices) or 'none'}"
             )
         return voice
+
+    def check_text(self, text: str) -> tuple[int, ...]:
+        """Token ids of a user text. ValueError when it is empty or over ``max_text_chars``; UnknownWords when
+        the tokenizer has no token for some of its words."""
+        text = text.strip()
+        if not text:
+            raise ValueError("text is empty")
+        if len(text) > self.config.max_text_chars:
+            raise ValueError(f"text has {len(text)} characters; the limit is {self.config.max_text_chars}")
+        unknown = self.tokenizer.unknown_words(text)
+        if unknown:
+            raise UnknownWords(unknown)
+        ids = tuple(self.tokenizer.encode(text))
+        if not ids:
+            raise ValueError("text contains no words the tokenizer knows")
+        return ids
 
     def encode_audio(self, wav: np.ndarray) -> tuple[torch.Tensor, int]:
         """Encoder frames and the number of prompt positions of one 16 kHz mono utterance."""

@@ -178,6 +178,12 @@ class RealtimeConnection:
         if len(text) > self.engine.config.max_text_chars:
             await self.error("too_large", f"text over {self.engine.config.max_text_chars} characters")
             return
+        try:
+            self.engine.check_text(text)
+        except ValueError as err:  # words the vocabulary lacks: refused before any generation
+            api = map_error(err)
+            await self.error(api.code, api.message)
+            return
         self.pending = {"text": text}
         await self.send({"type": "conversation.item.created", "item": {"role": "user", "text": text}})
 

@@ -134,17 +134,7 @@ class Session:
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _text_ids(self, text: str) -> tuple[int, ...]:
-        text = text.strip()
-        if not text:
-            raise ValueError("text is empty")
-        if len(text) > self.engine.config.max_text_chars:
-            raise ValueError(
-                f"text has {len(text)} characters; the limit is {self.engine.config.max_text_chars}"
-            )
-        ids = tuple(self.engine.tokenizer.encode(text))
-        if not ids:
-            raise ValueError("text contains no words the tokenizer knows")
-        return ids
+        return self.engine.check_text(text)
 
     def _user_turn(
         self, audio: np.ndarray | None, text: str | None

@@ -27,6 +27,7 @@ from deeptalk.model.config import BackboneConfig, SpeechLMConfig
 from deeptalk.model.speech_lm import SpeechLM
 
 SENTENCES = ["the capital of france is paris", "hello, how are you today?", "two plus two is four"]
+QUESTIONS = ["what is the capital of france"]  # in the vocabulary too: the service refuses unknown words (422)
 AUDIO = AudioInputConfig(
     max_seconds=3.0,
     encoder_layers=1,
@@ -59,7 +60,7 @@ def build_package(root: Path, seed: int = 0) -> Path:
     codec = EmbeddedCodec.fit(
         wavs, CodecConfig(codebook_size=32, kmeans_iters=3, griffin_lim_iters=4), seed=seed
     )
-    tokenizer = TextTokenizer.build([*SENTENCES, TTS_PROMPT])
+    tokenizer = TextTokenizer.build([*SENTENCES, *QUESTIONS, TTS_PROMPT])
     layout = layout_for(tokenizer, codec, voices=("joe", "slt"))
     backbone = BackboneConfig(
         hidden_size=32,

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from starlette.testclient import TestClient
 
 from deeptalk.inference.api import EngineHolder, create_app
 from deeptalk.inference.events import decode_pcm
-from tests.inference.bad_inputs import CASES, wav_bytes, with_key
+from tests.inference.bad_inputs import CASES, CORRUPT_WAV, wav_bytes, with_key
 
 KEY = "s3cret"
 
@@ -69,7 +70,18 @@ def test_bad_input_gets_its_documented_status(client, case):
     r = client.request(case.method, case.path, **with_key(case, KEY))
     assert r.status_code == case.status, r.text
     if case.status != 405:
-        assert r.json()["error"]["message"]
+        message = r.json()["error"]["message"]
+        assert message and not re.search(r"object at 0x|Traceback|<class ", message), message
+
+
+def test_unknown_words_are_named(client):
+    r = client.post("/chat", **auth(json={"text": "hello zebra, hello qwxz zebra"}))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_words"
+    assert "'zebra', 'qwxz'" in r.json()["error"]["message"]
+    r = client.post("/chat", **auth(files={"audio": ("q.wav", CORRUPT_WAV, "audio/wav")}))
+    assert r.json()["error"]["message"] == (
+        "the wav file could not be decoded: Error in WAV/W64/RF64 file. Short 'fmt ' chunk."
+    )
 
 
 def test_capacity_refusal_is_503_with_retry_after(client, engine):
@@ -90,6 +102,16 @@ def test_info_voices_openapi_and_demo(client):
     assert client.get("/voices").json() == {"voices": ["joe", "slt"], "default": "joe"}
     spec = client.get("/openapi.json").json()
     assert {"/chat", "/asr", "/tts"} <= set(spec["paths"])
+    bodies = {route: spec["paths"][route]["post"]["requestBody"]["content"] for route in ("/chat", "/tts", "/asr")}
+    assert {"application/json", "multipart/form-data", "audio/wav"} <= set(bodies["/chat"])
+    assert bodies["/chat"]["application/json"]["schema"]["required"] == ["text"]
+    assert bodies["/chat"]["multipart/form-data"]["schema"]["properties"]["audio"]["format"] == "binary"
+    assert bodies["/tts"]["application/json"]["schema"]["properties"]["voice"]["description"]
+    assert "audio" in bodies["/asr"]["multipart/form-data"]["schema"]["required"]
+    chat = spec["paths"]["/chat"]["post"]["responses"]
+    assert "oneOf" in chat["200"]["content"]["application/x-ndjson"]["schema"]
+    assert chat["422"]["content"]["application/json"]["schema"]["properties"]["error"]
+    assert {"ErrorDetail", "DoneEvent", "Timings"} <= set(spec["components"]["schemas"])
     assert client.get("/demo").status_code == 200
 
 
@@ -137,6 +159,8 @@ def test_realtime_audio_turn_then_text_turn_then_cancel(client, user_wav):
         # the connection stays usable after errors
         ws.send_json({"type": "session.update", "session": {"voice": "nobody"}})
         assert ws.receive_json()["error"]["code"] == "unknown_voice"
+        ws.send_json({"type": "conversation.item.create", "item": {"role": "user", "text": "hello zebra"}})
+        assert ws.receive_json()["error"]["code"] == "unknown_words"
         ws.send_json({"type": "response.create"})
         assert ws.receive_json()["error"]["code"] == "no_input"
         ws.send_text("{not json")
