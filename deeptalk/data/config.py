@@ -30,13 +30,14 @@ class DataConfig:
     # tiny: as much speech as the 15-minute `make run` allows (~2,000 utterances, generation ≈ 1.5 min on 2 cores)
     counts: dict[str, tuple[int, int, int]] = field(
         default_factory=lambda: {
-            "asr": _counts(700, 20, 40),
+            "asr": _counts(1600, 20, 40),
             "tts": _counts(120, 10, 16),
             "aqa": _counts(300, 16, 32),
             "tqa": _counts(200, 16, 64),
             "rqa": _counts(400, 16, 32),
         }
     )
+    asr_word_fraction: float = 0.5  # training ASR sentences that are random word sequences (see corpus.py)
     max_facts: int = 600  # knowledge items drawn (stratified by relation) from all sources
     validation_fraction: float = 0.1  # of facts
     heldout_fraction: float = 0.15  # of facts
@@ -78,6 +79,8 @@ class DataConfig:
             if len(c) != len(SPLITS) or any(int(n) < 0 for n in c):
                 raise ValueError(f"data.counts[{task!r}] must be 3 non-negative ints {SPLITS}, got {c}")
         object.__setattr__(self, "counts", {k: tuple(int(n) for n in v) for k, v in self.counts.items()})
+        if not 0 <= self.asr_word_fraction <= 1:
+            raise ValueError(f"data.asr_word_fraction must lie in [0, 1], got {self.asr_word_fraction}")
         if not 0 < self.validation_fraction + self.heldout_fraction < 1:
             raise ValueError("data: validation_fraction + heldout_fraction must be in (0, 1)")
         overlap = set(self.train_speakers) & set(self.heldout_speakers)

@@ -1,7 +1,10 @@
 """Build the offline corpus: samples of every task, the utterances they need, wavs, manifests, tokenizer.
 
 Tasks (paper.md §3; ``Turn``/``Sample`` in ``schema.py``):
-- ``asr``  user speaks a sentence (``speak=True``, ``audio_id``) → assistant writes the transcript.
+- ``asr``  user speaks a sentence (``speak=True``, ``audio_id``) → assistant writes the transcript. A share
+  (``asr_word_fraction``) of the training sentences are random word sequences over the corpus vocabulary: a
+  small model transcribing only templated fact sentences learns the templates and guesses the words, and
+  word sequences no language model can predict make it listen.
 - ``tts``  user writes "Repeat the sentence inside the brackets without any explanation. [S]" → assistant says
   S in the assistant voice (``speak=True`` with the codec-target ``audio_id``).
 - ``aqa``  spoken question → text + spoken answer (a full sentence); with ``multi_turn_prob`` one earlier
@@ -134,6 +137,16 @@ def sentence_pools(
     return {s: [x for x in v if len(x.text.split()) <= max_words] for s, v in pools.items()}
 
 
+def word_sequences(rng: random.Random, pool: list[Sentence], n: int, max_words: int) -> list[Sentence]:
+    """``n`` sentences of 3..``max_words`` words drawn uniformly from the words of ``pool``."""
+    words = sorted({w.strip(".,;:!?").lower() for s in pool for w in s.text.split()} - {""})
+    out = []
+    for _ in range(n):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(3, max(3, min(8, max_words))))) + "."
+        out.append(Sentence(text[0].upper() + text[1:], "words:" + hashlib.sha1(text.encode()).hexdigest()[:10]))
+    return out
+
+
 def plan_samples(
     cfg: DataConfig, facts_by_split: dict[str, list[Fact]], sentences: dict[str, list[Sentence]]
 ) -> tuple[list[Sample], list[UtteranceRequest]]:
@@ -144,7 +157,12 @@ def plan_samples(
         for split in SPLITS:
             n = cfg.count(task, split)
             rng = random.Random(f"{cfg.seed}|{task}|{split}")
-            if task in ("asr", "tts"):
+            if task == "asr" and split == "train":
+                n_words = round(n * cfg.asr_word_fraction)
+                items = _cycle(rng, sentences[split], n - n_words) + word_sequences(
+                    rng, sentences[split], n_words, cfg.max_words
+                )
+            elif task in ("asr", "tts"):
                 items = _cycle(rng, sentences[split], n)
             else:
                 items = _cycle(rng, facts_by_split[split], n)

@@ -180,3 +180,21 @@ def test_data_config_rejects_bad_settings():
         "aqa", "train"
     )
     assert DataConfig.for_profile("paper").import_source
+
+
+def test_a_share_of_training_asr_is_random_word_sequences():
+    """Word sequences force listening: their words come from the corpus, their order from no template."""
+    from deeptalk.data.corpus import plan_samples, sentence_pools
+    from deeptalk.data.facts import load_facts, split_facts
+
+    cfg = small_config(0, counts={**SMALL_COUNTS, "asr": (10, 2, 2)}, asr_word_fraction=0.4)
+    by_split = split_facts(load_facts(cfg.seed, cfg.max_facts), cfg.seed, cfg.validation_fraction, cfg.heldout_fraction)
+    pools = sentence_pools(by_split, cfg.seed, cfg.max_words)
+    samples, _ = plan_samples(cfg, by_split, pools)
+    asr = [s for s in samples if s.task == "asr"]
+    words = [s for s in asr if s.fact_id.startswith("words:")]
+    assert len(words) == 4 and all(s.split == "train" for s in words)  # evaluation keeps natural sentences
+    vocabulary = {w.strip(".,;:!?").lower() for p in pools["train"] for w in p.text.split()}
+    for s in words:
+        text = s.turns[0].text.rstrip(".").lower().split()
+        assert 3 <= len(text) <= 8 and set(text) <= vocabulary and s.turns[1].text == s.turns[0].text
