@@ -1,6 +1,6 @@
 """BentoML service: loads the packaged DeepTalk model at startup, warms it up, serves the routes.
 
-Routes live in ``deeptalk.inference.api`` / ``realtime`` (FastAPI, mounted at the root): ``POST /chat``,
+Routes live in ``deeptalk.serving`` (``http``, ``realtime``; FastAPI, mounted at the root): ``POST /chat``,
 ``/asr``, ``/tts``, WebSocket ``/realtime``, ``GET /voices``, ``/info``, ``/demo`` (browser page), ``/openapi.json``.
 BentoML adds ``/livez``, ``/readyz`` and ``/metrics``. ``/readyz`` turns ready only after load + warm-up.
 
@@ -25,9 +25,10 @@ from pathlib import Path  # noqa: E402
 import bentoml  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from deeptalk.inference.api import EngineHolder, create_app  # noqa: E402
+from deeptalk.serving.app import create_app
+from deeptalk.serving.capacity import EngineHolder  # noqa: E402
 from deeptalk.inference.engine import Engine  # noqa: E402
-from deeptalk.inference.service_config import service_config_for  # noqa: E402
+from deeptalk.serving.settings import service_config_for  # noqa: E402
 from deeptalk.runtime import setup_threads  # noqa: E402
 
 log = logging.getLogger("deeptalk.service")

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/concurrency.py [--clients 8] [--duration 60] [--profile tiny] [--max-steps 60]
 
-Starts ``bentoml serve`` on 127.0.0.1 (model from ``deeptalk.inference.bench.bench_package``) with
+Starts ``bentoml serve`` on 127.0.0.1 (model from ``deeptalk.serving.bench.bench_package``) with
 ``max_concurrency = --clients`` so every client streams at once, then runs ``--clients`` threads for
 ``--duration`` seconds, each sending ``POST /chat`` requests back to back (spoken questions and text
 questions in turn). An error is any non-200 status, a stream without exactly one final ``done`` event, text
@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from deeptalk.config import load_config
-from deeptalk.inference.bench import QUESTIONS, bench_package, espeak_wav, fmt_ms, percentile
-from deeptalk.inference.local_server import LocalServer, store_package_in
+from deeptalk.serving.bench import QUESTIONS, bench_package, espeak_wav, fmt_ms, percentile
+from deeptalk.serving.local_server import LocalServer, store_package_in
 
 
 def chat(client: httpx.Client, url: str, i: int, wavs: list[bytes]) -> dict:

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/latency.py [--requests 24] [--profile tiny] [--max-steps 100] [--threads 1]
 
-Starts ``bentoml serve`` on 127.0.0.1 with the model ``deeptalk.inference.bench.bench_package`` assembles
+Starts ``bentoml serve`` on 127.0.0.1 with the model ``deeptalk.serving.bench.bench_package`` assembles
 (the trained S3 model when the pipeline has produced it, else a random model of the profile's architecture),
 then sends ``--requests`` spoken questions (espeak-ng WAVs, several voices) to ``POST /chat`` one at a time:
 - server-side first audio: ``timings.first_audio_ms`` of the final event (from the start of generation, i.e.
@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 
 from deeptalk.config import load_config
-from deeptalk.inference.bench import QUESTIONS, bench_package, espeak_wav, fmt_ms, percentile
-from deeptalk.inference.local_server import LocalServer, store_package_in
+from deeptalk.serving.bench import QUESTIONS, bench_package, espeak_wav, fmt_ms, percentile
+from deeptalk.serving.local_server import LocalServer, store_package_in
 
 VOICES = ("en-us", "en-us+f3", "en-gb-x-rp+m7")
 

@@ -22,7 +22,7 @@ import httpx
 from deeptalk.config import ProjectConfig
 from deeptalk.evaluation.heldout import QAItem, load_heldout
 from deeptalk.evaluation.service_check import MIN_QUESTIONS, ServedAnswer, judge_service
-from deeptalk.inference.local_server import LocalServer
+from deeptalk.serving.local_server import LocalServer
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,17 @@
-"""The loaded model assets a server shares between sessions, and the capacity limit on generation.
+"""The loaded model assets that sessions share, and the checks of what a user may send them.
 
 An :class:`Engine` holds the network, codec, tokenizer and feature extractor (all used read-only) and hands
 out :class:`~deeptalk.inference.session.Session` objects, each with its own state. ``Engine.load`` reads a
-packaged model directory (the layout :mod:`deeptalk.steps.package` writes).
+packaged model directory (the layout :mod:`deeptalk.steps.package` writes). How many sessions generate at
+once is the server's business (:mod:`deeptalk.serving.capacity`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,14 +51,6 @@ class UnknownWords(ValueError):
         )
 
 
-class Busy(RuntimeError):
-    """No generation slot freed up within the queue timeout (HTTP 503 + Retry-After)."""
-
-    def __init__(self, retry_after_s: int):
-        self.retry_after_s = retry_after_s
-        super().__init__(f"server at capacity; retry after {retry_after_s} s")
-
-
 @dataclass
 class Engine:
     model: Any  # deeptalk.model.SpeechLM (eval mode)
@@ -93,9 +84,6 @@ class Engine:
         self.default_voice = self.check_voice(self.config.default_voice) or (
             self.layout.voices[0] if self.layout.voices else None
         )
-        self._slots = threading.BoundedSemaphore(self.config.max_concurrency)
-        self._active = 0
-        self._lock = threading.Lock()
 
     # ---- sessions ---------------------------------------------------------------------------------------------
     def session(self, voice: str | None = None) -> Session:
@@ -141,34 +129,6 @@ class Engine:
                 f"audio is {seconds:.2f} s long; the limit is {self.config.max_upload_seconds} s"
             )
         return self.features(wav)
-
-    # ---- capacity ---------------------------------------------------------------------------------------------
-    def acquire(self, timeout_s: float | None = None) -> None:
-        """Take one of ``max_concurrency`` generation slots; wait up to ``queue_timeout_s`` or raise Busy."""
-        timeout = self.config.queue_timeout_s if timeout_s is None else timeout_s
-        if not self._slots.acquire(timeout=timeout):
-            raise Busy(self.config.retry_after_s)
-        with self._lock:
-            self._active += 1
-
-    def release(self) -> None:
-        with self._lock:
-            self._active -= 1
-        self._slots.release()
-
-    @contextmanager
-    def slot(self, timeout_s: float | None = None) -> Iterator[None]:
-        """``acquire`` … ``release`` around a block."""
-        self.acquire(timeout_s)
-        try:
-            yield
-        finally:
-            self.release()
-
-    @property
-    def active(self) -> int:
-        with self._lock:
-            return self._active
 
     # ---- startup ------------------------------------------------------------------------------------------------
     def warmup(self, rounds: int = 2) -> float:

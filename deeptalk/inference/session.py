@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,12 +20,28 @@ import torch
 from deeptalk.data.packing import TokenizedTurn
 from deeptalk.inference.events import AudioChunk, Done, Event, TextDelta, Timings
 from deeptalk.inference.generator import Generator, Prompt, undelay_frames
-from deeptalk.inference.prompt import build_prompt
-
-if TYPE_CHECKING:
-    from deeptalk.inference.engine import Engine
+from deeptalk.inference.prompt import TaskPrompts, build_prompt
+from deeptalk.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
+
+
+class SessionHost(Protocol):
+    """What a session uses of the shared, read-only assets (:class:`~deeptalk.inference.engine.Engine` is one)."""
+
+    model: Any  # deeptalk.model.SpeechLM (eval mode)
+    codec: Any  # deeptalk.codec.Codec
+    tokenizer: Any
+    config: Any  # deeptalk.inference.config.ServiceConfig
+    tasks: TaskPrompts
+    layout: TokenLayout
+    device: str
+    default_voice: str | None
+    max_prompt_positions: int
+
+    def check_voice(self, voice: str | None) -> str | None: ...
+    def check_text(self, text: str) -> tuple[int, ...]: ...
+    def encode_audio(self, wav: np.ndarray) -> tuple[torch.Tensor, int]: ...
 
 
 @dataclass
@@ -58,7 +74,7 @@ class SessionState:
 class Session:
     """A conversation with the model. Not thread-safe except :meth:`interrupt`, which any thread may call."""
 
-    def __init__(self, engine: Engine, voice: str | None = None):
+    def __init__(self, engine: SessionHost, voice: str | None = None):
         self.engine = engine
         self.state = SessionState()
         self.voice = engine.default_voice if voice is None else engine.check_voice(voice)

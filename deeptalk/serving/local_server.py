@@ -4,7 +4,7 @@
 is stopped with it), waits for ``/readyz`` and stops it on exit. ``store_package`` puts a packaged model
 directory into a BentoML model store (``$BENTOML_HOME``), for tests that skip the pipeline.
 
-    python -m deeptalk.inference.local_server store <package_dir>   # with BENTOML_HOME set
+    python -m deeptalk.serving.local_server store <package_dir>   # with BENTOML_HOME set
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def store_package_in(package_dir: str | Path, bentoml_home: str | Path) -> str:
     """``store_package`` into another BentoML home (a subprocess: BentoML caches its home per process)."""
     env = {**os.environ, "BENTOML_HOME": str(bentoml_home)}
     out = subprocess.run(
-        [sys.executable, "-m", "deeptalk.inference.local_server", "store", str(package_dir)],
+        [sys.executable, "-m", "deeptalk.serving.local_server", "store", str(package_dir)],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -141,5 +141,5 @@ class LocalServer:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "store":
-        sys.exit("usage: python -m deeptalk.inference.local_server store <package_dir>")
+        sys.exit("usage: python -m deeptalk.serving.local_server store <package_dir>")
     print(store_package(sys.argv[2]))

@@ -30,10 +30,12 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from deeptalk.inference.api import ApiError, EngineHolder, check_api_key, map_error
-from deeptalk.inference.audio_codec_io import AudioInputError, load_pcm16
-from deeptalk.inference.engine import Busy, Engine
+from deeptalk.inference.engine import Engine
 from deeptalk.inference.events import AudioChunk, Done, TextDelta
+from deeptalk.serving.auth import check_api_key
+from deeptalk.serving.capacity import Busy, Capacity, EngineHolder
+from deeptalk.serving.errors import ApiError, map_error
+from deeptalk.serving.uploads import AudioInputError, load_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,8 @@ log = logging.getLogger(__name__)
 class RealtimeConnection:
     """One WebSocket client: its session, input buffer and at most one running response."""
 
-    def __init__(self, ws: WebSocket, engine: Engine):
-        self.ws, self.engine = ws, engine
+    def __init__(self, ws: WebSocket, engine: Engine, capacity: Capacity):
+        self.ws, self.engine, self.capacity = ws, engine, capacity
         self.session = engine.session()
         self.buffer = bytearray()
         self.input_sample_rate = engine.audio_input.sample_rate
@@ -250,7 +252,7 @@ class RealtimeConnection:
         fmt = self.engine.config.pcm_format
         try:
             try:
-                await run_in_threadpool(self.engine.acquire)
+                await run_in_threadpool(self.capacity.acquire)
             except Busy as err:
                 await self.error("busy", str(err), retry_after=err.retry_after_s)
                 return
@@ -288,7 +290,7 @@ class RealtimeConnection:
                 api = map_error(err)
                 await self.error(api.code, api.message)
             finally:
-                self.engine.release()
+                self.capacity.release()
         except Exception as err:  # a dead socket or a model error ends this response, never the server
             log.warning("realtime response failed: %s", err)
             self.session.interrupt()
@@ -303,7 +305,7 @@ def add_realtime_route(app: FastAPI, holder: EngineHolder) -> None:
         try:
             check_api_key(ws.headers, ws.query_params)
         except ApiError as err:
-            body = JSONResponse({"error": {"code": err.code, "message": err.message}}, err.status)
+            body = JSONResponse(err.body(), err.status)
             try:
                 await ws.send_denial_response(body)  # HTTP 401 on the handshake where the server supports it
             except RuntimeError:
@@ -313,4 +315,4 @@ def add_realtime_route(app: FastAPI, holder: EngineHolder) -> None:
             await ws.close(code=1013, reason="the model is still loading")
             return
         await ws.accept()
-        await RealtimeConnection(ws, holder.engine).run()
+        await RealtimeConnection(ws, holder.engine, holder.capacity).run()

@@ -19,7 +19,7 @@ import pytest
 from websockets.sync.client import connect
 
 from deeptalk.inference.engine import META_FILE
-from deeptalk.inference.local_server import PROJECT_ROOT, LocalServer, free_port, store_package_in
+from deeptalk.serving.local_server import PROJECT_ROOT, LocalServer, free_port, store_package_in
 from tests.inference.conftest import SERVICE, build_package, espeak
 
 pytestmark = pytest.mark.slow

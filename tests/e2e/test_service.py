@@ -15,8 +15,8 @@ from httpx_ws import WebSocketUpgradeError, connect_ws
 
 from deeptalk.inference.engine import META_FILE
 from deeptalk.inference.events import decode_pcm
-from deeptalk.inference.local_server import LocalServer, store_package_in
-from tests.inference.bad_inputs import CASES, wav_bytes, with_key
+from deeptalk.serving.local_server import LocalServer, store_package_in
+from tests.serving.bad_inputs import CASES, wav_bytes, with_key
 from tests.inference.conftest import SERVICE, build_package
 
 pytestmark = pytest.mark.slow

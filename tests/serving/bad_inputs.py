@@ -1,7 +1,7 @@
 """The bad-input suite shared by the in-process API tests and the end-to-end server tests.
 
 Each case is a request (httpx keyword arguments) and the documented status it must get (see
-``deeptalk.inference.api.ERRORS``). Limits assume the test service config: 3 s / 400 kB uploads, 500 chars.
+``deeptalk.serving.errors.ERRORS``). Limits assume the test service config: 3 s / 400 kB uploads, 500 chars.
 """
 
 from __future__ import annotations

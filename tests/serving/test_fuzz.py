@@ -8,8 +8,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
-from deeptalk.inference.api import EngineHolder, create_app
-from deeptalk.inference.schemas import AUDIO_TYPES
+from deeptalk.serving.app import create_app
+from deeptalk.serving.capacity import EngineHolder
+from deeptalk.serving.schemas import AUDIO_TYPES
 
 MAX_EXAMPLES = 12  # per operation: a few dozen requests over /chat, /tts, /asr, /voices, /info in ~10 s
 

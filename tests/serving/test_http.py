@@ -8,17 +8,23 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from deeptalk.inference.api import EngineHolder, create_app
 from deeptalk.inference.events import decode_pcm
-from tests.inference.bad_inputs import CASES, CORRUPT_WAV, wav_bytes, with_key
+from deeptalk.serving.app import create_app
+from deeptalk.serving.capacity import EngineHolder
+from tests.serving.bad_inputs import CASES, CORRUPT_WAV, wav_bytes, with_key
 
 KEY = "s3cret"
 
 
 @pytest.fixture
-def client(engine, monkeypatch):
+def holder(engine):
+    return EngineHolder(engine)
+
+
+@pytest.fixture
+def client(holder, monkeypatch):
     monkeypatch.setenv("DEEPTALK_API_KEY", KEY)
-    with TestClient(create_app(EngineHolder(engine), static_dir="static")) as c:
+    with TestClient(create_app(holder, static_dir="static")) as c:
         yield c
 
 
@@ -84,8 +90,8 @@ def test_unknown_words_are_named(client):
     )
 
 
-def test_capacity_refusal_is_503_with_retry_after(client, engine):
-    holders = [engine.slot() for _ in range(engine.config.max_concurrency)]
+def test_capacity_refusal_is_503_with_retry_after(client, holder, engine):
+    holders = [holder.capacity.slot() for _ in range(engine.config.max_concurrency)]
     for h in holders:
         h.__enter__()
     try:
@@ -95,7 +101,7 @@ def test_capacity_refusal_is_503_with_retry_after(client, engine):
         for h in holders:
             h.__exit__(None, None, None)
     assert client.post("/chat", **auth(json={"text": "hello", "speak": False})).status_code == 200
-    assert engine.active == 0
+    assert holder.capacity.active == 0
 
 
 def test_info_voices_openapi_and_demo(client):

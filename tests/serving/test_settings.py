@@ -4,7 +4,7 @@ import pytest
 
 from deeptalk.inference.config import SamplingConfig, ServiceConfig
 from deeptalk.inference.engine import META_FILE
-from deeptalk.inference.service_config import service_config_for
+from deeptalk.serving.settings import service_config_for
 
 
 def test_packaged_settings_then_env_overrides(tmp_path, monkeypatch):

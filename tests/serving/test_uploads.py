@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deeptalk.inference.audio_codec_io import (
+from deeptalk.serving.uploads import (
     AudioTooLarge,
     CorruptAudio,
     EmptyAudio,
@@ -10,7 +10,7 @@ from deeptalk.inference.audio_codec_io import (
     load_upload,
     sniff_format,
 )
-from tests.inference.bad_inputs import CORRUPT_WAV, NAN_WAV, wav_bytes
+from tests.serving.bad_inputs import CORRUPT_WAV, NAN_WAV, wav_bytes
 
 LIMITS = {"max_bytes": 1_000_000, "max_seconds": 3.0}
 
