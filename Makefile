@@ -41,7 +41,7 @@ bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 ui: setup
-	$(PY) -m flows.deploy
+	$(PY) -m deeptalk.flows.deploy
 
 clean:
 	rm -rf data models reports .prefect

@@ -38,7 +38,7 @@ def _extra(args: argparse.Namespace) -> dict:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from flows.pipeline import run_pipeline_and_serve
+    from deeptalk.flows.pipeline import run_pipeline_and_serve
 
     return run_pipeline_and_serve(profile=args.profile, params=args.params)
 

@@ -39,7 +39,7 @@ def test_run_trains_gates_packages_and_serves(tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["gates"]["max_text_drop_pct"] = -1000.0  # unreachable: the model would have to beat the base 10x
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    failed = run(["python", "-m", "flows.pipeline", "--stages", "evaluate,package"], project, extra_env=env,
+    failed = run(["python", "-m", "deeptalk.flows.pipeline", "--stages", "evaluate,package"], project, extra_env=env,
                  check=False)
     assert "text.drop_pct" in failed and "-1000" in failed, failed[-3000:]
     assert json.loads((project / "reports/gate.json").read_text())["passed"] is False

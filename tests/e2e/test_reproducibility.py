@@ -20,11 +20,11 @@ def test_dvc_repro_and_prefect_flow_agree(tmp_path):
     assert "Running stage" not in second, second
 
     flow_dir = clone_project(tmp_path / "flow", FAST_PARAMS)
-    run(["python", "-m", "flows.pipeline", "--stages", ",".join(DATA_STEPS)], flow_dir)
+    run(["python", "-m", "deeptalk.flows.pipeline", "--stages", ",".join(DATA_STEPS)], flow_dir)
     assert tree_hashes(flow_dir, *DETERMINISTIC_OUTS) == tree_hashes(dvc_dir, *DETERMINISTIC_OUTS)
 
     # an unchanged step is a cache hit: nothing is rewritten on the second flow run
     stamps = {p: p.stat().st_mtime_ns for p in (flow_dir / "data").rglob("*") if p.is_file()}
-    log = run(["python", "-m", "flows.pipeline", "--stages", ",".join(DATA_STEPS)], flow_dir)
+    log = run(["python", "-m", "deeptalk.flows.pipeline", "--stages", ",".join(DATA_STEPS)], flow_dir)
     assert "Cached" in log, log[-3000:]
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from deeptalk.config import load_config
 from deeptalk.steps import StepSpec
-from flows.hashing import step_fingerprint
+from deeptalk.flows.hashing import step_fingerprint
 
 
 def _step(**kw) -> StepSpec:

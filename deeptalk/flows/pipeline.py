@@ -2,7 +2,7 @@
 
 Each step runs as a Prefect task whose cache key hashes exactly what ``dvc.yaml`` declares for it (input files,
 params sections), so an unchanged step is skipped; a step whose outputs went missing is re-run. Training steps
-can be sent to a ``gpu`` work pool (see ``flows/deploy.py``). A failed gate fails the flow before packaging.
+can be sent to a ``gpu`` work pool (see ``deeptalk/flows/deploy.py``). A failed gate fails the flow before packaging.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from prefect.deployments import run_deployment
 
 from deeptalk.config import ProjectConfig, load_config
 from deeptalk.steps import STEPS, StepSpec, get_step
-from flows.hashing import step_fingerprint
+from deeptalk.flows.hashing import step_fingerprint
 
 
 MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack",
@@ -139,9 +139,9 @@ def deeptalk_pipeline(
 
 def run_pipeline_and_serve(profile: str | None = None, params: str = "params.yaml") -> int:
     """``make run``: the whole flow, then the packaged model served over HTTP and its answers judged
-    (exit 1 when a call or a gate of ``flows.smoke`` fails; the printed lines name metric, value and
+    (exit 1 when a call or a gate of ``deeptalk.flows.smoke`` fails; the printed lines name metric, value and
     threshold)."""
-    from flows.smoke import serve_and_check
+    from deeptalk.flows.smoke import serve_and_check
 
     cfg = load_config(params, profile=profile)
     summaries = deeptalk_pipeline(profile=cfg.profile, params=params)

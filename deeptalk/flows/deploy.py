@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-PIPELINE_ENTRY = "flows/pipeline.py:deeptalk_pipeline"
-STEP_ENTRY = "flows/pipeline.py:deeptalk_step"
+REPO = Path(__file__).resolve().parents[2]
+PIPELINE_ENTRY = "deeptalk/flows/pipeline.py:deeptalk_pipeline"
+STEP_ENTRY = "deeptalk/flows/pipeline.py:deeptalk_step"
 POOLS = {"cpu": "process", "gpu": "process"}
 
 log = logging.getLogger(__name__)
