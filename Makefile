@@ -5,12 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.setup-stamp
 APT_PACKAGES := espeak-ng flite bsdgames wamerican chromium
-export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
-export PREFECT_HOME := $(abspath .prefect)
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export HF_HUB_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
+# PREFECT_HOME (.prefect), telemetry off, offline hubs, TORCH_EXTENSIONS_DIR: defaults in the code
+# (deeptalk/environment.py), so `python -m deeptalk …` outside make behaves the same
 
 .PHONY: setup system-deps run test test-fast bench ui clean
 

@@ -12,6 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
+from deeptalk.console import setup_console
+from deeptalk.environment import apply_env_defaults
+
 
 def _config(args: argparse.Namespace):
     from deeptalk.config import load_config
@@ -21,26 +24,28 @@ def _config(args: argparse.Namespace):
 
 def _cmd_step(args: argparse.Namespace) -> int:
     from deeptalk.runtime import setup_threads
-    from deeptalk.steps import STEPS
+    from deeptalk.steps import STEPS, find_step
 
+    if args.list:
+        print("\n".join(f"{s.name:<16} {s.module}{' --stage ' + s.args['stage'] if 'stage' in s.args else ''}"
+                        for s in STEPS))
+        return 0
+    if not args.name:
+        raise SystemExit("name a step (python -m deeptalk step --list shows them)")
+    step = find_step(args.name, args.stage)
     cfg = _config(args)
     setup_threads(cfg.threads)
-    matches = [s for s in STEPS if s.module == args.name and all(s.args.get(k) == v for k, v in _extra(args).items())]
-    if not matches:
-        raise SystemExit(f"unknown step {args.name!r} with {_extra(args)}; steps: {sorted({s.module for s in STEPS})}")
-    summary = matches[0].run(cfg)
-    print(json.dumps(summary, indent=2, default=str))
+    summary = step.run(cfg)
+    logging.getLogger("deeptalk").info("summary of %s: %s", step.name, json.dumps(summary, default=str))
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
     return 0
-
-
-def _extra(args: argparse.Namespace) -> dict:
-    return {"stage": args.stage} if args.stage else {}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from deeptalk.flows.pipeline import run_pipeline_and_serve
 
-    return run_pipeline_and_serve(profile=args.profile, params=args.params)
+    return run_pipeline_and_serve(profile=args.profile, params=args.params, verbose=args.verbose)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -70,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     common.add_argument("--profile", default=None, help="tiny | small | paper (default: params.yaml's)")
     common.add_argument("--log-level", default="INFO")
+    common.add_argument("--verbose", action="store_true", help="every log line (libraries too) on the terminal")
     parser = argparse.ArgumentParser(prog="python -m deeptalk", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     step = sub.add_parser("step", parents=[common], help="run one pipeline step (what dvc.yaml calls)")
-    step.add_argument("name")
+    step.add_argument("name", nargs="?", help="step (train_s2a), stage (s2a) or module with --stage")
     step.add_argument("--stage", default=None, help="stage name for train_stage (s2a, s2b, s3, plain, …)")
+    step.add_argument("--list", action="store_true", help="list the steps")
+    step.add_argument("--json", action="store_true", help="print the step's summary as JSON")
     step.set_defaults(func=_cmd_step)
     sub.add_parser("run", parents=[common], help="whole pipeline via Prefect, then serve and test").set_defaults(
         func=_cmd_run
@@ -84,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     dvc.add_argument("--write", action="store_true")
     dvc.set_defaults(func=_cmd_dvc_yaml)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    apply_env_defaults()
+    setup_console(verbose=args.verbose, level=args.log_level)
     return args.func(args)
 
 

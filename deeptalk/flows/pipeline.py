@@ -1,30 +1,79 @@
 """The DeepTalk pipeline as a Prefect flow: a thin shell over ``deeptalk.steps``.
 
-Each step runs as a Prefect task whose cache key hashes exactly what ``dvc.yaml`` declares for it (input files,
-params sections), so an unchanged step is skipped; a step whose outputs went missing is re-run. Training steps
-can be sent to a ``gpu`` work pool (see ``deeptalk/flows/deploy.py``). A failed gate fails the flow before packaging.
+Each step runs as a Prefect task named after the step, whose cache key hashes exactly what ``dvc.yaml``
+declares for it (input files, params sections), so an unchanged step is skipped; a step whose outputs went
+missing is re-run. Training steps can be sent to the ``gpu`` work pool (see ``deeptalk/flows/deploy.py``). Every
+parameter is typed and checked before the first step runs. A failed gate fails the flow before packaging.
+
+In the Prefect UI each task run shows the project's own log lines, a live progress artifact while a step runs
+(training: step, loss, ETA), and the gate artifact lists every check with its value and threshold.
+
+    python -m deeptalk.flows.pipeline --stages s2a,s2b,s3 --baselines plain
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+import time
+from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import TaskRunContext
-from prefect.deployments import run_deployment
+from deeptalk.environment import apply_env_defaults
 
-from deeptalk.config import ProjectConfig, load_config
-from deeptalk.steps import STEPS, StepSpec, get_step
-from deeptalk.flows.hashing import step_fingerprint
+apply_env_defaults()  # PREFECT_HOME, telemetry off: before Prefect reads its settings
 
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.context import TaskRunContext  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model  # noqa: E402
+
+from deeptalk.config import ProjectConfig, load_config  # noqa: E402
+from deeptalk.console import CONSOLE, step_line  # noqa: E402
+from deeptalk.evaluation.config import GateThresholds  # noqa: E402
+from deeptalk.evaluation.gates import GATE_METRICS  # noqa: E402
+from deeptalk.flows.hashing import step_fingerprint  # noqa: E402
+from deeptalk.flows.prefect_ui import ProgressWatch, forward_project_logs, publish_artifacts  # noqa: E402
+from deeptalk.steps import BASELINES, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
+from deeptalk.training.config import SPLIT_RULE  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack",
               "text_pretrain", "align", "profile_experts", "train_s2a", "train_s2b", "train_s3")
-TRANSIENT_RETRIES = {"generate_data": 2, "package": 2}  # subprocess TTS and the model store can hiccup
+TRANSIENT_RETRIES = {"generate_data": 2}  # subprocess TTS can hiccup; a refused package is not retried
+GPU_POOL = "gpu"
 GPU_STEP_DEPLOYMENT = "deeptalk-step/gpu"
+GPU_POOL_TIMEOUT_S = 600.0  # a heavy step no gpu worker has picked up by then fails, naming the pool
 STEP_NAMES = tuple(step.name for step in STEPS)
+
+Profile = Literal["tiny", "small", "paper"]
+Baseline = Literal[BASELINES]  # type: ignore[valid-type]
+StageName = Literal[STEP_NAMES + tuple(STAGE_STEPS)]  # type: ignore[valid-type]
+# the thresholds of deeptalk.evaluation.gates, each optional: a flow run overrides only those it names
+GateOverrides = create_model(
+    "GateOverrides",
+    __config__=ConfigDict(extra="forbid"),
+    **{name: (float | None, Field(None, description=f"{GATE_METRICS[name][0]} must be "
+                                   f"{'<=' if GATE_METRICS[name][1] == 'max' else '>='} this"))
+       for name in GateThresholds.__dataclass_fields__},
+)
+SplitRule = Annotated[str, StringConstraints(pattern=SPLIT_RULE.pattern)]
+
+
+def step_names(stages: list[str] | None, baselines: list[str] | None) -> list[str]:
+    """The steps a run executes, in pipeline order: ``stages`` (step or stage names; default: the main chain,
+    evaluate and package), then the baselines' training steps."""
+    wanted = {STAGE_STEPS.get(s, s) for s in stages} if stages is not None else {*MAIN_CHAIN, "evaluate", "package"}
+    unknown = sorted(wanted - set(STEP_NAMES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STEP_NAMES)} or {', '.join(STAGE_STEPS)}")
+    bad = sorted(set(baselines or ()) - set(BASELINES))
+    if bad:
+        raise ValueError(f"unknown baseline(s) {bad}; choose from {', '.join(BASELINES)}")
+    chain = [name for name in MAIN_CHAIN if name in wanted]
+    chain += [f"train_{b}" for b in (baselines or ()) if f"train_{b}" not in chain]
+    chain += [name for name in STEP_NAMES if name in wanted and name not in chain and name not in ("evaluate", "package")]
+    return chain + [name for name in ("evaluate", "package") if name in wanted]
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -32,145 +81,213 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     return step_fingerprint(get_step(parameters["step_name"]), cfg)
 
 
-@task(cache_key_fn=_cache_key, persist_result=True, retry_delay_seconds=5)
+@task(cache_key_fn=_cache_key, persist_result=True, retry_delay_seconds=5, task_run_name="{step_name}")
 def run_step(step_name: str, profile: str, params: str, overrides: dict) -> dict:
     """Run one registered step in this process (same function `dvc repro` calls)."""
+    forward_project_logs()
     cfg = load_config(params, profile=profile, overrides=overrides)
-    return get_step(step_name).run(cfg)
+    with ProgressWatch(step_name, get_run_logger()):
+        return get_step(step_name).run(cfg)
 
 
 def _outputs_present(step: StepSpec, cfg: ProjectConfig) -> bool:
     return all((cfg.paths.root / out).exists() for out in step.outs + step.metrics)
 
 
-def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gpu_pool: bool) -> dict:
+def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, timeout_s: float) -> dict:
+    """Run a heavy step as a ``deeptalk-step`` flow run on the gpu pool; fail when no worker takes it in time."""
+    flow_run = run_deployment(
+        GPU_STEP_DEPLOYMENT,
+        parameters={"step_name": step.name, "profile": cfg.profile, "params": params, "overrides": overrides},
+        flow_run_name=f"{step.name} ({cfg.profile})",
+        timeout=0,  # returns at once; we wait below, with a deadline for the pickup
+    )
+    from prefect import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run.id)
+            state = flow_run.state
+            if state is not None and state.is_final():
+                break
+            if state is not None and state.is_scheduled() and time.monotonic() > deadline:
+                client.set_flow_run_state(flow_run.id, state=_cancelled(), force=True)
+                raise TimeoutError(
+                    f"no worker of work pool {GPU_POOL!r} picked up step {step.name} within {timeout_s:.0f} s; "
+                    f"start one with `prefect worker start --pool {GPU_POOL}` or run without gpu_pool"
+                )
+            time.sleep(2.0)
+    if not state.is_completed():
+        raise RuntimeError(f"step {step.name} failed on the {GPU_POOL} pool: {state.message}")
+    return {"step": step.name, "gpu_flow_run": str(flow_run.id)}
+
+
+def _cancelled():
+    from prefect.states import Cancelled
+
+    return Cancelled(message="no worker picked up the run in time")
+
+
+def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gpu_pool: bool,
+            gpu_pool_timeout_s: float = GPU_POOL_TIMEOUT_S) -> dict:
+    start = time.perf_counter()
     if gpu_pool and step.heavy:
-        flow_run = run_deployment(
-            GPU_STEP_DEPLOYMENT,
-            parameters={"step_name": step.name, "profile": cfg.profile, "params": params, "overrides": overrides},
-        )
-        if not flow_run.state.is_completed():
-            raise RuntimeError(f"step {step.name} failed on the gpu pool: {flow_run.state.message}")
-        return {"step": step.name, "gpu_flow_run": str(flow_run.id)}
+        summary = _on_gpu_pool(step, cfg, params, overrides, gpu_pool_timeout_s)
+        log.info("%s", step_line(step.name, time.perf_counter() - start, {}, f"on the {GPU_POOL} pool"),
+                 extra=CONSOLE)
+        return summary
     task_fn = run_step.with_options(
         name=step.name,
         retries=TRANSIENT_RETRIES.get(step.name, 1 if step.heavy else 0),  # training retries resume a checkpoint
         refresh_cache=not _outputs_present(step, cfg),
     )
-    return task_fn(step.name, cfg.profile, params, overrides)
+    state = task_fn(step.name, cfg.profile, params, overrides, return_state=True)
+    summary = state.result()  # raises the step's error
+    if state.name == "Cached":
+        log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
+                                 "unchanged (cached): " + _headline(summary)), extra=CONSOLE)
+    return summary
 
 
-@flow(name="deeptalk-step", log_prints=True)
-def deeptalk_step(step_name: str, profile: str = "tiny", params: str = "params.yaml", overrides: dict | None = None):
-    """One step as its own flow: what a GPU worker runs for heavy steps."""
+def _headline(summary: dict) -> str:
+    from deeptalk.console import step_headline
+
+    return step_headline(summary)
+
+
+@flow(name="deeptalk-step", flow_run_name="{step_name}", log_prints=True)
+def deeptalk_step(step_name: str, profile: Profile = "tiny", params: str = "params.yaml",
+                  overrides: dict | None = None) -> dict:
+    """One step as its own flow: what a GPU worker runs for heavy steps.
+
+    Args:
+        step_name: a step of the registry (``python -m deeptalk step --list``), e.g. ``train_s2a``.
+        profile: the scale preset the step runs at.
+        params: params file, relative to the worker's project directory.
+        overrides: config overrides of the pipeline run that sent the step.
+    """
+    forward_project_logs()
+    get_step(step_name)  # an unknown name fails here, not in the task
     return run_step(step_name, profile, params, overrides or {})
 
 
-def _publish_artifacts(cfg: ProjectConfig) -> None:
-    metrics_path, gate_path = cfg.paths.metrics, cfg.paths.reports / "gate.json"
-    if metrics_path.exists():
-        metrics = json.loads(metrics_path.read_text())
-        rows = [{"metric": key, "value": value} for key, value in _flatten(metrics).items()]
-        create_table_artifact(rows, key="deeptalk-metrics", description="reports/metrics.json")
-    if gate_path.exists():
-        gate = json.loads(gate_path.read_text())
-        lines = [f"# Gate: {'PASSED' if gate.get('passed') else 'FAILED'}", ""]
-        lines += [f"- `{f.get('metric')}` = {f.get('value')} (threshold {f.get('threshold')}): {f.get('message', '')}"
-                  for f in gate.get("failures", [])]
-        report = cfg.paths.reports / "index.html"
-        images = sorted((cfg.paths.reports / "profile").glob("*.png")) if (cfg.paths.reports / "profile").exists() else []
-        lines += ["", f"Report: [{report}]({report.resolve().as_uri()})" if report.exists() else ""]
-        lines += [f"- heatmap: [{p.name}]({p.resolve().as_uri()})" for p in images]
-        create_markdown_artifact("\n".join(lines), key="deeptalk-gate", description="gate verdict")
-
-
-def _flatten(data: dict, prefix: str = "") -> dict:
-    flat: dict = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-@flow(name="deeptalk-pipeline", log_prints=True)
-def deeptalk_pipeline(
-    profile: str = "tiny",
-    params: str = "params.yaml",
-    stages: list[str] | None = None,
-    split_rule: str | None = None,
-    baselines: list[str] | None = None,
-    gates: dict | None = None,
-    gpu_pool: bool = False,
-) -> dict:
-    """Data → codec → text pretrain → S1 → profile → S2a → S2b → S3 (+ baselines) → evaluate → gate → package.
-
-    ``stages`` limits the run to a subset of step names (default: all but the baselines); ``split_rule`` (adaptive,
-    fixed:N, random:N), ``baselines`` and ``gates`` override params.yaml for this run.
-    """
-    logger = get_run_logger()
+def check_parameters(profile: str, params: str, stages: list[str] | None, split_rule: str | None,
+                     baselines: list[str] | None, gates: dict | None) -> tuple[ProjectConfig, dict, list[str]]:
+    """Everything a run needs, checked before its first step: the config with the run's overrides, and the
+    steps to run. Raises ValueError naming what is wrong."""
     overrides: dict = {}
     if split_rule:
         overrides.setdefault("training", {})["split_rule"] = split_rule
     if gates:
         overrides["gates"] = gates
-    cfg = load_config(params, profile=profile, overrides=overrides)
-    wanted = set(stages) if stages is not None else set(MAIN_CHAIN) | {"evaluate", "package"}
-    unknown = wanted - set(STEP_NAMES)
-    if unknown:
-        raise ValueError(f"unknown stage(s) {sorted(unknown)}; choose from {STEP_NAMES}")
-    chain = [name for name in MAIN_CHAIN if name in wanted]
-    chain += [f"train_{b}" for b in (baselines or ()) if f"train_{b}" not in chain]
+    chain = step_names(stages, baselines)
+    cfg = load_config(params, profile=profile, overrides=overrides)  # validates every section
+    return cfg, overrides, chain
+
+
+@flow(name="deeptalk-pipeline", log_prints=True, validate_parameters=True)
+def deeptalk_pipeline(
+    profile: Profile = "tiny",
+    params: str = "params.yaml",
+    stages: list[StageName] | None = None,
+    split_rule: SplitRule | None = None,
+    baselines: list[Baseline] | None = None,
+    gates: GateOverrides | None = None,
+    gpu_pool: bool = False,
+    gpu_pool_timeout_s: float = GPU_POOL_TIMEOUT_S,
+) -> dict:
+    """Data → codec → text pretrain → S1 → profile → S2a → S2b → S3 (+ baselines) → evaluate → gate → package.
+
+    Args:
+        profile: scale preset (configs/profiles): tiny (CPU, minutes), small (hours), paper (GPUs).
+        params: params file with deliberate overrides, relative to the project directory.
+        stages: steps to run, by step name (train_s2a) or stage name (s2a); default: the main chain, evaluate
+            and package.
+        split_rule: expert split for this run: adaptive, fixed:N or random:N (default: params.yaml's).
+        baselines: baseline stages to train as well: plain, fixed, moextend, strict.
+        gates: quality-gate thresholds to override for this run (others keep the profile's).
+        gpu_pool: send training steps to the gpu work pool (a worker must serve it).
+        gpu_pool_timeout_s: how long a step may wait for a gpu worker before the run fails.
+    """
+    forward_project_logs()
+    logger = get_run_logger()
+    gate_values = gates.model_dump(exclude_none=True) if isinstance(gates, BaseModel) else dict(gates or {})
+    cfg, overrides, chain = check_parameters(profile, params, stages, split_rule, baselines, gate_values)
+    if gpu_pool:
+        _check_gpu_deployment()
+    logger.info("running %d steps at profile %s: %s", len(chain), cfg.profile, ", ".join(chain))
     summaries = {}
     for name in chain:
-        summaries[name] = _submit(get_step(name), cfg, params, overrides, gpu_pool)
-    if "evaluate" in wanted:
-        try:
-            summaries["evaluate"] = _submit(get_step("evaluate"), cfg, params, overrides, gpu_pool=False)
-        finally:
-            _publish_artifacts(cfg)
-    if "package" in wanted:
-        summaries["package"] = _submit(get_step("package"), cfg, params, overrides, gpu_pool=False)
+        step = get_step(name)
+        if name == "evaluate":
+            try:
+                summaries[name] = _submit(step, cfg, params, overrides, gpu_pool=False)
+            finally:
+                publish_artifacts(cfg)
+        else:
+            summaries[name] = _submit(step, cfg, params, overrides, gpu_pool and name != "package",
+                                      gpu_pool_timeout_s)
     logger.info("pipeline done: %s", ", ".join(summaries))
     return summaries
 
 
-def run_pipeline_and_serve(profile: str | None = None, params: str = "params.yaml") -> int:
-    """``make run``: the whole flow, then the packaged model served over HTTP and its answers judged
-    (exit 1 when a call or a gate of ``deeptalk.flows.smoke`` fails; the printed lines name metric, value and
-    threshold)."""
+def _check_gpu_deployment() -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(GPU_STEP_DEPLOYMENT)
+        except Exception as err:  # ObjectNotFound: no deployments registered on this server
+            raise ValueError(f"gpu_pool needs the deployment {GPU_STEP_DEPLOYMENT!r} "
+                             f"(python -m deeptalk.flows.deploy registers it)") from err
+
+
+def run_pipeline_and_serve(profile: str | None = None, params: str = "params.yaml", verbose: bool = False) -> int:
+    """``make run``: the whole flow, then the packaged model served over HTTP and its answers judged (exit 1
+    when a call or a gate of ``deeptalk.flows.smoke`` fails). The console gets one line per step and a
+    summary of at most 30 lines; ``reports/run.log`` the full log, ``reports/run_summary.json`` every number."""
+    from deeptalk.console import setup_console
     from deeptalk.flows.smoke import serve_and_check
+    from deeptalk.flows.summary import print_summary, write_summary
 
     cfg = load_config(params, profile=profile)
+    log_file = setup_console(cfg.paths.reports / "run.log", verbose=verbose)
+    log.info("DeepTalk %s: pipeline (full log: %s)", cfg.profile, log_file, extra=CONSOLE)
     summaries = deeptalk_pipeline(profile=cfg.profile, params=params)
+    log.info("serving the packaged model and asking it the held-out questions", extra=CONSOLE)
     result = serve_and_check(cfg)
-    print(json.dumps({"pipeline": summaries, "service": result}, indent=2, default=str))
-    print("\n".join(["held-out spoken questions → served answers:", *result["summary"]]))
+    path = write_summary(cfg, summaries, result)
+    print_summary(cfg, summaries, result, path, log_file)
     return 0 if result["ok"] else 1
 
 
-__all__ = ["deeptalk_pipeline", "deeptalk_step", "run_pipeline_and_serve", "STEP_NAMES"]
+__all__ = ["deeptalk_pipeline", "deeptalk_step", "run_pipeline_and_serve", "STEP_NAMES", "STAGE_STEPS"]
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from deeptalk.console import setup_console
+
     parser = argparse.ArgumentParser(description="Run the DeepTalk pipeline flow (Prefect)")
-    parser.add_argument("--profile", default=None)
+    parser.add_argument("--profile", default=None, choices=("tiny", "small", "paper"))
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--stages", default=None, help="comma-separated step names (default: all)")
-    parser.add_argument("--baselines", default=None, help="comma-separated: plain,fixed,moextend,strict")
-    parser.add_argument("--split-rule", default=None)
+    parser.add_argument("--stages", default=None, help="comma-separated step or stage names (default: all)")
+    parser.add_argument("--baselines", default=None, help="comma-separated: " + ",".join(BASELINES))
+    parser.add_argument("--split-rule", default=None, help="adaptive | fixed:N | random:N")
     parser.add_argument("--gpu-pool", action="store_true", help="send training steps to the gpu work pool")
+    parser.add_argument("--verbose", action="store_true", help="every log line on the terminal")
     args = parser.parse_args(argv)
     split = (lambda text: text.split(",") if text else None)
+    profile = args.profile or load_config(args.params).profile
+    setup_console(load_config(args.params, profile=profile).paths.reports / "run.log", verbose=args.verbose)
     summaries = deeptalk_pipeline(
-        profile=args.profile or load_config(args.params).profile, params=args.params, stages=split(args.stages),
+        profile=profile, params=args.params, stages=split(args.stages),
         baselines=split(args.baselines), split_rule=args.split_rule, gpu_pool=args.gpu_pool,
     )
-    print(json.dumps(summaries, indent=2, default=str))
+    log.info("done: %s", ", ".join(summaries), extra=CONSOLE)
+    log.debug("%s", json.dumps(summaries, indent=2, default=str))
     return 0
 
 

@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from deeptalk.config import ProjectConfig
 from deeptalk.evaluation.heldout import QAItem, load_heldout
-from deeptalk.evaluation.service_check import MIN_QUESTIONS, ServedAnswer, judge_service
+from deeptalk.evaluation.service_check import MIN_QUESTIONS, N_EXAMPLES, ServedAnswer, judge_service
+from deeptalk.inference.events import decode_pcm
 from deeptalk.serving.local_server import LocalServer
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,13 @@ def heldout_questions(cfg: ProjectConfig) -> tuple[QAItem, ...]:
     return items
 
 
-def _stream(client: httpx.Client, url: str, route: str, expect_audio: bool | None, **request) -> dict:
-    """POST an NDJSON route; ``expect_audio`` True/False checks for (no) audio, None accepts either."""
+def _stream(client: httpx.Client, url: str, route: str, expect_audio: bool | None, keep_audio: bool = False,
+            **request) -> dict:
+    """POST an NDJSON route; ``expect_audio`` True/False checks for (no) audio, None accepts either.
+    ``keep_audio`` returns the streamed PCM (float32) under ``pcm``."""
     start = time.perf_counter()
     first_audio_ms, text, audio_samples, sample_rate, done = None, [], 0, None, None
+    chunks: list[np.ndarray] = []
     with client.stream("POST", f"{url}{route}", **request) as response:
         if response.status_code != 200:
             body = response.read().decode()[:500]
@@ -53,17 +58,23 @@ def _stream(client: httpx.Client, url: str, route: str, expect_audio: bool | Non
                 text.append(event["text"])
             elif event["type"] == "audio.delta":
                 first_audio_ms = first_audio_ms or (time.perf_counter() - start) * 1000
-                audio_samples += len(base64.b64decode(event["audio"])) // 2  # int16 PCM
+                data = base64.b64decode(event["audio"])
+                audio_samples += len(data) // 2  # int16 PCM
                 sample_rate = event["sample_rate"]
+                if keep_audio:
+                    chunks.append(decode_pcm(data, event.get("format", "int16")))
             elif event["type"] == "done":
                 done = event
     seconds = audio_samples / sample_rate if sample_rate else 0.0
-    return {
+    out = {
         "ok": done is not None and (expect_audio is None or (seconds > 0) == expect_audio),
         "text": "".join(text), "audio_seconds": round(seconds, 2),
         "client_first_audio_ms": None if first_audio_ms is None else round(first_audio_ms, 1),
         "server_timings": done["timings"] if done else None,
     }
+    if keep_audio:
+        out["pcm"] = (np.concatenate(chunks) if chunks else np.zeros(0, np.float32), sample_rate)
+    return out
 
 
 def _asr(client: httpx.Client, url: str, wav: Path) -> dict:
@@ -74,13 +85,28 @@ def _asr(client: httpx.Client, url: str, wav: Path) -> dict:
     return {"ok": True, **response.json()}
 
 
-def _ask(client: httpx.Client, url: str, item: QAItem) -> dict[str, dict]:
+def _ask(client: httpx.Client, url: str, item: QAItem, keep_audio: bool = False) -> dict[str, dict]:
     """One held-out question spoken (/chat, /asr) and typed (/chat, text only)."""
     wav = item.audio_path
     with wav.open("rb") as handle:
-        spoken = _stream(client, url, "/chat", None, files={"audio": (wav.name, handle, "audio/wav")})
+        spoken = _stream(client, url, "/chat", None, keep_audio, files={"audio": (wav.name, handle, "audio/wav")})
     typed = _stream(client, url, "/chat", False, data={"text": item.question, "speak": "false"})
     return {"spoken_chat": spoken, "text_chat": typed, "asr": _asr(client, url, wav)}
+
+
+def heard_back(clips: list) -> list[str | None]:
+    """What the offline Whisper scorer hears in each spoken answer (None: no audio, or no scorer)."""
+    if not any(c is not None and len(c[0]) for c in clips):
+        return [None] * len(clips)
+    try:
+        from deeptalk.evaluation.asr_scorer import AsrScorer
+
+        scorer = AsrScorer()
+    except (ImportError, RuntimeError, ValueError) as err:
+        log.warning("no heard-back transcripts: %s", err)
+        return [None] * len(clips)
+    return [scorer.transcribe(pcm, sr) if pcm is not None and len(pcm) else None
+            for pcm, sr in (c or (None, None) for c in clips)]
 
 
 def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dict:
@@ -89,12 +115,13 @@ def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dic
     calls: list[dict[str, dict]] = []
     with LocalServer(startup_timeout_s=startup_timeout_s) as url, httpx.Client(timeout=120) as client:
         ready = client.get(f"{url}/readyz").status_code == 200
-        for item in items:
-            calls.append(_ask(client, url, item))
+        for i, item in enumerate(items):
+            calls.append(_ask(client, url, item, keep_audio=i < N_EXAMPLES))
         tts = _stream(client, url, "/tts", True, data={"text": items[0].question})
     answers = [ServedAnswer(item.question, item.references, c["spoken_chat"]["text"], c["text_chat"]["text"],
                             c["asr"]["text"]) for item, c in zip(items, calls)]
     judgement = judge_service(answers, cfg.evaluation.gates, cfg.evaluation.distinct_questions)
+    heard = heard_back([c["spoken_chat"].pop("pcm", None) for c in calls[:N_EXAMPLES]])
     broken = [f"{item.id} {route}" for item, c in zip(items, calls) for route, r in c.items() if not r["ok"]]
     protocol_ok = bool(ready and tts["ok"] and not broken)
     result = {
@@ -103,6 +130,7 @@ def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dic
         "quality": judgement.to_dict(),
         "ok": protocol_ok and judgement.passed,
     }
+    result["examples"] = [{**e, "heard": h} for e, h in zip(judgement.examples, heard)]
     for line in judgement.lines():
         log.info("%s", line)
     result["summary"] = judgement.lines()

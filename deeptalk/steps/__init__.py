@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from deeptalk.console import CONSOLE, step_line
+
 if TYPE_CHECKING:
     from deeptalk.config import ProjectConfig
 
@@ -41,7 +43,7 @@ class StepSpec:
         log.info("step %s: start (profile %s)", self.name, cfg.profile)
         summary = module.run(cfg, **self.args) or {}
         summary = {**summary, "step": self.name, "wall_s": round(time.perf_counter() - start, 2)}
-        log.info("step %s: done in %.1f s", self.name, summary["wall_s"])
+        log.info("%s", step_line(self.name, summary["wall_s"], summary), extra=CONSOLE)
         return summary
 
 
@@ -108,7 +110,23 @@ STEPS: tuple[StepSpec, ...] = (
 )
 
 BY_NAME = {step.name: step for step in STEPS}
+# trained stages by the names the stage plans use (``base`` and ``s1`` are text_pretrain and align)
+STAGE_STEPS = {"base": "text_pretrain", "s1": "align", **{s.args["stage"]: s.name for s in STEPS if "stage" in s.args}}
 BASELINES = ("plain", "fixed", "moextend", "strict")
+
+
+def find_step(name: str, stage: str | None = None) -> StepSpec:
+    """A step by its name (``train_s2a``), its stage (``s2a``; ``base`` and ``s1`` are ``text_pretrain`` and
+    ``align``) or its module with ``stage`` (``train_stage`` + ``s2a``, as ``dvc.yaml`` calls it)."""
+    if stage is None and name in BY_NAME:
+        return BY_NAME[name]
+    if stage is None and name in STAGE_STEPS:
+        return BY_NAME[STAGE_STEPS[name]]
+    matches = [s for s in STEPS if s.module == name and s.args.get("stage") == stage]
+    if not matches:
+        raise ValueError(f"unknown step {name!r}" + (f" with stage {stage!r}" if stage else "")
+                         + f"; steps: {', '.join(BY_NAME)}; stages: {', '.join(STAGE_STEPS)}")
+    return matches[0]
 
 
 def get_step(name: str) -> StepSpec:

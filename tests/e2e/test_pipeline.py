@@ -24,7 +24,10 @@ def test_run_trains_gates_packages_and_serves(tmp_path):
     project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES, **SPOKEN})
     env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
     out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
-    summary, _ = json.JSONDecoder().raw_decode(out[out.index('{\n  "pipeline"'):])
+    summary = json.loads((project / "reports/run_summary.json").read_text())
+    closing = out[out.index("── DeepTalk tiny"):].splitlines()
+    assert len(closing) <= 30 and "quality gate PASSED" in "\n".join(closing), out[-3000:]
+    assert "Skipping registering function" not in out and "Writing model shards" not in out
     assert summary["service"]["ok"], summary["service"]
     assert summary["service"]["questions"] == 10 and not summary["service"]["failed_calls"]
     assert len(summary["service"]["quality"]["examples"]) == 3
