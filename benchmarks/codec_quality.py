@@ -3,8 +3,8 @@ real-time factor, streaming first-chunk latency. Prints ``name: value`` lines (W
 
     .venv/bin/python benchmarks/codec_quality.py                       # fit on the assistant voice here
     .venv/bin/python benchmarks/codec_quality.py --codec models/codec  # score a fitted codec directory
-    .venv/bin/python benchmarks/codec_quality.py --n-fit 120 --strides 2,1 --codebook-size 512 --no-other
-                                                    # another geometry, fitted on as much audio as tiny has
+    .venv/bin/python benchmarks/codec_quality.py --corpus data/raw --strides 2,1 --codebook-size 1024 --no-other
+        # another geometry, fitted on a generated corpus's training answers, scored on its other answers
 
 Sentences are built from the Debian bsdgames quiz files; fit and test sentences are disjoint. Audio is
 synthesised at 16 kHz like the corpus. Target (issue 4): codec WER at most 10 points above the original's
@@ -62,6 +62,25 @@ def sentences(seed: int) -> list[str]:
     return out
 
 
+def corpus_answers(raw: Path) -> tuple[list[str], list, list[str], list]:
+    """(fit voices, fit audio, test texts, test clips) of a generated corpus: the fit_codec step's training
+    answers, and the spoken answers of its validation and held-out splits (16 kHz)."""
+    import pandas as pd
+
+    from deeptalk.data.audio_io import read_wav
+    from deeptalk.steps.fit_codec import assistant_speakers, fit_utterances
+
+    speakers = assistant_speakers(raw)
+    fit_rows = fit_utterances(raw, speakers)
+    fit_audio = [read_wav(raw / p) for p in fit_rows["audio_path"]]
+    utts = pd.read_parquet(raw / "utterances.parquet")
+    test = utts[(utts["split"] != "train") & utts["speaker"].isin(speakers)].sort_values("id")
+    clips = [read_wav(raw / p) for p in test["audio_path"]]
+    if any(sr != SAMPLE_RATE for _, sr in clips):
+        raise ValueError(f"corpus audio must be {SAMPLE_RATE} Hz")
+    return sorted(speakers), fit_audio, list(test["text"]), [w for w, _ in clips]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--codec", type=Path, help="fitted codec directory (default: fit one here)")
@@ -74,6 +93,8 @@ def main() -> None:
     ap.add_argument("--strides", help="level strides, e.g. 2,1 (default: the profile's)")
     ap.add_argument("--codebook-size", type=int, help="codes per level (default: the profile's)")
     ap.add_argument("--no-other", action="store_true", help="score the assistant voice only")
+    ap.add_argument("--corpus", type=Path, help="a generated corpus (data/raw): fit on its training answers "
+                    "(the fit_codec step's audio), test on its validation/held-out answers")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -81,15 +102,18 @@ def main() -> None:
     threads = setup_threads(args.threads)
 
     pool = sentences(args.seed)
-    test_text = pool[-args.n_test :]
+    test_text, test_clips = pool[-args.n_test :], None
+    if args.corpus:
+        fit_voices, fit_audio, test_text, test_clips = corpus_answers(args.corpus)
     if args.codec:
         codec = load_codec(args.codec)
     else:
-        fit_text = pool[: min(args.n_fit, len(pool) - args.n_test)]
-        fit_voices = [args.voice, args.other_voice] if args.fit_other else [args.voice]
-        fit_audio = [
-            (synthesize(v, t, sample_rate=SAMPLE_RATE), SAMPLE_RATE) for v in fit_voices for t in fit_text
-        ]
+        if not args.corpus:
+            fit_text = pool[: min(args.n_fit, len(pool) - args.n_test)]
+            fit_voices = [args.voice, args.other_voice] if args.fit_other else [args.voice]
+            fit_audio = [
+                (synthesize(v, t, sample_rate=SAMPLE_RATE), SAMPLE_RATE) for v in fit_voices for t in fit_text
+            ]
         started = time.perf_counter()
         config = CodecConfig.for_profile(args.profile)
         if args.strides:
@@ -107,7 +131,10 @@ def main() -> None:
 
     voices = [("assistant", args.voice)] + ([] if args.no_other else [("other", args.other_voice)])
     for label, voice in voices:
-        clips = [synthesize(voice, t, sample_rate=SAMPLE_RATE) for t in test_text]
+        if label == "assistant" and test_clips is not None:
+            clips = test_clips
+        else:
+            clips = [synthesize(voice, t, sample_rate=SAMPLE_RATE) for t in test_text]
         enc_s = dec_s = 0.0
         resynth = []
         for wav in clips:

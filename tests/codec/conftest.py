@@ -43,9 +43,10 @@ def speech(tmp_path_factory) -> list[tuple[np.ndarray, int]]:
 
 @pytest.fixture(scope="session")
 def small_config() -> CodecConfig:
-    """The real geometry with small codebooks so fitting takes a few seconds."""
+    """SNAC's geometry (small, paper) with small codebooks so fitting takes a few seconds."""
     return dataclasses.replace(
-        CodecConfig.for_profile("tiny"), codebook_size=64, kmeans_iters=4, griffin_lim_iters=8
+        CodecConfig.for_profile("tiny"), level_strides=(4, 2, 1), codebook_size=64, kmeans_iters=4,
+        griffin_lim_iters=8,
     )
 
 

@@ -5,13 +5,20 @@ import pytest
 from deeptalk.codec.config import CodecConfig
 
 
-@pytest.mark.parametrize("profile", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("profile", ["small", "paper"])
 def test_profiles_share_snac_geometry(profile):
     cfg = CodecConfig.for_profile(profile)
     assert cfg.n_streams == 7
     assert cfg.codebook_size == 4096
     assert cfg.frames_per_second == pytest.approx(11.71875)
     assert cfg.kind == ("snac" if profile == "paper" else "embedded")
+
+
+def test_tiny_codebooks_are_sized_to_its_data():
+    cfg = CodecConfig.for_profile("tiny")
+    assert (cfg.kind, cfg.level_strides, cfg.codebook_size) == ("embedded", (2, 1), 1024)
+    assert cfg.n_streams == 3 and cfg.frames_per_second == pytest.approx(23.4375)
+    assert cfg.chunk_frames % cfg.frames_per_coarse == 0
 
 
 def test_paper_profile_reads_a_local_checkpoint():
