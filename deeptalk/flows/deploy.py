@@ -3,8 +3,14 @@
 Two work pools of type ``process``:
 - ``cpu``: the pipeline flow (and light steps) — a worker on this machine serves it;
 - ``gpu``: single heavy steps (``deeptalk-step``), sent there when the pipeline runs with ``gpu_pool=true``.
-  A GPU machine joins by cloning this repo, running ``make setup`` and
-  ``PREFECT_API_URL=http://<server>:4200/api .venv/bin/prefect worker start --pool gpu``.
+
+The deployments name their flows by module (``deeptalk.flows.pipeline.deeptalk_pipeline``): a worker imports
+them from its own installed ``deeptalk`` and runs them in its own project directory (``$DEEPTALK_PROJECT_DIR``),
+nothing of the server's working directory. Step inputs and outputs travel through the project's DVC remote
+(``deeptalk/flows/exchange.py``). A GPU machine joins by cloning this repo, ``make setup``, configuring the same
+DVC remote (``dvc remote add -d …``, credentials in its environment) and
+
+    DEEPTALK_PROJECT_DIR=$PWD PREFECT_API_URL=http://<server>:4200/api .venv/bin/prefect worker start --pool gpu
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
-PIPELINE_ENTRY = "deeptalk/flows/pipeline.py:deeptalk_pipeline"
-STEP_ENTRY = "deeptalk/flows/pipeline.py:deeptalk_step"
+from deeptalk.environment import apply_env_defaults
+
+# the project directory this server and its cpu worker serve (not where the package is installed)
+REPO = Path(os.environ.get("DEEPTALK_PROJECT_DIR") or Path.cwd()).resolve()
 POOLS = {"cpu": "process", "gpu": "process"}
 
 log = logging.getLogger(__name__)
@@ -39,18 +46,18 @@ def ensure_pools() -> None:
 
 
 def deploy_all(profile: str = "tiny") -> list[str]:
-    """Register the pipeline (cpu pool) and the single-step flow (gpu pool); returns deployment ids."""
-    from prefect import flow
+    """Register the pipeline (cpu pool) and the single-step flow (gpu pool) by module path; returns their ids."""
+    from prefect.deployments.runner import EntrypointType
+
+    from deeptalk.flows.pipeline import deeptalk_pipeline, deeptalk_step
 
     ensure_pools()
-    pipeline = flow.from_source(source=str(REPO), entrypoint=PIPELINE_ENTRY)
-    step = flow.from_source(source=str(REPO), entrypoint=STEP_ENTRY)
-    ids = [
-        pipeline.deploy(name="deeptalk", work_pool_name="cpu", parameters={"profile": profile},
-                        build=False, push=False, print_next_steps=False),
-        step.deploy(name="gpu", work_pool_name="gpu", build=False, push=False, print_next_steps=False),
-    ]
-    return [str(i) for i in ids]
+    ids = []
+    for fl, name, pool, parameters in ((deeptalk_pipeline, "deeptalk", "cpu", {"profile": profile}),
+                                       (deeptalk_step, "gpu", "gpu", {})):
+        deployment = fl.to_deployment(name=name, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH)
+        ids.append(str(deployment.apply(work_pool_name=pool)))
+    return ids
 
 
 def wait_healthy(api_url: str, timeout_s: float = 90.0) -> None:
@@ -70,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4200)
     parser.add_argument("--profile", default="tiny")
     args = parser.parse_args(argv)
+    apply_env_defaults(REPO)
     logging.basicConfig(level="INFO")
     api_url = f"http://127.0.0.1:{args.port}/api"
-    env = {**os.environ, "PREFECT_API_URL": api_url}
+    env = {**os.environ, "PREFECT_API_URL": api_url, "DEEPTALK_PROJECT_DIR": str(REPO)}
     os.environ["PREFECT_API_URL"] = api_url
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                "--port", str(args.port)], cwd=REPO, env=env)

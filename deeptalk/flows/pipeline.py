@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from deeptalk.environment import apply_env_defaults
@@ -31,6 +33,7 @@ from deeptalk.config import ProjectConfig, load_config  # noqa: E402
 from deeptalk.console import CONSOLE, step_line  # noqa: E402
 from deeptalk.evaluation.config import GateThresholds  # noqa: E402
 from deeptalk.evaluation.gates import GATE_METRICS  # noqa: E402
+from deeptalk.flows.exchange import Exchange, data_paths  # noqa: E402
 from deeptalk.flows.hashing import step_fingerprint  # noqa: E402
 from deeptalk.flows.prefect_ui import ProgressWatch, forward_project_logs, publish_artifacts  # noqa: E402
 from deeptalk.steps import BASELINES, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
@@ -44,6 +47,7 @@ TRANSIENT_RETRIES = {"generate_data": 2}  # subprocess TTS can hiccup; a refused
 GPU_POOL = "gpu"
 GPU_STEP_DEPLOYMENT = "deeptalk-step/gpu"
 GPU_POOL_TIMEOUT_S = 600.0  # a heavy step no gpu worker has picked up by then fails, naming the pool
+PROJECT_DIR_ENV = "DEEPTALK_PROJECT_DIR"
 STEP_NAMES = tuple(step.name for step in STEPS)
 
 Profile = Literal["tiny", "small", "paper"]
@@ -95,11 +99,16 @@ def _outputs_present(step: StepSpec, cfg: ProjectConfig) -> bool:
 
 
 def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, timeout_s: float) -> dict:
-    """Run a heavy step as a ``deeptalk-step`` flow run on the gpu pool; fail when no worker takes it in time."""
+    """Run a heavy step as a ``deeptalk-step`` flow run on the gpu pool, its inputs and outputs travelling
+    through the DVC remote; fail when no worker takes it in time."""
+    files = Exchange(cfg.paths.root)
+    params_rel = os.path.relpath(Path(params).resolve(), cfg.paths.root)
+    inputs = files.push(data_paths([*step.deps, params_rel]))
     flow_run = run_deployment(
         GPU_STEP_DEPLOYMENT,
-        parameters={"step_name": step.name, "profile": cfg.profile, "params": params, "overrides": overrides},
-        flow_run_name=f"{step.name} ({cfg.profile})",
+        parameters={"step_name": step.name, "profile": cfg.profile, "params": params_rel, "overrides": overrides,
+                    "exchange": {"remote": files.remote_name, "inputs": inputs}},
+        flow_run_name=step.name,
         timeout=0,  # returns at once; we wait below, with a deadline for the pickup
     )
     from prefect import get_client
@@ -120,7 +129,9 @@ def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dic
             time.sleep(2.0)
     if not state.is_completed():
         raise RuntimeError(f"step {step.name} failed on the {GPU_POOL} pool: {state.message}")
-    return {"step": step.name, "gpu_flow_run": str(flow_run.id)}
+    answer = files.get_record(str(flow_run.id))
+    files.pull(answer["outputs"], clear=step.outs)
+    return {**answer["summary"], "gpu_flow_run": str(flow_run.id)}
 
 
 def _cancelled():
@@ -131,8 +142,9 @@ def _cancelled():
 
 def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gpu_pool: bool,
             gpu_pool_timeout_s: float = GPU_POOL_TIMEOUT_S) -> dict:
+    """Run ``step`` here (a cached task), or on the gpu pool when ``gpu_pool``."""
     start = time.perf_counter()
-    if gpu_pool and step.heavy:
+    if gpu_pool:
         summary = _on_gpu_pool(step, cfg, params, overrides, gpu_pool_timeout_s)
         log.info("%s", step_line(step.name, time.perf_counter() - start, {}, f"on the {GPU_POOL} pool"),
                  extra=CONSOLE)
@@ -156,20 +168,44 @@ def _headline(summary: dict) -> str:
     return step_headline(summary)
 
 
+def project_dir() -> Path:
+    """This machine's project directory: ``$DEEPTALK_PROJECT_DIR`` (set it where a worker is started), else the
+    current directory. A worker's flow runs start in a temporary directory, never in the server's: without the
+    variable there is no project there, and the run stops instead of training into a temporary directory."""
+    root = Path(os.environ.get(PROJECT_DIR_ENV) or Path.cwd()).resolve()
+    if not any((root / marker).exists() for marker in ("params.yaml", "dvc.yaml")):
+        raise RuntimeError(f"{root} is not a DeepTalk project (no params.yaml or dvc.yaml); start workers with "
+                           f"{PROJECT_DIR_ENV}=<project directory>")
+    return root
+
+
 @flow(name="deeptalk-step", flow_run_name="{step_name}", log_prints=True)
-def deeptalk_step(step_name: str, profile: Profile = "tiny", params: str = "params.yaml",
-                  overrides: dict | None = None) -> dict:
-    """One step as its own flow: what a GPU worker runs for heavy steps.
+def deeptalk_step(step_name: StageName, profile: Profile = "tiny", params: str = "params.yaml",
+                  overrides: dict | None = None, exchange: dict | None = None) -> dict:
+    """One step as its own flow: what a worker of the gpu pool runs for heavy steps, on any machine.
 
     Args:
-        step_name: a step of the registry (``python -m deeptalk step --list``), e.g. ``train_s2a``.
+        step_name: the step to run, by step name (train_s2a) or stage name (s2a).
         profile: the scale preset the step runs at.
-        params: params file, relative to the worker's project directory.
+        params: params file, relative to the project directory ($DEEPTALK_PROJECT_DIR of the worker).
         overrides: config overrides of the pipeline run that sent the step.
+        exchange: set by the pipeline: {"remote": DVC remote name or null, "inputs": manifest}; the step's
+            inputs are fetched from the DVC remote first and its outputs sent back there.
     """
     forward_project_logs()
-    get_step(step_name)  # an unknown name fails here, not in the task
-    return run_step(step_name, profile, params, overrides or {})
+    root = project_dir()
+    os.chdir(root)  # this flow run's process is the worker's child: the step's relative paths are the project's
+    step = get_step(STAGE_STEPS.get(step_name, step_name))
+    files = Exchange(root, (exchange or {}).get("remote")) if exchange else None
+    if files is not None:
+        files.pull(exchange.get("inputs") or {})
+    cfg = load_config(root / params, profile=profile, overrides=overrides or {}, root=root)
+    summary = _submit(step, cfg, str(root / params), overrides or {}, gpu_pool=False)
+    if files is not None:
+        from prefect.runtime import flow_run
+
+        files.put_record(str(flow_run.id), {"summary": summary, "outputs": files.push(step.outs + step.metrics)})
+    return summary
 
 
 def check_parameters(profile: str, params: str, stages: list[str] | None, split_rule: str | None,
@@ -186,7 +222,7 @@ def check_parameters(profile: str, params: str, stages: list[str] | None, split_
     return cfg, overrides, chain
 
 
-@flow(name="deeptalk-pipeline", log_prints=True, validate_parameters=True)
+@flow(name="deeptalk-pipeline", flow_run_name="deeptalk-{profile}", log_prints=True, validate_parameters=True)
 def deeptalk_pipeline(
     profile: Profile = "tiny",
     params: str = "params.yaml",
@@ -195,6 +231,7 @@ def deeptalk_pipeline(
     baselines: list[Baseline] | None = None,
     gates: GateOverrides | None = None,
     gpu_pool: bool = False,
+    gpu_steps: list[StageName] | None = None,
     gpu_pool_timeout_s: float = GPU_POOL_TIMEOUT_S,
 ) -> dict:
     """Data → codec → text pretrain → S1 → profile → S2a → S2b → S3 (+ baselines) → evaluate → gate → package.
@@ -207,15 +244,21 @@ def deeptalk_pipeline(
         split_rule: expert split for this run: adaptive, fixed:N or random:N (default: params.yaml's).
         baselines: baseline stages to train as well: plain, fixed, moextend, strict.
         gates: quality-gate thresholds to override for this run (others keep the profile's).
-        gpu_pool: send training steps to the gpu work pool (a worker must serve it).
+        gpu_pool: send training steps to the gpu work pool (a worker must serve it; files travel through the
+            DVC remote).
+        gpu_steps: with gpu_pool, the steps to send there instead of the training steps.
         gpu_pool_timeout_s: how long a step may wait for a gpu worker before the run fails.
     """
     forward_project_logs()
+    os.chdir(project_dir())  # in-process: already there; on a worker: its project, not a temporary directory
     logger = get_run_logger()
     gate_values = gates.model_dump(exclude_none=True) if isinstance(gates, BaseModel) else dict(gates or {})
     cfg, overrides, chain = check_parameters(profile, params, stages, split_rule, baselines, gate_values)
+    to_gpu = {STAGE_STEPS.get(s, s) for s in gpu_steps} if gpu_steps is not None else \
+        {name for name in chain if get_step(name).heavy}
     if gpu_pool:
         _check_gpu_deployment()
+        Exchange(cfg.paths.root)  # the DVC remote the steps' files travel through: configured, or fail now
     logger.info("running %d steps at profile %s: %s", len(chain), cfg.profile, ", ".join(chain))
     summaries = {}
     for name in chain:
@@ -226,7 +269,7 @@ def deeptalk_pipeline(
             finally:
                 publish_artifacts(cfg)
         else:
-            summaries[name] = _submit(step, cfg, params, overrides, gpu_pool and name != "package",
+            summaries[name] = _submit(step, cfg, params, overrides, gpu_pool and name in to_gpu - {"package"},
                                       gpu_pool_timeout_s)
     logger.info("pipeline done: %s", ", ".join(summaries))
     return summaries
