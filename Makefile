@@ -6,7 +6,9 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.setup-stamp
 APT_PACKAGES := espeak-ng flite bsdgames wamerican chromium
 # PREFECT_HOME (.prefect), telemetry off, offline hubs, TORCH_EXTENSIONS_DIR: defaults in the code
-# (deeptalk/environment.py), so `python -m deeptalk …` outside make behaves the same
+# (deeptalk/environment.py), so `python -m deeptalk …` outside make behaves the same. The test suite trains with
+# DeepSpeed in-process (no entry point applies the defaults): its CPU ops stay built in the venv.
+export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
 .PHONY: setup system-deps run test test-fast bench ui clean
 

@@ -23,6 +23,7 @@ def env_defaults(root: str | Path | None = None) -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "BENTOML_DO_NOT_TRACK": "True",
+        "DO_NOT_TRACK": "1",  # Prefect client telemetry (and its notice on every run)
         "HF_HUB_OFFLINE": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",

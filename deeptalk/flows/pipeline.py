@@ -158,7 +158,7 @@ def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gp
     summary = state.result()  # raises the step's error
     if state.name == "Cached":
         log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
-                                 "unchanged (cached): " + _headline(summary)), extra=CONSOLE)
+                                 "Cached (inputs unchanged): " + _headline(summary)), extra=CONSOLE)
     return summary
 
 
