@@ -30,7 +30,7 @@ from prefect.deployments import run_deployment  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model  # noqa: E402
 
 from deeptalk.config import ProjectConfig, load_config  # noqa: E402
-from deeptalk.console import CONSOLE, step_line  # noqa: E402
+from deeptalk.console import CONSOLE, step_headline, step_line  # noqa: E402
 from deeptalk.evaluation.config import GateThresholds  # noqa: E402
 from deeptalk.evaluation.gates import GATE_METRICS  # noqa: E402
 from deeptalk.flows.exchange import Exchange, data_paths  # noqa: E402
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack",
               "text_pretrain", "align", "profile_experts", "train_s2a", "train_s2b", "train_s3")
-TRANSIENT_RETRIES = {"generate_data": 2}  # subprocess TTS can hiccup; a refused package is not retried
+TRANSIENT_RETRIES = {"generate_data": 2, "package": 2}  # subprocess TTS and the model store can hiccup
 GPU_POOL = "gpu"
 GPU_STEP_DEPLOYMENT = "deeptalk-step/gpu"
 GPU_POOL_TIMEOUT_S = 600.0  # a heavy step no gpu worker has picked up by then fails, naming the pool
@@ -146,8 +146,8 @@ def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gp
     start = time.perf_counter()
     if gpu_pool:
         summary = _on_gpu_pool(step, cfg, params, overrides, gpu_pool_timeout_s)
-        log.info("%s", step_line(step.name, time.perf_counter() - start, {}, f"on the {GPU_POOL} pool"),
-                 extra=CONSOLE)
+        log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
+                                 f"on the {GPU_POOL} pool: {step_headline(summary)}"), extra=CONSOLE)
         return summary
     task_fn = run_step.with_options(
         name=step.name,
@@ -158,14 +158,8 @@ def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gp
     summary = state.result()  # raises the step's error
     if state.name == "Cached":
         log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
-                                 "Cached (inputs unchanged): " + _headline(summary)), extra=CONSOLE)
+                                 "Cached (inputs unchanged): " + step_headline(summary)), extra=CONSOLE)
     return summary
-
-
-def _headline(summary: dict) -> str:
-    from deeptalk.console import step_headline
-
-    return step_headline(summary)
 
 
 def project_dir() -> Path:
