@@ -78,6 +78,8 @@ def _flow_run_logs(env: dict, cwd: Path) -> str:
         "        print('RUN', r.name, r.state.type.value)\n"
         "    for l in c.read_logs():\n"
         "        print('LOG', l.message)\n"
+        "    for a in c.read_artifacts():\n"
+        "        print('ARTIFACT', a.key, a.type, a.data)\n"
     )
     return subprocess.run([PY, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120).stdout
 
@@ -127,3 +129,4 @@ def test_a_step_runs_on_a_worker_in_another_directory_and_its_outputs_return_thr
         assert f"RUN {STEP} COMPLETED" in runs and "RUN deeptalk-tiny COMPLETED" in runs  # runs named by step
         assert f"RUN {STEP} CANCELLED" in runs  # the one no worker took was withdrawn
         assert "exchange:" in runs  # the project's own log lines reached the UI
+        assert f"ARTIFACT progress-{STEP.replace('_', '-')} progress 100" in runs  # the step's progress, on the gpu box

@@ -68,3 +68,20 @@ def test_closing_summary_is_short_and_says_what_to_do(tmp_path):
     assert "asr.wer" in text and "<= 0.5" in text and "FAILED asr.wer = 0.6123" in text
     assert text.count("'what is the capital of france' → 'paris' · heard: 'paris'") == 3
     assert "index.html" in text and lines[-1].startswith("serve: bentoml serve service:DeepTalk")
+
+
+def test_gate_artifacts_list_each_check(tmp_path, monkeypatch):
+    import deeptalk.flows.prefect_ui as ui
+
+    made = {}
+    monkeypatch.setattr(ui, "create_table_artifact", lambda rows, key, description: made.update({key: rows}))
+    monkeypatch.setattr(ui, "create_markdown_artifact", lambda text, key, description: made.update({key: text}))
+    cfg = load_config(tmp_path / "params.yaml", profile="tiny", root=tmp_path)
+    cfg.paths.reports.mkdir(parents=True)
+    (cfg.paths.reports / "gate.json").write_text(json.dumps(GATE))
+    cfg.paths.metrics.write_text(json.dumps({"asr": {"wer": 0.61234}}))
+    ui.publish_artifacts(cfg)
+    assert [r["gate"] for r in made["deeptalk-gate-checks"]] == [c["gate"] for c in GATE["checks"]]
+    assert "| max_asr_wer | `asr.wer` | 0.6123 | <= 0.5 | fail |" in made["deeptalk-gate"]
+    assert made["deeptalk-gate"].startswith("# Gate: FAILED")
+    assert made["deeptalk-metrics"] == [{"metric": "asr.wer", "value": 0.61234}]
