@@ -106,7 +106,7 @@ def test_a_collapsed_service_is_not_ok(cfg, monkeypatch):
     result = _check(cfg, monkeypatch, _service(lambda i: SENTENCE, lambda i: SENTENCE))
     assert result["ok"] is False and result["failed_calls"] == []  # every call worked: the model did not
     failed = {f["metric"]: f["value"] for f in result["quality"]["gates"]["failures"]}
-    assert failed["spoken_qa.distinct_answers"] == 1 and failed["spoken_qa.s2t_over_typed"] is None
+    assert failed["spoken_qa.distinct_answers"] == 1  # the tiny bars: a collapsed service fails them
     assert failed["asr.wer"] > 0.2
     assert ("served model check FAILED: spoken_qa.distinct_answers = 1 violates min_distinct_answers: "
             "must be >= 12") in result["summary"]
