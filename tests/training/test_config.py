@@ -36,7 +36,7 @@ def test_params_yaml_overrides_nested_budgets(tmp_path):
         "training:\n  s2a: {steps: 7, batch_size: 2, lr: 0.01}\n  split_rule: fixed:3\n"
     )
     cfg = load_config(tmp_path / "params.yaml")
-    assert cfg.training.s2a == StageBudget(steps=7, batch_size=2, lr=0.01, max_len=160)  # unset keys kept
+    assert cfg.training.s2a == StageBudget(steps=7, batch_size=2, lr=0.01, max_len=224)  # unset keys kept
     assert cfg.training.split_rule == "fixed:3"
     (tmp_path / "params.yaml").write_text("training:\n  s2a: {stepz: 7}\n")
     with pytest.raises(ValueError, match="stepz"):
