@@ -95,8 +95,8 @@ class TrainingConfig:
     def for_profile(cls, profile: str) -> TrainingConfig:
         if profile == "tiny":
             # Sized for 2 CPU cores and a <= 15 min pipeline: text_pretrain (plain text LM, ~0.6 M tokens, ~70 %
-            # held-out-phrasing QA) ~3.5-4.7 min. S1 trains only the projector and new rows (text ability
-            # untouched), ~1 min for 600 x 16 now that the frozen encoder's frames come from disk. S2a-S3 stay
+            # held-out-phrasing QA) ~2.6 min on idle cores. S1 trains only the projector and new rows (text ability
+            # untouched), ~1.6 min for 600 x 16 now that the frozen encoder's frames come from disk. S2a-S3 stay
             # short: 2-3x longer speech stages raised the text drop from 23 % to 61 % without a listening gain
             # (README, "Listening at tiny"). max_len 224: the 3-stream codec's spoken answers reach 209 positions.
             return cls(
