@@ -15,12 +15,13 @@ through DVC's own filesystem classes (S3, a local directory, …).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
+
+from deeptalk.data.audio_io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,6 @@ CODE_PREFIXES = ("deeptalk/",)  # code dependencies come with the worker's insta
 IGNORED = {"__pycache__", ".ipynb_checkpoints"}
 
 Manifest = dict[str, str]  # path relative to the project root → sha256 of the file
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files(root: Path, rels: Iterable[str]) -> list[str]:

@@ -22,7 +22,6 @@ files); only the hashes catch same-size corruption (bit rot, a bad copy from a r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deeptalk.data.audio_io import sha256_file
 from deeptalk.training import distributed
 from deeptalk.training.config import VERIFY_MODES
 
@@ -64,23 +64,15 @@ class Checkpoint:
         return self.path / "engine"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
 def _sha256_many(paths: Sequence[Path]) -> list[str]:
     if len(paths) <= 1:
-        return [_sha256(p) for p in paths]
+        return [sha256_file(p) for p in paths]
     with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(paths))) as pool:
-        return list(pool.map(_sha256, paths))
+        return list(pool.map(sha256_file, paths))
 
 
 def _share(items: Sequence, share: tuple[int, int]) -> list:
