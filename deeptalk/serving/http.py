@@ -24,7 +24,7 @@ from deeptalk.serving import schemas
 from deeptalk.serving.auth import check_api_key
 from deeptalk.serving.capacity import Capacity, EngineHolder
 from deeptalk.serving.errors import ERRORS, ApiError, map_error
-from deeptalk.serving.inputs import decode_audio, parse_request, validate_text, validate_voice
+from deeptalk.serving.inputs import ChatRequest, decode_audio, parse_request, validate_text, validate_voice
 
 NDJSON = "application/x-ndjson"
 
@@ -80,6 +80,12 @@ def add_http_routes(app: FastAPI, holder: EngineHolder) -> None:
     async def start(engine: Engine, make_events: Callable[[Session], Iterator[Event]]) -> Generation:
         return await Generation.start(engine, holder.capacity, make_events)
 
+    async def accept(request: Request) -> tuple[Engine, ChatRequest]:
+        """Every generating route's preamble: the key, the loaded engine, the parsed body."""
+        check_api_key(request.headers)
+        engine = holder.get()
+        return engine, await parse_request(request, engine)
+
     @app.post(
         "/chat",
         summary="Answer a spoken (WAV/FLAC upload) or written user turn; streams NDJSON events",
@@ -92,9 +98,7 @@ def add_http_routes(app: FastAPI, holder: EngineHolder) -> None:
         },
     )
     async def chat(request: Request) -> StreamingResponse:
-        check_api_key(request.headers)
-        engine = holder.get()
-        req = await parse_request(request, engine)
+        engine, req = await accept(request)
         if (req.audio is None) == (req.text is None):
             raise ApiError(400, "bad_request", "send exactly one of an audio file ('audio') or 'text'")
         voice = validate_voice(req.voice, engine)
@@ -110,9 +114,7 @@ def add_http_routes(app: FastAPI, holder: EngineHolder) -> None:
         openapi_extra=schemas.request_body(json=schemas.TTSFields, form=schemas.TTSFields),
     )
     async def tts(request: Request) -> StreamingResponse:
-        check_api_key(request.headers)
-        engine = holder.get()
-        req = await parse_request(request, engine)
+        engine, req = await accept(request)
         if req.text is None or req.audio is not None:
             raise ApiError(400, "bad_request", "send 'text' (and optionally 'voice'), no audio")
         voice = validate_voice(req.voice, engine)
@@ -126,9 +128,7 @@ def add_http_routes(app: FastAPI, holder: EngineHolder) -> None:
         openapi_extra=schemas.request_body(form=schemas.ASRForm, audio=True),
     )
     async def asr(request: Request) -> JSONResponse:
-        check_api_key(request.headers)
-        engine = holder.get()
-        req = await parse_request(request, engine)
+        engine, req = await accept(request)
         if req.audio is None or req.text is not None:
             raise ApiError(400, "bad_request", "send an audio file ('audio'), no text")
         audio = await run_in_threadpool(decode_audio, req.audio, engine)
