@@ -1,4 +1,5 @@
-"""Thread counts: free cores split among the processes and callers that share them, set in one place."""
+"""Thread counts: a fixed default for training (bit-reproducible whatever the load), free cores split among the
+service's callers, set in one place."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from deeptalk import runtime
 
 @pytest.fixture
 def machine(monkeypatch):
-    """16 free cores, no launcher variables, no override; torch's thread count restored afterwards."""
+    """16 allotted cores, all free, no launcher variables, no override; torch's thread count restored afterwards."""
     before = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "available_cores", lambda: 16)
     monkeypatch.setattr(runtime, "free_cores", lambda: 16)
     for var in ("DEEPTALK_THREADS", "LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
         monkeypatch.delenv(var, raising=False)
@@ -31,25 +33,41 @@ def test_threads_per_sharer_arithmetic():
         runtime.threads_per_sharer(0, 16)
 
 
-@pytest.mark.parametrize("var", ["LOCAL_WORLD_SIZE", "LOCAL_SIZE"])  # torchrun, deepspeed launcher
-def test_training_ranks_on_a_node_split_the_free_cores(machine, var):
-    machine.setenv(var, "4")
+@pytest.mark.parametrize("load", [0.0, 1.0, 7.6, 15.0, 40.0])
+def test_the_training_default_does_not_depend_on_the_load(machine, load):
+    """The thread count a training process resolves is the same however busy the machine is."""
+    machine.setattr(runtime, "free_cores", lambda: runtime.available_cores())  # the real arithmetic again
+    machine.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert runtime.setup_threads() == runtime.DEFAULT_THREADS
+    assert torch.get_num_threads() == runtime.DEFAULT_THREADS
+    assert os.environ["OMP_NUM_THREADS"] == str(runtime.DEFAULT_THREADS)  # for DeepSpeed's CPU Adam
+
+
+@pytest.mark.parametrize(("var", "cores", "expected"), [("LOCAL_WORLD_SIZE", 16, 2), ("LOCAL_SIZE", 4, 1)])
+def test_training_ranks_on_a_node_share_the_allotted_cores(machine, var, cores, expected):
+    machine.setattr(runtime, "available_cores", lambda: cores)
+    machine.setenv(var, "4")  # torchrun, deepspeed launcher
     assert runtime.local_processes() == 4
-    assert runtime.setup_threads() == 4
-    assert torch.get_num_threads() == 4
-    assert os.environ["OMP_NUM_THREADS"] == "4"  # for DeepSpeed's CPU Adam (offloaded optimizer step)
+    assert runtime.setup_threads() == expected  # never more than DEFAULT_THREADS, never more than cores / ranks
+
+
+def test_a_one_core_allotment_gets_one_thread(machine):
+    machine.setattr(runtime, "available_cores", lambda: 1)
+    assert runtime.default_threads() == 1
 
 
 def test_service_workers_times_concurrent_answers_split_the_free_cores(machine):
     assert runtime.setup_threads(sharers=2 * 4) == 2  # 2 worker processes, 4 answers at once in each
     assert runtime.setup_threads(sharers=1) == 16
+    machine.setattr(runtime, "free_cores", lambda: 4)
+    assert runtime.setup_threads(sharers=1) == 4  # the service follows the load (latency, not bits)
 
 
-def test_explicit_counts_win_over_the_arithmetic(machine):
+def test_explicit_counts_win_over_the_default(machine):
     machine.setenv("LOCAL_WORLD_SIZE", "8")
     assert runtime.setup_threads(threads=3) == 3  # params.yaml `threads`, per process
-    machine.setenv("DEEPTALK_THREADS", "2")
-    assert runtime.setup_threads(threads=3) == 2
+    machine.setenv("DEEPTALK_THREADS", "5")
+    assert runtime.setup_threads(threads=3) == 5
 
 
 @pytest.mark.parametrize(("cpu_max", "cap"), [("200000 100000", 2), ("150000 100000", 2), ("max 100000", None)])

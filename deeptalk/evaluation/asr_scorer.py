@@ -17,7 +17,7 @@ import jiwer
 import numpy as np
 
 from deeptalk.codec.base import check_wav
-from deeptalk.runtime import free_cores
+from deeptalk.runtime import default_threads
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,12 @@ class AsrScorer:
     def __init__(
         self, model_dir: str | Path | None = None, cpu_threads: int | None = None, language: str = "en"
     ) -> None:
-        """``cpu_threads=None`` follows the runtime (``$DEEPTALK_THREADS``, else the cores free right now)."""
+        """``cpu_threads=None`` follows the runtime (``$DEEPTALK_THREADS``, else ``runtime.default_threads()``)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
 
         if cpu_threads is None:
-            cpu_threads = int(os.environ.get("DEEPTALK_THREADS", 0)) or free_cores()
+            cpu_threads = int(os.environ.get("DEEPTALK_THREADS", 0)) or default_threads()
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         if not (model_dir / "model.bin").is_file():
