@@ -1,8 +1,9 @@
-"""Typed project configuration: profile presets per section, overridden by ``params.yaml``.
+"""Typed project configuration: one preset file per profile, overridden by ``params.yaml``.
 
-Each concern owns its dataclass next to its code (``deeptalk/<pkg>/config.py``) with a
-``for_profile(name)`` classmethod giving the ``tiny`` / ``small`` / ``paper`` preset. This module only
-composes them and applies the user's overrides strictly (an unknown key is an error, never ignored).
+Each concern owns its dataclass next to its code (``deeptalk/<pkg>/config.py``); a profile's values for every
+section live in one file, ``configs/profiles/<profile>.yaml`` (read by ``deeptalk.presets``; each section's
+``for_profile(name)`` returns its part). This module composes the sections and applies the user's overrides
+strictly (an unknown key is an error, never ignored).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import yaml
 from deeptalk.audio_input import AudioInputConfig
 from deeptalk.codec.config import CodecConfig
 from deeptalk.data.config import DataConfig
+from deeptalk.data.packing import PackingConfig
 from deeptalk.evaluation.config import EvalConfig
 from deeptalk.inference.config import ServiceConfig
 from deeptalk.model.config import BackboneConfig
+from deeptalk.presets import PROFILES, preset
+from deeptalk.runtime import check_device_setting
 from deeptalk.training.config import TrainingConfig
 
-PROFILES = ("tiny", "small", "paper")
+__all__ = ["PROFILES", "Paths", "ProjectConfig", "load_config", "SECTIONS"]
 
 
 @dataclass(frozen=True)
@@ -83,20 +87,26 @@ class Paths:
 class ProjectConfig:
     profile: str
     seed: int
-    threads: int  # torch intra-op threads; 0 = the cores actually free (see deeptalk.runtime)
+    threads: int  # torch intra-op threads; 0 = runtime.DEFAULT_THREADS, fixed (see deeptalk.runtime)
     paths: Paths
     data: DataConfig
+    packing: PackingConfig
     codec: CodecConfig
     audio_input: AudioInputConfig
     model: BackboneConfig
     training: TrainingConfig
     evaluation: EvalConfig
     service: ServiceConfig
+    # where models run: auto (CUDA when visible, else CPU) | cpu | cuda | cuda:N (deeptalk.runtime.resolve_device)
+    device: str = "auto"
 
 
-_SECTIONS: dict[str, Any] = {
+# params.yaml / preset section → its dataclass (``gates`` is the user-facing spelling of ``evaluation.gates``)
+SECTIONS: dict[str, Any] = {
     "data": DataConfig,
+    "packing": PackingConfig,
     "codec": CodecConfig,
+    "audio_input": AudioInputConfig,
     "model": BackboneConfig,
     "training": TrainingConfig,
     "evaluation": EvalConfig,
@@ -130,7 +140,7 @@ def load_config(
     overrides: dict[str, Any] | None = None,
     root: str | Path | None = None,
 ) -> ProjectConfig:
-    """Build the config: profile presets, then ``params.yaml``, then ``overrides`` (e.g. flow parameters).
+    """Build the config: the profile's preset file, then ``params.yaml``, then ``overrides`` (flow parameters).
 
     The profile is chosen by ``profile`` > ``$DEEPTALK_PROFILE`` > ``params.yaml: profile`` > ``tiny``.
     """
@@ -148,45 +158,28 @@ def load_config(
     params.pop("profile", None)
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {PROFILES}")
-    known = set(_SECTIONS) | {"seed", "threads", "audio_input", "gates"}
+    known = set(SECTIONS) | {"seed", "threads", "device", "gates"}
     unknown = sorted(set(params) - known)
     if unknown:
         raise ValueError(f"params: unknown section(s) {unknown}; valid: {sorted(known)}")
 
     sections = {}
-    for key, cls in _SECTIONS.items():
-        sections[key] = _override(cls.for_profile(name), params.get(key, {}), key)
+    for key, cls in SECTIONS.items():
+        sections[key] = _override(preset(cls, key, name), params.get(key) or {}, key)
     if "gates" in params:  # top-level `gates:` is the user-facing spelling of evaluation.gates
         sections["evaluation"] = _override(sections["evaluation"], {"gates": params["gates"]}, "gates")
-    audio_input = _override(audio_input_for_profile(name), params.get("audio_input", {}), "audio_input")
     paths = Paths(Path(root) if root is not None else params_path.resolve().parent)
+    audio_input = sections["audio_input"]
     if audio_input.encoder_checkpoint is not None and not Path(audio_input.encoder_checkpoint).is_absolute():
-        audio_input = dataclasses.replace(
+        sections["audio_input"] = dataclasses.replace(
             audio_input, encoder_checkpoint=str(paths.root.resolve() / audio_input.encoder_checkpoint)
         )
     return ProjectConfig(
         profile=name,
         seed=int(params.get("seed", 0)),
         threads=int(params.get("threads", 0)),
+        device=check_device_setting(params.get("device", "auto"), "params: device"),
         paths=paths,
-        audio_input=audio_input,
         **sections,
     )
 
-
-# Whisper geometries (STACK.md): tiny.en d 384 × 4 layers (8.2 M params), base d 512 × 6 layers (20.6 M).
-WHISPER_TINY_EN = dict(encoder_layers=4, encoder_dim=384, encoder_heads=6, encoder_ffn_dim=1536, encoder_source="tiny.en")
-WHISPER_BASE = dict(encoder_layers=6, encoder_dim=512, encoder_heads=8, encoder_ffn_dim=2048, encoder_source="base")
-
-
-def audio_input_for_profile(profile: str) -> AudioInputConfig:
-    """tiny and small read the Whisper that ``prepare_encoder`` converts into ``models/encoder``."""
-    if profile == "tiny":
-        return AudioInputConfig(**WHISPER_TINY_EN, projector_hidden=512, encoder_checkpoint="models/encoder")
-    if profile == "small":
-        return AudioInputConfig(**WHISPER_BASE, projector_hidden=1024, encoder_checkpoint="models/encoder")
-    # paper: whisper-medium encoder from a local directory, 50 Hz positions, 30 s windows
-    return AudioInputConfig(
-        max_seconds=30.0, encoder_layers=24, encoder_dim=1024, encoder_heads=16, encoder_ffn_dim=4096,
-        projector_stride=1, projector_hidden=7168, encoder_checkpoint="checkpoints/whisper-medium",
-    )

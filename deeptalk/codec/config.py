@@ -3,12 +3,14 @@
 The default is SNAC 24 kHz's geometry (small and paper): 512-sample hops (46.9 Hz) grouped in threes of residual
 levels with strides 4 / 2 / 1 hops, i.e. 1 + 2 + 4 = 7 codes per 85.3 ms coarse frame (``paper.md`` §1.3).
 The tiny preset sizes its codebooks to its data instead: two levels (strides 2 / 1, 1 + 2 = 3 codes per 42.7 ms)
-of 1024 codes (see ``for_profile``).
+of 1024 codes (``configs/profiles/tiny.yaml``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from deeptalk.presets import preset
 
 CODEC_KINDS = ("embedded", "snac")
 
@@ -99,19 +101,5 @@ class CodecConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> CodecConfig:
-        if profile == "tiny":
-            # Sized to tiny's data: ~420 training answers (~990 s) give each (stream, code) ~23 target tokens
-            # with strides (2, 1) x 1024 codes, vs ~3 with SNAC's (4, 2, 1) x 4096 (most codes then seen about
-            # once). Whisper WER of codec-resynthesised held-out answers (81, original 17.9 %), fitted on
-            # tiny's answers: (2,1)x1024 28.5 %, (4,2,1)x4096 27.3 %, (4,2,1)x1024 30.3 %, (4,2,1)x512 31.0 %,
-            # (2,1)x512 33.4 % (`benchmarks/codec_quality.py --corpus data/raw --strides 2,1 --codebook-size
-            # 1024 --no-other`, issue 10 item 4).
-            return cls(
-                level_strides=(2, 1), codebook_size=1024, kmeans_iters=10, kmeans_max_frames=40_000,
-                fit_max_seconds=900.0,
-            )
-        if profile == "small":
-            return cls()
-        if profile == "paper":
-            return cls(kind="snac", checkpoint="checkpoints/snac_24khz")
-        raise ValueError(f"unknown profile {profile!r}; expected tiny, small or paper")
+        """The ``codec`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "codec", profile)

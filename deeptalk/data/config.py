@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from deeptalk.data.schema import SPLITS, TASKS
+from deeptalk.presets import preset
 
 SPEECH_TASKS = tuple(
     t for t in TASKS if t != "text"
@@ -96,24 +97,5 @@ class DataConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
-        if profile == "tiny":
-            return cls()
-        if profile == "small":
-            return cls(
-                counts={
-                    "asr": _counts(3000, 60, 120),
-                    "tts": _counts(800, 40, 80),
-                    "aqa": _counts(1500, 60, 120),
-                    "tqa": _counts(800, 60, 240),
-                    "rqa": _counts(1500, 60, 120),
-                },
-                max_facts=2000,
-            )
-        if profile == "paper":
-            return cls(
-                import_source="s3://deeptalk-data/manifests",
-                hf_tokenizer="checkpoints/DeepSeek-V2-Lite-Chat",
-                max_utterance_seconds=30.0,
-                workers=8,
-            )
-        raise ValueError(f"unknown profile {profile!r}")
+        """The ``data`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "data", profile)

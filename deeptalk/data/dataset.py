@@ -112,7 +112,7 @@ class SequenceDataset(Dataset):
         self.tasks = tuple(t for t in TASKS if t in tasks)
         self.seed = int(cfg.seed)
         self.train = split == "train" if train is None else train
-        self.packing = packing or PackingConfig.for_profile(cfg.profile)
+        self.packing = packing or cfg.packing
         self.layout = load_layout(directory)
         self.store = ProcessedStore(cfg.paths.processed)
         frames = [pd.read_parquet(sequences_file(directory, split, t)) for t in self.tasks]

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from deeptalk.data.schema import Sample
+from deeptalk.presets import preset
 from deeptalk.tokens import IGNORE_INDEX, TokenLayout, check_answer_layout
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,8 @@ class PackingConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> PackingConfig:
-        # reference: 500 (s1), 1200 (s2a), 1000 (s2b, s3) positions at 50 Hz input features
-        lengths = {"tiny": 512, "small": 768, "paper": 1200}
-        if profile not in lengths:
-            raise ValueError(f"unknown profile {profile!r}; expected one of {sorted(lengths)}")
-        return cls(max_length=lengths[profile])
+        """The ``packing`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "packing", profile)
 
 
 def layout_for(

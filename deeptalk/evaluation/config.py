@@ -6,14 +6,14 @@ The same :class:`GateThresholds` judge two things: ``reports/metrics.json`` from
 that answers every spoken input with the same sentence fails the distinct-answers gate, spoken QA relative to
 typed and ASR WER; a gate whose metric is missing or undefined fails too. ``None`` disables a gate.
 
-Per-profile thresholds live in :meth:`GateThresholds.for_profile` only:
+Per-profile thresholds live in ``configs/profiles/<profile>.yaml`` (``evaluation.gates``) only:
 
 - ``small``: the targets of issue 10 ("A model that listens and speaks"): ASR WER on held-out voices ≤ 10 %,
   spoken QA over the same questions typed ≥ 0.85, Whisper-scored WER of the spoken answers vs the model's own
   answer text ≤ 25 %, 16 distinct answers to 16 distinct spoken questions, text drop ≤ 10 %. No small model
   has been trained against them yet.
 - ``tiny``: bars calibrated on the measured tiny model, which does not reach issue 10's tiny targets (see the
-  comment in ``for_profile`` and the README): they catch a collapsed model, runaway output and catastrophic
+  comment in ``configs/profiles/tiny.yaml`` and the README): they catch a collapsed model, runaway output and catastrophic
   forgetting, and make no quality claim.
 - ``paper``: the paper's claims where it makes one (text drop ≤ 5.5 %, abstract; end-to-end latency
   ≤ 0.5 s); the paper publishes no spoken/typed, distinct-answer or answer-consistency figure, so those use
@@ -28,12 +28,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Self
 
+from deeptalk.presets import preset
+
 
 @dataclass(frozen=True)
 class GateThresholds:
     """Pass/fail bars on the metrics (dotted paths in ``gates.GATE_METRICS``). ``None`` disables a gate (it is
     then reported as skipped); every field defaults to ``None`` and each profile sets its own in
-    :meth:`for_profile`.
+    ``configs/profiles/<profile>.yaml``.
 
     Accuracies and ratios are fractions; WERs are fractions (1.0 = 100 %); the text drop is in percent; the
     distinct-answer bar is a count out of ``EvalConfig.distinct_questions`` spoken questions.
@@ -53,34 +55,8 @@ class GateThresholds:
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
-        """The gates of ``profile`` (sources in the module docstring)."""
-        if profile == "tiny":
-            # Measured on the tiny S3 model of 2026-11-28 (frozen Whisper tiny.en, 2,900 utterances, README): it does
-            # NOT meet issue 10's targets (ASR WER <= 0.2, spoken/typed >= 0.6, distinct >= 12, text drop <= 15 %,
-            # speech WER vs own text <= 0.5): held-out ASR WER 1.01, spoken QA 0 of 16, 9 distinct answers of 16,
-            # text drop 23.4 %. These bars are what the tiny model can be held to — they fail a collapsed model
-            # (one answer for every input: 1 distinct; runaway babble: ASR WER 14) and catastrophic forgetting
-            # (61 % with 2-3x longer speech stages) — not quality claims. small keeps the issue's targets.
-            return cls(
-                max_text_drop_pct=40.0,  # 23.4 % measured; 61 % when S2a/S3 ran 2-3x longer
-                max_asr_wer=1.2,  # 1.01 measured; a random model babbles (14)
-                min_distinct_answers=6,  # 9 of 16 measured; a collapsed model gives 1
-                max_first_audio_ms=2000.0,  # 267 ms median measured on contended cores
-            )
-        if profile == "small":
-            return cls(
-                max_text_drop_pct=10.0, max_asr_wer=0.10, min_spoken_over_typed=0.85, min_distinct_answers=16,
-                max_speech_wer_own_text=0.25,  # issue 10 targets
-                max_tts_wer=0.5,  # not an issue-10 target; set before any small model spoke (calibrate)
-                max_first_audio_ms=3000.0, max_rtf=3.0,
-            )
-        if profile == "paper":
-            return cls(
-                max_text_drop_pct=5.5, min_spoken_qa_s2t=0.3, min_spoken_qa_s2s=0.25, max_asr_wer=0.15,
-                max_tts_wer=0.1, max_first_audio_ms=500.0, max_rtf=1.0,
-                min_spoken_over_typed=0.85, min_distinct_answers=16, max_speech_wer_own_text=0.25,  # small's
-            )
-        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
+        """The gates of ``profile``: ``evaluation.gates`` in ``configs/profiles/<profile>.yaml`` (sources there)."""
+        return preset(cls, "evaluation", profile, key="gates")
 
 
 @dataclass(frozen=True)
@@ -115,18 +91,5 @@ class EvalConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
-        gates = GateThresholds.for_profile(profile)
-        if profile == "tiny":
-            return cls(gates=gates)
-        if profile == "small":
-            return cls(
-                # compare evaluates 5+ systems on CPU: spoken answers are the expensive part (~10 s each)
-                max_text_qa=200, max_ppl_samples=200, max_spoken_qa=40, max_asr=40, max_tts=24, max_latency=8,
-                max_answer_tokens=24, max_audio_frames=120, gates=gates,
-            )
-        if profile == "paper":
-            return cls(
-                max_text_qa=0, max_ppl_samples=1000, max_spoken_qa=0, max_asr=0, max_tts=0, max_latency=32,
-                max_answer_tokens=64, max_audio_frames=1000, gates=gates,
-            )
-        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
+        """The ``evaluation`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "evaluation", profile)

@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
+from deeptalk.presets import preset
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -85,17 +87,5 @@ class ServiceConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
-        if profile == "tiny":
-            return cls()
-        if profile == "small":
-            return cls(max_steps=600, max_concurrency=4, max_upload_bytes=4_000_000)
-        if profile == "paper":
-            return cls(
-                max_steps=1000,
-                max_concurrency=8,
-                max_upload_bytes=20_000_000,
-                max_upload_seconds=30.0,
-                max_text_chars=4000,
-                chunk_frames=2,
-            )
-        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
+        """The ``service`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "service", profile)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
 from deeptalk.audio_input import AudioInputConfig
+from deeptalk.presets import preset
 from deeptalk.tokens import TokenLayout
 
 FAMILIES = ("deepseek_v2", "qwen2_moe")
@@ -75,21 +76,8 @@ class BackboneConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> Self:
-        if profile == "tiny":  # STACK.md "T128": 2.05 M params, 1.17 M active with a ~1.2 k word vocabulary
-            return cls()
-        if profile == "small":  # STACK.md "S256": 19.4 M params, 5.7 M active
-            return cls(
-                hidden_size=256, num_layers=6, num_heads=4, n_routed_experts=16, moe_intermediate_size=256,
-                intermediate_size=1024, kv_lora_rank=128, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
-            )
-        if profile == "paper":  # DeepSeek-V2-Lite-Chat; the checkpoint's config.json is authoritative
-            return cls(
-                checkpoint="checkpoints/DeepSeek-V2-Lite-Chat", hidden_size=2048, num_layers=27, num_heads=16,
-                n_routed_experts=64, num_experts_per_tok=6, n_shared_experts=2, moe_intermediate_size=1408,
-                intermediate_size=10944, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64,
-                v_head_dim=128, max_position_embeddings=163840, dtype="bfloat16",
-            )
-        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
+        """The ``model`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "model", profile)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from deeptalk.data.dataset import draw_rng, write_sequences
-from deeptalk.data.packing import PackingConfig, layout_for, pack_tokenized, save_layout, tokenize_sample
+from deeptalk.data.packing import layout_for, pack_tokenized, save_layout, tokenize_sample
 from deeptalk.data.processed import ProcessedStore
 from deeptalk.data.schema import Sample
 from deeptalk.data.text_tokenizer import load_tokenizer
@@ -41,7 +41,7 @@ def run(cfg) -> dict:
 
     speaker = dict(zip(utterances["id"], utterances["speaker"], strict=False))
     voice_by_utt = {u: speaker[u] for u in sorted(store.targets)}
-    packing = PackingConfig.for_profile(cfg.profile)
+    packing = cfg.packing
     layout = layout_for(
         tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())), answer_layout=packing.answer_layout
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from deeptalk.presets import preset
+
 SPLIT_RULE = re.compile(r"^(adaptive|fixed:\d+|random:\d+)$")
 BASELINES = ("plain", "fixed", "moextend", "strict")
 VERIFY_MODES = ("size", "full")  # resume checks of a checkpoint: manifest + sizes, or also every sha256
@@ -93,60 +95,5 @@ class TrainingConfig:
 
     @classmethod
     def for_profile(cls, profile: str) -> TrainingConfig:
-        if profile == "tiny":
-            # Sized for 2 CPU cores and a <= 15 min pipeline: text_pretrain (plain text LM, ~0.6 M tokens, ~70 %
-            # held-out-phrasing QA) ~2.6 min on idle cores. S1 trains only the projector and new rows (text ability
-            # untouched), ~1.6 min for 600 x 16 now that the frozen encoder's frames come from disk. S2a-S3 stay
-            # short: 2-3x longer speech stages raised the text drop from 23 % to 61 % without a listening gain
-            # (README, "Listening at tiny"). max_len 224: the 3-stream codec's spoken answers reach 209 positions.
-            return cls(
-                text_pretrain=StageBudget(steps=1500, batch_size=32, lr=4e-3, max_len=64),
-                s1=StageBudget(steps=600, batch_size=16, lr=2e-3, max_len=224),
-                s2a=StageBudget(steps=80, batch_size=8, lr=1e-3, max_len=224),
-                s2b=StageBudget(steps=60, batch_size=8, lr=3e-4, max_len=224),
-                s3=StageBudget(steps=50, batch_size=8, lr=5e-4, max_len=224),
-                plain=StageBudget(steps=190, batch_size=8, lr=5e-4, max_len=224),
-                fixed_split="fixed:4",
-                min_speech_fraction=0.375,  # ≥ 3 of 8 experts: with top-2, two experts would leave no choice
-                moextend_experts=4,
-                checkpoint_every=50,
-                log_every=10,
-                profile_batches=6,
-                eval_batches=6,
-            )
-        if profile == "small":
-            return cls(
-                text_pretrain=StageBudget(steps=2000, batch_size=32, lr=2e-3, max_len=96),
-                s1=StageBudget(steps=400, batch_size=16, lr=1e-3, max_len=256),
-                s2a=StageBudget(steps=400, batch_size=16, lr=1e-3, max_len=256),
-                s2b=StageBudget(steps=300, batch_size=16, lr=2e-4, max_len=256),
-                s3=StageBudget(steps=300, batch_size=16, lr=5e-4, max_len=256),
-                plain=StageBudget(steps=1000, batch_size=16, lr=5e-4, max_len=256),
-                fixed_split="fixed:8",
-                moextend_experts=8,
-                checkpoint_every=100,
-                log_every=20,
-                profile_batches=16,
-                eval_batches=16,
-            )
-        if profile == "paper":
-            # The reference's global batches and learning rates (paper.md §3) on 8 GPUs, ZeRO-2 with offload.
-            return cls(
-                text_pretrain=StageBudget(steps=1, batch_size=1, lr=1e-5, max_len=1024),  # unused: real checkpoint
-                s1=StageBudget(steps=16800, batch_size=18, lr=2e-5, max_len=500),
-                s2a=StageBudget(steps=7000, batch_size=56, lr=1e-4, max_len=1200),
-                s2b=StageBudget(steps=7200, batch_size=20, lr=2e-5, max_len=1000),
-                s3=StageBudget(steps=22800, batch_size=32, lr=5e-5, max_len=1000),
-                plain=StageBudget(steps=22800, batch_size=16, lr=2e-5, max_len=1000),
-                fixed_split="fixed:20",
-                moextend_experts=8,
-                checkpoint_every=400,
-                verify_checkpoints="size",
-                log_every=50,
-                deepspeed_config="zero2_offload",
-                gradient_checkpointing=True,
-                bf16=True,
-                profile_batches=256,
-                eval_batches=128,
-            )
-        raise ValueError(f"unknown profile {profile!r}; choose tiny, small or paper")
+        """The ``training`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "training", profile)
