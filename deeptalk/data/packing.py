@@ -99,13 +99,20 @@ def layout_for(
     codec: CodecLike,
     voices: Sequence[str] = (),
     answer_layout: str = "text_first",
+    text_rows: int | None = None,
 ) -> TokenLayout:
     """The pipeline's token layout: text vocabulary from the tokenizer, audio blocks from the codec.
 
-    Every step builds it through here (or reads the ``layout.json`` the pack step writes), so ids agree.
+    ``text_rows``: the embedding rows of an imported checkpoint (``backbone.checkpoint_vocab_rows``). They,
+    not the tokenizer's length, are the text vocabulary then: DeepSeek-V2's ~100 k tokens sit in 102,400 rows,
+    and its layout is 102464 + 7 × 4160 = 131,584 only when the specials follow the rows. Every step builds
+    the layout through here (or reads the ``layout.json`` the pack step writes), so ids agree.
     """
+    if text_rows is not None and text_rows < tokenizer.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint only {text_rows} "
+                         "embedding rows: they do not belong together")
     return TokenLayout(
-        text_vocab_size=int(tokenizer.vocab_size),
+        text_vocab_size=int(tokenizer.vocab_size if text_rows is None else text_rows),
         n_audio_streams=int(codec.n_streams),
         codebook_size=int(codec.codebook_size),
         voices=tuple(sorted(voices)),

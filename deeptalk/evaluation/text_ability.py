@@ -281,6 +281,53 @@ def read_text_ability(path: str | Path) -> TextAbility:
     return TextAbility.from_dict(json.loads(Path(path).read_text()))
 
 
+# ---- the imported model against its source ---------------------------------------------------------------------
+@torch.inference_mode()
+def source_agreement(model: Any, source: str | Path, texts: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """How exactly ``model`` (a SpeechLM built from the HF checkpoint ``source``, before any training) reads
+    text as the original model does: both on the same token ids (the original through its own
+    ``AutoModelForCausalLM``, ``model`` in text-only mode), next-token logits compared at every position.
+
+    Returns ``argmax_agreement`` over the source's vocabulary rows, ``argmax_agreement_text_block`` (``model``
+    free to pick its new text specials too, the text block QA decoding sees), ``max_abs_logit_diff`` over
+    the source's rows and ``positions``. With the source's head kept (``BackboneConfig.head: untied``) the
+    argmaxes agree everywhere; a tied head drops the source's trained head and agreement falls to chance.
+    """
+    from transformers import AutoModelForCausalLM
+
+    texts = [list(t) for t in texts if len(t) > 0]
+    if not texts:
+        raise ValueError("source_agreement needs at least one non-empty token sequence")
+    original = AutoModelForCausalLM.from_pretrained(str(source), dtype=model.backbone.dtype, local_files_only=True)
+    original.to(model.device).eval()
+    rows = original.get_output_embeddings().weight.shape[0]
+    layout: TokenLayout = model.layout
+    text_block = layout.stream_slice(layout.text_stream)
+    pad_a = [layout.audio_special("PAD_A", s) for s in range(layout.n_audio_streams)]
+    agree = agree_block = positions = 0
+    max_diff = 0.0
+    for ids in texts:
+        ref = original(input_ids=torch.tensor([ids], device=model.device)).logits[0].float()  # [T, rows]
+        rows_in = torch.tensor([[*pad_a, i] for i in ids]).unsqueeze(0)
+        ours = model(collate_ids(rows_in).to(model.device), text_only=True).logits[0, :, text_block].float()
+        agree += int((ours[:, :rows].argmax(-1) == ref.argmax(-1)).sum())
+        agree_block += int((ours.argmax(-1) == ref.argmax(-1)).sum())
+        max_diff = max(max_diff, float((ours[:, :rows] - ref).abs().max()))
+        positions += len(ids)
+    del original
+    result = {"argmax_agreement": agree / positions, "argmax_agreement_text_block": agree_block / positions,
+              "max_abs_logit_diff": max_diff, "positions": positions}
+    log.info("imported model vs %s: %s", source, result)
+    return result
+
+
+def collate_ids(input_ids: torch.Tensor) -> Any:
+    """A label-free ``SpeechBatch`` of ``input_ids`` [B, T, S] (no audio, nothing padded)."""
+    from deeptalk.batch import SpeechBatch
+
+    return SpeechBatch(input_ids=input_ids, labels=None, attention_mask=torch.ones(input_ids.shape[:2], dtype=torch.long))
+
+
 def load_tokenizer(cfg: ProjectConfig) -> Any:
     from deeptalk.data.text_tokenizer import load_tokenizer as _load
 

@@ -1,12 +1,14 @@
 """The MoE decoder backbone: transformers' own DeepseekV2 / Qwen2-MoE causal LMs, built or loaded unchanged.
 
 This module only (1) builds an HF config from ``BackboneConfig`` or loads a local HF checkpoint directory,
-(2) resizes the tied embedding/head to the speech vocabulary, (3) swaps the stock routers for the maskable
+(2) resizes the embedding and head (tied, or untied keeping the source's head: ``BackboneConfig.head``) to
+the speech vocabulary, (3) swaps the stock routers for the maskable
 subclasses, and (4) enumerates MoE layers. Nothing in transformers is patched.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -46,7 +48,7 @@ def hf_config(cfg: BackboneConfig, vocab_size: int):
         num_experts_per_tok=cfg.num_experts_per_tok,
         moe_intermediate_size=cfg.moe_intermediate_size,
         norm_topk_prob=cfg.norm_topk_prob,
-        tie_word_embeddings=True,
+        tie_word_embeddings=cfg.head == "tied",
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,
@@ -78,10 +80,30 @@ def hf_config(cfg: BackboneConfig, vocab_size: int):
 
 
 def build_backbone(cfg: BackboneConfig, vocab_size: int) -> PreTrainedModel:
-    """A freshly initialised backbone (tied embedding/head of ``vocab_size`` rows), routers maskable."""
+    """A freshly initialised backbone (embedding/head of ``vocab_size`` rows), routers maskable."""
     config = hf_config(cfg, vocab_size)
     model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(cfg.dtype), attn_implementation=cfg.attn_implementation)
     return prepare_backbone(model, cfg)
+
+
+def resolve_checkpoint(checkpoint: str | Path, root: str | Path) -> Path:
+    """A checkpoint path from the config: absolute as given, relative to the project root otherwise."""
+    path = Path(checkpoint)
+    return path if path.is_absolute() else Path(root) / path
+
+
+def checkpoint_vocab_rows(path: str | Path) -> int:
+    """Embedding rows of a local HF checkpoint (its config.json's ``vocab_size``), without loading weights.
+
+    The layout's text block is these rows, not ``len(tokenizer)`` (DeepSeek-V2: 102,400 rows, ~100 k tokens).
+    """
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{path} is not a Hugging Face checkpoint directory (no config.json)")
+    rows = json.loads(config.read_text()).get("vocab_size")
+    if not isinstance(rows, int) or rows <= 0:
+        raise ValueError(f"{config}: vocab_size must be a positive integer, got {rows!r}")
+    return rows
 
 
 def load_backbone(path: str | Path, cfg: BackboneConfig) -> PreTrainedModel:
@@ -148,30 +170,41 @@ def install_routers(model: PreTrainedModel) -> None:
         moe.module.gate = make_maskable(moe.module.gate, model.config, moe.layer_idx)
 
 
-def resize_vocab(model: PreTrainedModel, vocab_size: int, keep_rows: int) -> None:
-    """Give the backbone a tied embedding/head of ``vocab_size`` rows.
+def resize_vocab(model: PreTrainedModel, vocab_size: int, keep_rows: int, tie: bool = True) -> None:
+    """Give the backbone an embedding and head of ``vocab_size`` rows.
 
     Rows ``[0, keep_rows)`` are copied from the current input embedding; the rest are N(0, initializer_range)
-    (the reference's ``initialize_extended_embedding``). A separate (untied) lm_head of the source is dropped:
-    the speech LM's head is tied, as in the reference (``--tie_word_embeddings True``).
+    (the reference's ``initialize_extended_embedding``). ``tie=True``: the head is the embedding, as in the
+    reference (``--tie_word_embeddings True``), which drops an untied source's trained head.
+    ``tie=False``: the head keeps the source's own head rows ``[0, keep_rows)`` (its embedding rows when the
+    source is tied) and gets new N(0, initializer_range) rows for the rest, so the imported model's text
+    logits are the source's (``BackboneConfig.head``).
     """
     old = model.get_input_embeddings()
+    old_head = model.get_output_embeddings()
     if keep_rows > old.weight.shape[0]:
         raise ValueError(f"cannot keep {keep_rows} rows of a {old.weight.shape[0]}-row embedding")
     if keep_rows > vocab_size:
         raise ValueError(f"the source vocabulary ({keep_rows} rows) does not fit the layout's text block ({vocab_size})")
     std = model.config.initializer_range
-    weight = torch.empty(vocab_size, old.weight.shape[1], dtype=old.weight.dtype, device=old.weight.device)
-    with torch.no_grad():
-        weight.normal_(0.0, std)
-        weight[:keep_rows] = old.weight[:keep_rows]
-    embedding = nn.Embedding(vocab_size, old.weight.shape[1], dtype=old.weight.dtype, device=old.weight.device)
-    embedding.weight = nn.Parameter(weight)
+    like = dict(dtype=old.weight.dtype, device=old.weight.device)
+
+    def extended(source: torch.Tensor) -> nn.Parameter:
+        weight = torch.empty(vocab_size, source.shape[1], **like)
+        with torch.no_grad():
+            weight.normal_(0.0, std)
+            weight[:keep_rows] = source[:keep_rows]
+        return nn.Parameter(weight)
+
+    hidden = old.weight.shape[1]
+    embedding = nn.Embedding(vocab_size, hidden, **like)
+    embedding.weight = extended(old.weight)
     model.set_input_embeddings(embedding)
-    head = nn.Linear(old.weight.shape[1], vocab_size, bias=False, dtype=old.weight.dtype, device=old.weight.device)
-    head.weight = embedding.weight
+    head = nn.Linear(hidden, vocab_size, bias=False, **like)
+    head.weight = embedding.weight if tie else extended(old_head.weight)
     model.set_output_embeddings(head)
     model.config.vocab_size = vocab_size
-    model.config.tie_word_embeddings = True
+    model.config.tie_word_embeddings = tie
     model.vocab_size = vocab_size
-    log.info("embedding resized to %d rows (%d copied, rest N(0, %g)), head tied", vocab_size, keep_rows, std)
+    log.info("embedding resized to %d rows (%d copied, rest N(0, %g)), head %s", vocab_size, keep_rows, std,
+             "tied" if tie else "untied (the source's head rows kept)")

@@ -19,6 +19,7 @@ from deeptalk.tokens import TokenLayout
 FAMILIES = ("deepseek_v2", "qwen2_moe")
 EXPERTS_IMPLEMENTATIONS = ("auto", "eager", "batched_mm", "grouped_mm", "sorted_mm")
 LOSS_REDUCTIONS = ("weighted_sum", "reference_mean")
+HEADS = ("tied", "untied")
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,14 @@ class BackboneConfig:
     experts_implementation: str = "auto"  # auto = sorted_mm on CPU, grouped_mm on GPU (benchmarks/moe_layer.py)
     attn_implementation: str = "sdpa"
     dtype: str = "float32"
+    # "tied": the head is the input embedding, as in the reference (an untied source's trained head is
+    # dropped); "untied": keep the source's trained head rows and extend them with new rows, so the imported
+    # model's text logits equal the original's before any training (README: "Importing the paper checkpoint")
+    head: str = "tied"
 
     def __post_init__(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
         if self.family not in FAMILIES:
             raise ValueError(f"unknown backbone family {self.family!r}; supported: {FAMILIES}")
         if self.experts_implementation not in EXPERTS_IMPLEMENTATIONS:

@@ -15,7 +15,8 @@ parameter objects). A move that *replaces* the parameters (``to("meta")`` then `
 conversion) drops their hooks, like it drops the optimizer's references: call ``apply_trainable`` again.
 
 Group membership (a parameter may be in several groups; it trains if any selected group covers it):
-- EMBEDDINGS: the whole tied embedding/head; NEW_EMBEDDING_ROWS: its rows from ``layout.text_vocab_size`` on
+- EMBEDDINGS: the whole embedding and head (one tensor when tied); NEW_EMBEDDING_ROWS: their rows from
+  ``layout.text_vocab_size`` on
   (text specials + all audio blocks), i.e. the "strict" recipe that leaves every original text row untouched.
 - PROJECTOR (the pretrained Whisper encoder is frozen at every profile and never trains).
 - ATTENTION: self-attention of MoE layers (incl. MLA's internal norms); DENSE_LAYER0: attention + FFN of the
@@ -92,11 +93,12 @@ def apply_trainable(
     plan = _Plan()
     backbone = model.backbone
     emb = backbone.get_input_embeddings().weight
-    if ParamGroup.EMBEDDINGS in groups:
-        plan.add_full(emb)
-    if ParamGroup.NEW_EMBEDDING_ROWS in groups:
-        new_rows = torch.arange(emb.shape[0]) >= model.layout.text_vocab_size
-        plan.add_rows(emb, new_rows)
+    tables = [emb] if model.cfg.backbone.head == "tied" else [emb, backbone.get_output_embeddings().weight]
+    for table in tables:
+        if ParamGroup.EMBEDDINGS in groups:
+            plan.add_full(table)
+        if ParamGroup.NEW_EMBEDDING_ROWS in groups:
+            plan.add_rows(table, torch.arange(table.shape[0]) >= model.layout.text_vocab_size)
     if ParamGroup.PROJECTOR in groups:
         for p in model.projector.parameters():
             plan.add_full(p)

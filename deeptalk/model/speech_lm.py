@@ -3,7 +3,9 @@
 Per position the input is the mean of the K+1 stream embeddings (reference: ``torch.mean(inputs_embeds,
 dim=2)``); at user-audio feature positions the K audio-stream embeddings are replaced by projected Whisper
 frames. The Whisper encoder is pretrained and frozen: batches carry its frames (computed once by the encode
-step; :meth:`SpeechLM.encode_speech` computes them when serving), so training runs only the projector. One tied head covers the whole ``TokenLayout``; each stream's logits are its slice of it.
+step; :meth:`SpeechLM.encode_speech` computes them when serving), so training runs only the projector. One head covers the whole ``TokenLayout``
+(tied to the embedding, or the imported LLM's own head extended: ``BackboneConfig.head``); each stream's logits
+are its slice of it.
 The backbone is transformers' own model with maskable routers (see ``routers.py``); routing mode and
 trainable groups are set by the training stage, never read from a checkpoint.
 """
@@ -89,13 +91,13 @@ class SpeechLM(nn.Module):
         if checkpoint is not None:
             backbone = load_backbone(checkpoint, cfg.backbone)
             old_rows = backbone.get_input_embeddings().weight.shape[0]
-            if old_rows > layout.text_block_size and old_rows != layout.vocab_size:
+            if old_rows > layout.text_vocab_size and old_rows != layout.vocab_size:
                 raise ValueError(
-                    f"checkpoint {checkpoint} has {old_rows} embedding rows, more than the layout's text block "
-                    f"({layout.text_block_size}); is TokenLayout.text_vocab_size the checkpoint's vocabulary?"
+                    f"checkpoint {checkpoint} has {old_rows} embedding rows, more than the layout's text vocabulary "
+                    f"({layout.text_vocab_size}); build the layout with layout_for(..., text_rows={old_rows})"
                 )
             # a text LLM: copy its rows and extend; a speech LM's backbone (same layout): keep every row
-            resize_vocab(backbone, layout.vocab_size, keep_rows=old_rows)
+            resize_vocab(backbone, layout.vocab_size, keep_rows=old_rows, tie=cfg.backbone.head == "tied")
         else:
             backbone = build_backbone(cfg.backbone, layout.vocab_size)
         encoder = build_audio_encoder(cfg.audio_input).to(backbone.dtype)
@@ -141,17 +143,19 @@ class SpeechLM(nn.Module):
         embedding/head cut to the text block, stock transformers classes, no speech parts. Note its inputs are
         single text embeddings, not the K+1-stream mean the speech LM was trained on (a mismatch the
         reference accepts for its text benchmarks)."""
+        tied = self.cfg.backbone.head == "tied"
         config = copy.deepcopy(self.backbone.config)
         config.vocab_size = self.layout.text_block_size
-        config.tie_word_embeddings = True
+        config.tie_word_embeddings = tied
         text = AutoModelForCausalLM.from_config(config, dtype=self.backbone.dtype)
-        state = {k: v for k, v in self.backbone.state_dict().items() if k != "lm_head.weight"}
-        key = next(k for k in state if k.endswith("embed_tokens.weight"))
-        state[key] = state[key][: self.layout.text_block_size]
+        state = {k: v for k, v in self.backbone.state_dict().items() if not (tied and k == "lm_head.weight")}
+        for key in [k for k in state if k.endswith("embed_tokens.weight") or k == "lm_head.weight"]:
+            state[key] = state[key][: self.layout.text_block_size]
         missing, unexpected = text.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - {"lm_head.weight"}:
+        if unexpected or set(missing) - ({"lm_head.weight"} if tied else set()):
             raise ValueError(f"text export mismatch: missing {missing}, unexpected {unexpected}")
-        text.tie_weights()
+        if tied:
+            text.tie_weights()
         text.save_pretrained(path)
 
     # ---- accessors ------------------------------------------------------------------------------------------

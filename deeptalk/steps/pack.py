@@ -23,6 +23,7 @@ from deeptalk.data.packing import layout_for, pack_tokenized, save_layout, token
 from deeptalk.data.processed import ProcessedStore
 from deeptalk.data.schema import Sample
 from deeptalk.data.text_tokenizer import load_tokenizer
+from deeptalk.model.backbone import checkpoint_vocab_rows, resolve_checkpoint
 from deeptalk.tokens import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,12 @@ def run(cfg) -> dict:
     speaker = dict(zip(utterances["id"], utterances["speaker"], strict=False))
     voice_by_utt = {u: speaker[u] for u in sorted(store.targets)}
     packing = cfg.packing
+    text_rows = None
+    if cfg.model.checkpoint is not None:  # an imported LLM: the text block is its embedding rows
+        text_rows = checkpoint_vocab_rows(resolve_checkpoint(cfg.model.checkpoint, cfg.paths.root))
     layout = layout_for(
-        tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())), answer_layout=packing.answer_layout
+        tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())), answer_layout=packing.answer_layout,
+        text_rows=text_rows,
     )
     unk = tokenizer.unk_id
 

@@ -1,7 +1,9 @@
 """Step ``text_pretrain``: the "original LLM" whose text ability the speech stages must keep.
 
 tiny/small: train the backbone from scratch on the text corpus (``text`` + ``tqa``) with the runner. paper:
-import the chat checkpoint named by ``cfg.model.checkpoint`` (vocabulary extended once, new rows N(0, 0.02)).
+import the chat checkpoint named by ``cfg.model.checkpoint`` (vocabulary extended once, new rows N(0, 0.02);
+head tied or the source's own, ``model.head``), check its text logits against the source model's and record
+the *source's* text baseline (:func:`import_checkpoint`).
 Either way ``cfg.paths.base`` ends up a SpeechLM directory, and ``text_baseline.json`` in it records the
 baseline numbers later stages are compared with: held-out text perplexity (text-stream CE on held-out
 written QA, teacher-forced) and, when the evaluation package provides it, the held-out text-QA score.
@@ -58,28 +60,72 @@ def _qa_score(cfg: ProjectConfig, model) -> dict | None:
     return module.text_qa_score(cfg, model)
 
 
-def run(cfg: ProjectConfig) -> dict:
+def import_checkpoint(cfg: ProjectConfig) -> tuple[dict, dict | None]:
+    """paper: build ``models/base`` from ``cfg.model.checkpoint`` and measure the source's text baseline.
+
+    The baseline is measured on the *original* model: the import with the source's own head kept (text-only,
+    it computes the source's logits; checked against the source itself by ``source_agreement``). With
+    ``model.head: tied`` the saved base differs from it (the reference's choice drops the trained head), and
+    the gated text drop is then measured from the original, not from the damaged import.
+    Returns ``(summary, text-QA baseline or None)``.
+    """
+    import dataclasses
+
+    from deeptalk.data.packing import load_layout
+    from deeptalk.data.text_tokenizer import load_tokenizer
+    from deeptalk.evaluation.heldout import heldout_for
+    from deeptalk.evaluation.text_ability import source_agreement
+    from deeptalk.model.backbone import resolve_checkpoint
     from deeptalk.model.config import SpeechLMConfig
     from deeptalk.model.speech_lm import SpeechLM
 
-    if cfg.model.checkpoint is not None:
-        from deeptalk.data.packing import load_layout
+    source = resolve_checkpoint(cfg.model.checkpoint, cfg.paths.root)
+    layout = load_layout(cfg.paths.sequences)
+    chosen = dataclasses.replace(cfg.model, checkpoint=str(source))
+    original = SpeechLM.build(SpeechLMConfig(backbone=dataclasses.replace(chosen, head="untied"), layout=layout,
+                                             audio_input=cfg.audio_input))
+    tokenizer = load_tokenizer(cfg.paths.raw / "tokenizer")
+    held = heldout_for(cfg)
+    texts = [tokenizer.encode(t) for t in [*held.sentences, *(q.question for q in held.text_qa)][:32]]
+    summary: dict = {"imported": cfg.model.checkpoint, "head": cfg.model.head,
+                     "source_agreement": source_agreement(original, source, texts)}
+    qa = _qa_score(cfg, original)
+    if chosen.head == "untied":
+        model = original
+    else:
+        del original
+        model = SpeechLM.build(SpeechLMConfig(backbone=chosen, layout=layout, audio_input=cfg.audio_input))
+        summary["import_agreement"] = source_agreement(model, source, texts)
+    model.save_pretrained(cfg.paths.base)
+    return summary, qa
 
-        layout = load_layout(cfg.paths.sequences)
-        model = SpeechLM.build(SpeechLMConfig.from_project(cfg, layout))
-        model.save_pretrained(cfg.paths.base)
-        summary: dict = {"imported": cfg.model.checkpoint}
+
+def run(cfg: ProjectConfig) -> dict:
+    from deeptalk.model.speech_lm import SpeechLM
+
+    if cfg.model.checkpoint is not None:
+        summary, qa = import_checkpoint(cfg)
     else:
         summary = run_stage("text_pretrain", cfg)["phases"][0]
-        model = SpeechLM.from_pretrained(cfg.paths.base)
+        qa = None
+    model = SpeechLM.from_pretrained(cfg.paths.base)
     ppl = text_perplexity(model, heldout_text_batches(cfg, cfg.training.eval_batches))
     baseline: dict = {"heldout_text_ppl": round(ppl, 4)}
-    qa = _qa_score(cfg, model)
+    if cfg.model.checkpoint is not None:  # the baseline is the source model's (see import_checkpoint)
+        baseline.update(baseline_model="source checkpoint, its own head", **{
+            k: summary[k] for k in ("head", "source_agreement", "import_agreement") if k in summary})
+    else:
+        qa = _qa_score(cfg, model)
     if qa is not None:
         baseline["text_qa"] = qa
     (cfg.paths.base / "text_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
     log.info("base model: %s", baseline)
-    brief = {k: v for k, v in baseline.items() if k != "text_qa"}
+    brief = {k: v for k, v in baseline.items() if k not in ("text_qa", "source_agreement", "import_agreement")}
+    if "source_agreement" in summary:
+        brief["source_argmax_agreement"] = summary["source_agreement"]["argmax_agreement"]
+    if "import_agreement" in summary:
+        brief["import_argmax_agreement"] = summary["import_agreement"]["argmax_agreement"]
     if qa is not None:
         brief.update({f"text_{k}": v for k, v in qa.items() if isinstance(v, (int, float))})
-    return {**{k: v for k, v in summary.items() if k != "fingerprint"}, **brief}
+    return {**{k: v for k, v in summary.items() if k not in ("fingerprint", "source_agreement", "import_agreement")},
+            **brief}

@@ -187,15 +187,16 @@ def test_build_from_hf_checkpoint_written_by_transformers(tmp_path):
             assert torch.equal(value, src[name]), name
 
 
-def test_build_rejects_checkpoint_larger_than_text_block(tmp_path):
+def test_build_rejects_checkpoint_larger_than_text_vocabulary(tmp_path):
     hf = DeepseekV2Config(
-        vocab_size=LAYOUT.text_block_size + 1, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=LAYOUT.text_vocab_size + 1, hidden_size=32,  # one row more would overlap the text specials
+        intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=2, first_k_dense_replace=1, n_routed_experts=4, num_experts_per_tok=2,
         moe_intermediate_size=16, kv_lora_rank=16, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=8,
         v_head_dim=8,
     )
     DeepseekV2ForCausalLM(hf).save_pretrained(tmp_path / "big")
-    with pytest.raises(ValueError, match="text block"):
+    with pytest.raises(ValueError, match="text_rows"):
         SpeechLM.build(tiny_config(), base_checkpoint=tmp_path / "big")
 
 
