@@ -216,6 +216,15 @@ def random_split(n_layers: int, n_experts: int, n: int, top_k: int, seed: int) -
     return [sorted(int(e) for e in rng.choice(n_experts, size=n, replace=False)) for _ in range(n_layers)]
 
 
+def random_like(counts: list[int], n_experts: int, seed: int) -> list[list[int]]:
+    """``counts[l]`` experts of layer ``l`` drawn uniformly with a seeded generator: the ``random`` baseline's
+    split, as many speech experts per layer as the profiled split but not chosen by load (issue 11)."""
+    if any(not 0 < n < n_experts for n in counts):
+        raise ValueError(f"random split: every layer needs between 1 and {n_experts - 1} speech experts, got {counts}")
+    rng = np.random.default_rng([seed, n_experts])
+    return [sorted(int(e) for e in rng.choice(n_experts, size=n, replace=False)) for n in counts]
+
+
 def split_from_rule(
     rule: str, load: ExpertLoad, min_fraction: float, max_fraction: float, seed: int
 ) -> list[list[int]]:

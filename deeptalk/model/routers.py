@@ -2,9 +2,19 @@
 
 They replace the backbone's stock routers at build time (``install_routers``): same parameters (the weight
 Parameter object is shared, so checkpoints and optimizers see no difference), same math when unmasked.
-With a mask, the reference's order is kept (paper.md §2.2): logits of masked experts → −inf, softmax over
-the allowed experts, then top-k among them. Every routing decision can be streamed to "sinks" (recorders,
-the aux-loss collector) without forward hooks.
+Every routing decision can be streamed to "sinks" (recorders, the aux-loss collector) without forward hooks.
+
+**Gate weights under a mask** (``masked_gate``; a training-stage choice, ``StageSpec.masked_gate``). Inference
+never masks (paper.md §2.2, §7), and DeepSeek-V2 does not renormalise the top-k weights (``norm_topk_prob``
+false), so a served expert's weight is its probability in the softmax over *all* experts.
+
+- ``served`` (default): masked experts cannot be selected, but the weights are the same full-softmax
+  probabilities the unmasked router gives those experts, so a stage trains each expert at the gate scale it is
+  served with. Train and serve route the same way.
+- ``renormalised`` (the reference's ``LUCYMoEGate``): masked logits → −inf, softmax over the allowed experts,
+  top-k of those. With 3 of 8 experts allowed and top-2, the chosen experts carry ≥ ⅔ of the weight in
+  training where the served model gives them ~0.25–0.6: a single-modality stage trains its experts at a larger
+  scale than they are served at.
 """
 
 from __future__ import annotations
@@ -26,12 +36,13 @@ class RouterOutput:
 
     layer_idx: int
     logits: torch.Tensor  # [N, E] float32, masked experts at −inf
-    probs: torch.Tensor  # [N, E] softmax over the allowed experts
+    probs: torch.Tensor  # [N, E] gate probabilities: softmax over all experts, or over the allowed ones (renormalised)
     topk_indices: torch.Tensor  # [N, k]
     topk_weights: torch.Tensor  # [N, k]
 
 
 RoutingSink = Callable[[RouterOutput], None]
+MASKED_GATES = ("served", "renormalised")  # see the module docstring
 
 
 class MaskableRouterMixin:
@@ -45,7 +56,14 @@ class MaskableRouterMixin:
         self.layer_idx = layer_idx
         self.register_buffer("allowed", torch.ones(self.num_experts, dtype=torch.bool), persistent=False)
         self.masked = False
+        self.masked_gate = "served"
         self.sinks: list[RoutingSink] = []
+
+    def set_masked_gate(self, gate: str) -> None:
+        """How top-k weights are computed while a mask is set: ``served`` or ``renormalised`` (module docstring)."""
+        if gate not in MASKED_GATES:
+            raise ValueError(f"layer {self.layer_idx}: unknown masked gate {gate!r}; use one of {MASKED_GATES}")
+        self.masked_gate = gate
 
     def set_allowed(self, allowed: torch.Tensor | None) -> None:
         """Restrict routing to ``allowed`` (bool [E]); None lifts the restriction."""
@@ -64,14 +82,17 @@ class MaskableRouterMixin:
         self.masked = n_allowed < self.num_experts
 
     def _scores(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(logits, probs, selection scores). Unmasked: the stock ops exactly. Masked: masked logits → −inf,
-        softmax over the allowed experts, and selection scores at −1 for masked experts (below any
-        probability, so top-k never picks one even if an allowed probability underflows to 0)."""
-        if self.masked:
-            logits = logits.masked_fill(~self.allowed, float("-inf"))
-        probs = logits.softmax(dim=-1, dtype=torch.float32)
-        select = probs.masked_fill(~self.allowed, -1.0) if self.masked else probs
-        return logits, probs, select
+        """(logits, probs, selection scores). Unmasked: the stock ops exactly. Masked: logits of masked experts
+        → −inf; probs = the softmax over all experts (``served``) or over the allowed ones (``renormalised``);
+        selection scores at −1 for masked experts (below any probability, so top-k never picks one even if an
+        allowed probability underflows to 0). Top-k weights are taken from ``probs``."""
+        if not self.masked:
+            probs = logits.softmax(dim=-1, dtype=torch.float32)
+            return logits, probs, probs
+        masked_logits = logits.masked_fill(~self.allowed, float("-inf"))
+        source = masked_logits if self.masked_gate == "renormalised" else logits
+        probs = source.softmax(dim=-1, dtype=torch.float32)
+        return masked_logits, probs, probs.masked_fill(~self.allowed, -1.0)
 
     def _emit(self, logits: torch.Tensor, probs: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor) -> None:
         if self.sinks:

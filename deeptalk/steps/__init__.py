@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from deeptalk.console import CONSOLE, step_line
+from deeptalk.training.config import ABLATIONS, BASELINES
 
 if TYPE_CHECKING:
     from deeptalk.config import ProjectConfig
@@ -66,7 +67,7 @@ def _stage(name: str, init: str, needs_split: bool = False, extra_deps: tuple[st
     )
 
 
-TRAINED = ("base", "s1", "s2a", "s2b", "s3", "plain", "fixed", "moextend", "strict")
+TRAINED = ("base", "s1", "s2a", "s2b", "s3", *BASELINES)
 
 STEPS: tuple[StepSpec, ...] = (
     StepSpec("generate_data", "generate_data", ("deeptalk/data",), ("data/raw",), ("data", "seed")),
@@ -98,6 +99,9 @@ STEPS: tuple[StepSpec, ...] = (
     _stage("fixed", "s1", extra_deps=("reports/profile",)),
     _stage("moextend", "s1"),
     _stage("strict", "s1", needs_split=True),
+    _stage("random", "s1", needs_split=True),  # draws as many speech experts per layer as the profiled split
+    _stage("plain-staged", "s1"),
+    *(_stage(name, "s1", needs_split=True) for name in ABLATIONS),
     StepSpec(
         "evaluate", "evaluate",
         ("deeptalk/evaluation", "deeptalk/inference", "data/sequences", "data/raw", "models/base", "models/codec",
@@ -112,7 +116,6 @@ STEPS: tuple[StepSpec, ...] = (
 BY_NAME = {step.name: step for step in STEPS}
 # trained stages by the names the stage plans use (``base`` and ``s1`` are text_pretrain and align)
 STAGE_STEPS = {"base": "text_pretrain", "s1": "align", **{s.args["stage"]: s.name for s in STEPS if "stage" in s.args}}
-BASELINES = ("plain", "fixed", "moextend", "strict")
 
 
 def find_step(name: str, stage: str | None = None) -> StepSpec:

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from deeptalk.presets import preset
 
 SPLIT_RULE = re.compile(r"^(adaptive|fixed:\d+|random:\d+)$")
-BASELINES = ("plain", "fixed", "moextend", "strict")
+# Systems compared with DeepTalk (stage plans in training/stages.py). The first six are the comparison table;
+# the rest isolate causes: the reference's renormalised gate under a mask, and S2a with one shared part frozen.
+COMPARED = ("plain", "fixed", "moextend", "strict", "random", "plain-staged")
+ABLATION_PARTS = ("embeddings", "shared", "routers", "layer0", "norms")
+ABLATIONS = ("renormalised-gate", *(f"s2a-frozen-{part}" for part in ABLATION_PARTS))
+BASELINES = COMPARED + ABLATIONS
 VERIFY_MODES = ("size", "full")  # resume checks of a checkpoint: manifest + sizes, or also every sha256
 
 
@@ -52,7 +57,7 @@ class TrainingConfig:
     min_speech_fraction: float = 0.25  # adaptive rule: at least / at most this share of a layer's experts
     max_speech_fraction: float = 0.5
     moextend_experts: int = 4  # experts added per MoE layer by the MoExtend baseline
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = COMPARED  # stage plans that exist beside DeepTalk's (any of BASELINES)
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2
     # resume check: "full" re-hashes every file (each rank a share), "size" trusts the write-time hashes and

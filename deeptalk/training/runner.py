@@ -36,6 +36,7 @@ from deeptalk.training.stages import (
     SPLIT_INHERIT,
     SPLIT_NONE,
     SPLIT_PROFILED,
+    SPLIT_RANDOM,
     DataMix,
     StagePlan,
     StageSpec,
@@ -150,6 +151,12 @@ def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> Exper
         return None
     if spec.split == SPLIT_PROFILED:
         return ExpertSplit.from_json(cfg.paths.expert_split)
+    if spec.split == SPLIT_RANDOM:  # as many per layer as the profiled split, drawn with the seed
+        from deeptalk.profiling import random_like
+
+        profiled = ExpertSplit.from_json(cfg.paths.expert_split)
+        counts = [len(profiled.speech_experts(i)) for i in range(profiled.n_layers)]
+        return ExpertSplit(random_like(counts, model.moe_layers()[0].num_experts, cfg.seed))
     if spec.split == SPLIT_FIXED:
         path = profile_dir(cfg) / "splits.json"
         if not path.is_file():
@@ -226,6 +233,8 @@ def prepare_model(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) 
     if spec.split != SPLIT_INHERIT:
         model.set_expert_split(split)
     model.set_routing(spec.routing)
+    for moe in model.moe_layers():
+        moe.router.set_masked_gate(spec.masked_gate)
     groups = apply_trainable(model, spec.trainable, split)
     if cfg.training.gradient_checkpointing:
         model.backbone.gradient_checkpointing_enable()
@@ -246,10 +255,10 @@ def train_phase(
     out = phase_dir(cfg, plan, spec)
     loop = loop_config(spec, cfg)
     source = init_dir(cfg, plan, spec)
-    split_file = cfg.paths.expert_split if spec.split == SPLIT_PROFILED else profile_dir(cfg) / "splits.json"
+    split_file = cfg.paths.expert_split if spec.split in (SPLIT_PROFILED, SPLIT_RANDOM) else profile_dir(cfg) / "splits.json"
     fp = fingerprint(spec, loop, cfg, source, {
         "data": data_signature,
-        "split": _dir_signature(split_file) if spec.split in (SPLIT_PROFILED, SPLIT_FIXED) else None,
+        "split": _dir_signature(split_file) if spec.split in (SPLIT_PROFILED, SPLIT_FIXED, SPLIT_RANDOM) else None,
         "fixed": cfg.training.fixed_split,
         "moextend": cfg.training.moextend_experts,
     })

@@ -6,6 +6,7 @@ from prefect.utilities.callables import parameter_schema
 
 from deeptalk.flows.pipeline import MAIN_CHAIN, check_parameters, deeptalk_pipeline, deeptalk_step, step_names
 from deeptalk.steps import find_step
+from deeptalk.training.config import BASELINES
 
 
 def test_every_parameter_has_a_type_and_a_description():
@@ -16,7 +17,7 @@ def test_every_parameter_has_a_type_and_a_description():
             assert "Property is type None" not in str(prop)
     props = parameter_schema(deeptalk_pipeline.fn).model_dump()["properties"]
     assert props["profile"]["enum"] == ["tiny", "small", "paper"]
-    assert props["baselines"]["anyOf"][0]["items"]["enum"] == ["plain", "fixed", "moextend", "strict"]
+    assert props["baselines"]["anyOf"][0]["items"]["enum"] == list(BASELINES)  # the comparison's systems + ablations
     assert {"s2a", "train_s2a", "evaluate"} <= set(props["stages"]["anyOf"][0]["items"]["enum"])
 
 

@@ -60,8 +60,48 @@ def test_masked_routing_never_picks_the_other_group(mode):
         assert used and used <= allowed
         probs = rec.probs(moe.layer_idx)
         outside = sorted(set(range(8)) - allowed)
-        assert torch.all(probs[:, outside] == 0)
-        assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[0]))  # renormalised within the group
+        assert torch.all(probs.gather(1, rec.indices(moe.layer_idx)) > 0)
+        assert not set(outside) & used
+
+
+
+def _gate(model, batch, mode, gate):
+    """Per MoE layer: (full probs, top-k indices, top-k weights) of one forward under ``mode`` and ``gate``."""
+    model.set_routing(mode, SPLIT)
+    for moe in model.moe_layers():
+        moe.router.set_masked_gate(gate)
+    with model.record_routing() as rec, torch.no_grad():
+        model(batch)
+    return {moe.layer_idx: (rec.probs(moe.layer_idx), rec.indices(moe.layer_idx),
+                            torch.cat([r.topk_weights for r in rec.records[moe.layer_idx]]))
+            for moe in model.moe_layers()}
+
+
+def test_served_gate_trains_each_expert_at_the_weight_it_is_served_with():
+    """Issue 11: under a mask the chosen experts get the unmasked router's probabilities (no renormalisation),
+    so a masked stage and the unmasked served model weight an expert the same; the reference's renormalised
+    gate gives them more."""
+    model = build_tiny()
+    batch = random_batch(b=3, t=16)
+    model.set_routing(RoutingMode.NONE)
+    with model.record_routing() as rec, torch.no_grad():
+        model(batch)
+    served = _gate(model, batch, RoutingMode.SPEECH_ONLY, "served")
+    renorm = _gate(model, batch, RoutingMode.SPEECH_ONLY, "renormalised")
+    for i, moe in enumerate(model.moe_layers()):
+        probs, idx, weights = served[moe.layer_idx]
+        assert set(idx.unique().tolist()) <= set(SPLIT.speech[i])
+        assert torch.allclose(weights, probs.gather(1, idx))  # weights are the full-softmax probabilities
+        assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[0]))
+    first = model.moe_layers()[0].layer_idx  # same input with and without the mask (later layers' inputs differ)
+    _, idx, weights = served[first]
+    assert torch.allclose(weights, rec.probs(first).gather(1, idx)), "served weight = unmasked router's weight"
+    _, idx_r, weights_r = renorm[first]
+    assert torch.equal(idx_r.sort(-1).values, idx.sort(-1).values)  # the same experts, larger weights
+    assert torch.all(weights_r.gather(1, idx_r.argsort(-1)) > weights.gather(1, idx.argsort(-1)))
+    assert torch.all(weights_r.sum(-1) >= 2 / len(SPLIT.speech[0]) - 1e-6)  # top-2 of 4 allowed: >= half
+    with pytest.raises(ValueError, match="unknown masked gate"):
+        model.moe_layers()[0].router.set_masked_gate("softmax")
 
 
 def test_routing_none_uses_both_groups_and_can_be_restored():
