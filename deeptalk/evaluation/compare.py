@@ -218,7 +218,7 @@ def claim(systems: dict[str, dict]) -> dict[str, Any]:
 
 def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
     """Train and evaluate every system, write ``reports/compare.{json,md,html}``; returns the JSON dict."""
-    from deeptalk.evaluation.asr_scorer import AsrScorer
+    from deeptalk.evaluation.asr_scorer import scorer_for
     from deeptalk.evaluation.heldout import heldout_for
     from deeptalk.evaluation.suite import base_text_ability, text_ability_of, text_metrics
     from deeptalk.evaluation.text_ability import load_tokenizer
@@ -249,7 +249,7 @@ def run_compare(cfg: ProjectConfig) -> dict[str, Any]:
     held = heldout_for(work)
     tokenizer = load_tokenizer(work)
     base = base_text_ability(work, held, tokenizer)
-    shared = {"held": held, "base": base, "scorer": AsrScorer()}
+    shared = {"held": held, "base": base, "scorer": scorer_for(work)}
     min_correct = work.evaluation.min_base_qa_correct
     reference = {
         "base": {"text": text_metrics(base, base, min_correct)},

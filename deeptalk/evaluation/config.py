@@ -79,6 +79,9 @@ class EvalConfig:
     latency_warmup: int = 1  # untimed generator runs before timing (first-call allocations)
     min_base_qa_correct: int = 5  # QA accuracy enters the text drop only if the base answers this many correctly
     stage: str = "s3"  # the trained stage (models/stages/<stage>) the evaluate step scores and gates
+    # the Whisper that scores speech (asr_scorer.load_scorer): tiny.en | base (offline, PyPI) or a local
+    # CTranslate2 / transformers Whisper directory, relative to the project root (paper: Whisper-large-v3)
+    scorer: str = "tiny.en"
     gates: GateThresholds = field(default_factory=lambda: GateThresholds.for_profile("tiny"))
 
     def __post_init__(self) -> None:

@@ -85,7 +85,7 @@ def evaluate_model(
     """Every benchmark on the model saved at ``model_dir``; ``held``/``base``/``scorer`` may be shared between
     calls (compare evaluates several models on the same items)."""
     from deeptalk.evaluation.asr_eval import evaluate_asr
-    from deeptalk.evaluation.asr_scorer import AsrScorer
+    from deeptalk.evaluation.asr_scorer import scorer_for
     from deeptalk.evaluation.engine import load_engine
     from deeptalk.evaluation.latency import measure_latency
     from deeptalk.evaluation.spoken_qa import evaluate_spoken_qa
@@ -94,7 +94,7 @@ def evaluate_model(
     held = held or heldout_for(cfg)
     tokenizer = load_tokenizer(cfg)
     base = base or base_text_ability(cfg, held, tokenizer)
-    scorer = scorer or AsrScorer()
+    scorer = scorer or scorer_for(cfg)
     ev = cfg.evaluation
 
     model = text_ability_of(model_dir, cfg, held, tokenizer)

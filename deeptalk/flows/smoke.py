@@ -94,14 +94,14 @@ def _ask(client: httpx.Client, url: str, item: QAItem, keep_audio: bool = False)
     return {"spoken_chat": spoken, "text_chat": typed, "asr": _asr(client, url, wav)}
 
 
-def heard_back(clips: list) -> list[str | None]:
+def heard_back(cfg: ProjectConfig, clips: list) -> list[str | None]:
     """What the offline Whisper scorer hears in each spoken answer (None: no audio, or no scorer)."""
     if not any(c is not None and len(c[0]) for c in clips):
         return [None] * len(clips)
     try:
-        from deeptalk.evaluation.asr_scorer import AsrScorer
+        from deeptalk.evaluation.asr_scorer import scorer_for
 
-        scorer = AsrScorer()
+        scorer = scorer_for(cfg)
     except (ImportError, RuntimeError, ValueError) as err:
         log.warning("no heard-back transcripts: %s", err)
         return [None] * len(clips)
@@ -121,7 +121,7 @@ def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dic
     answers = [ServedAnswer(item.question, item.references, c["spoken_chat"]["text"], c["text_chat"]["text"],
                             c["asr"]["text"]) for item, c in zip(items, calls)]
     judgement = judge_service(answers, cfg.evaluation.gates, cfg.evaluation.distinct_questions)
-    heard = heard_back([c["spoken_chat"].pop("pcm", None) for c in calls[:N_EXAMPLES]])
+    heard = heard_back(cfg, [c["spoken_chat"].pop("pcm", None) for c in calls[:N_EXAMPLES]])
     broken = [f"{item.id} {route}" for item, c in zip(items, calls) for route, r in c.items() if not r["ok"]]
     protocol_ok = bool(ready and tts["ok"] and not broken)
     result = {

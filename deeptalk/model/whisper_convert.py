@@ -143,7 +143,7 @@ def locate_source(name: str, cache_dir: Path | None = None) -> Path:
         for file in ("config.json", *SOURCE_FILES):
             if (folder / file).is_file():
                 shutil.copy2(folder / file, staging / file)
-        _replace_dir(staging, target)
+        replace_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -435,7 +435,7 @@ def save_whisper(whisper: CT2Whisper, out_dir: str | Path) -> Path:
                 shutil.copy2(whisper.folder / name, staging / name)
         info = {"source": whisper.source, "format": "ctranslate2"}
         (staging / "conversion.json").write_text(json.dumps(info) + "\n")
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -457,7 +457,7 @@ def convert(source: str | Path, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
+def replace_dir(staging: Path, target: Path) -> None:
     """Put ``staging`` at ``target`` by renames (the old one is deleted once the new one is in place)."""
     old = None
     if target.exists():

@@ -158,7 +158,7 @@ class MiniCheckpoints:
             "model": {"checkpoint": str(self.llm)},
             "data": {"hf_tokenizer": str(self.llm)},
             "codec": {"kind": "snac", "checkpoint": str(self.snac)},
-            "audio_input": {**self.whisper_geometry(), "encoder_checkpoint": str(self.whisper)},
+            "audio_input": {**self.whisper_geometry(), "encoder_source": str(self.whisper)},
         }
 
 

@@ -62,3 +62,30 @@ def test_silence_gives_little_text(scorer):
 def test_rejects_nan_audio(scorer):
     with pytest.raises(ValueError, match="NaN"):
         scorer.transcribe(np.full(1600, np.nan, np.float32), 16000)
+
+
+def test_load_scorer_names_what_to_put_where_a_model_is_missing(tmp_path):
+    from deeptalk.evaluation.asr_scorer import load_scorer
+
+    with pytest.raises(ValueError, match=r"no directory .*whisper-large-v3.*Whisper-large-v3.*'base', 'tiny.en'"):
+        load_scorer("checkpoints/whisper-large-v3", root=tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ValueError, match="not a Whisper"):
+        load_scorer("other", root=tmp_path)
+
+
+def test_a_transformers_whisper_dir_scores(tmp_path):
+    """The mini Whisper (random weights) loads and decodes through the transformers path, deterministically."""
+    from deeptalk.evaluation.asr_scorer import HFWhisperScorer, load_scorer
+    from deeptalk.testing.mini_checkpoints import build_whisper
+
+    build_whisper(tmp_path / "whisper")
+    scorer = load_scorer("whisper", root=tmp_path)
+    assert isinstance(scorer, HFWhisperScorer) and len(scorer.prompt) == 4  # multilingual: <|en|><|transcribe|>
+    scorer.max_tokens = 8
+    wav = (0.1 * np.sin(np.arange(16000) / 5)).astype(np.float32)
+    text = scorer.transcribe(wav, 16000)
+    assert isinstance(text, str) and text == scorer.transcribe(wav, 16000)
+    value, hyps = scorer.score([(wav, 16000)], ["hello"])
+    assert hyps == [text] and value >= 0

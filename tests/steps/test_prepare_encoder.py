@@ -58,3 +58,31 @@ def test_registry_runs_prepare_encoder_before_the_steps_that_read_it():
     assert step.outs == ("models/encoder",) and "audio_input" in step.params and "tiny.en" in SOURCES
     for reader in ("encode", "text_pretrain"):
         assert "models/encoder" in get_step(reader).deps
+
+
+def _mini_whisper_project(tmp_path, **geometry):
+    from deeptalk.testing.mini_checkpoints import MiniCheckpoints, build_whisper
+
+    whisper = build_whisper(tmp_path / "checkpoints" / "whisper-medium")
+    fields = {**MiniCheckpoints(llm=tmp_path, whisper=whisper, snac=tmp_path).whisper_geometry(), **geometry}
+    over = {"audio_input": {**fields, "max_seconds": 30.0, "encoder_source": "checkpoints/whisper-medium",
+                            "encoder_checkpoint": "models/encoder"}}
+    return whisper, load_config(tmp_path / "params.yaml", profile="paper", root=tmp_path, overrides=over)
+
+
+def test_a_transformers_whisper_dir_is_validated_and_passed_through(tmp_path):
+    whisper, cfg = _mini_whisper_project(tmp_path)
+    summary = prepare_encoder.run(cfg)
+    assert summary["source"] == str(tmp_path / "checkpoints" / "whisper-medium")
+    assert (cfg.paths.encoder / "model.safetensors").read_bytes() == (whisper / "model.safetensors").read_bytes()
+    encoder = build_audio_encoder(cfg.audio_input)
+    source = build_audio_encoder(cfg.audio_input.__class__(**{**cfg.audio_input.__dict__,
+                                                               "encoder_checkpoint": str(whisper)}))
+    assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), source.state_dict().values()))
+
+
+def test_a_transformers_whisper_of_another_geometry_is_refused(tmp_path):
+    _, cfg = _mini_whisper_project(tmp_path, encoder_dim=1024)
+    with pytest.raises(ValueError, match=r"encoder_dim=1024 \(source has 64\)"):
+        prepare_encoder.run(cfg)
+    assert not cfg.paths.encoder.exists()

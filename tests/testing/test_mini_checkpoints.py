@@ -73,4 +73,4 @@ def test_snac_has_the_24khz_geometry(minis):
 def test_params_overrides_name_every_checkpoint(minis):
     over = minis.params_overrides()
     assert over["model"]["checkpoint"] == str(minis.llm) and over["codec"]["checkpoint"] == str(minis.snac)
-    assert over["audio_input"]["encoder_checkpoint"] == str(minis.whisper)
+    assert over["audio_input"]["encoder_source"] == str(minis.whisper)
