@@ -165,6 +165,10 @@ def plan_samples(
             elif task in ("asr", "tts"):
                 items = _cycle(rng, sentences[split], n)
             else:
+                if task == "tqa" and split == "heldout" and n > len(facts_by_split[split]):
+                    raise ValueError(  # held-out questions use one phrasing: a repeated fact repeats the question
+                        f"data.counts['tqa'] asks {n} held-out typed questions but there are only "
+                        f"{len(facts_by_split[split])} held-out facts; raise heldout_fraction or max_facts")
                 items = _cycle(rng, facts_by_split[split], n)
             if n and not items:
                 raise ValueError(f"no facts/sentences for {task}/{split}; raise max_facts or the fractions")

@@ -64,6 +64,7 @@ def text_metrics(base: TextAbility, model: TextAbility, min_base_qa_correct: int
         "qa_acc": model.qa_acc, "qa_exact": model.qa_exact, "answer_ppl": model.answer_ppl, "ppl": model.ppl,
         "base_qa_acc": base.qa_acc, "base_qa_exact": base.qa_exact, "base_answer_ppl": base.answer_ppl,
         "base_ppl": base.ppl,
+        "qa_acc_se": model.qa_acc_se, "answer_ppl_se": model.answer_ppl_se, "ppl_se": model.ppl_se,
         **relative_drop_pct(base, model, min_base_qa_correct),
         "n_qa": model.n_qa, "n_tokens": model.n_tokens,
     }

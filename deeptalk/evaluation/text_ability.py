@@ -32,6 +32,12 @@ perplexity the term equals ``(1 − ppl_base / ppl_model) × 100``. QA accuracy 
 answers at least ``min_base_qa_correct`` held-out questions correctly (``EvalConfig``; default 5): a relative
 drop from one or two lucky answers is noise (1/40 → 0/40 would read as a 100 % drop). A benchmark left out is
 reported as ``None`` and logged. Negative values mean the model got better than the base.
+
+**Standard errors** (``*_se``): of an accuracy, ``sqrt(p (1 − p) / n)`` over the questions; of a perplexity, the
+delta method on the per-item ratio estimate of the mean NLL per token (items = held-out answers or sentences);
+of a drop term, both models' errors propagated as independent (conservative: base and model answer the same
+items); of ``drop_pct``, the terms' errors combined as independent. They say how much a figure would move with
+another draw of held-out items of the same kind, not how much it moves with the training seed.
 """
 
 from __future__ import annotations
@@ -82,10 +88,19 @@ class TextAbility:
     n_tokens: int
     benchmark: str = ""  # fingerprint of the items and settings (results are comparable only when equal)
     examples: tuple[dict, ...] = field(default_factory=tuple)  # a few (question, answer, correct) for reports
+    qa_acc_se: float | None = None  # standard errors (module docstring); None in results stored before them
+    answer_ppl_se: float | None = None
+    ppl_se: float | None = None
 
     def scores(self) -> dict[str, float | None]:
         return {"qa_acc": self.qa_acc, "inv_answer_ppl": 1.0 / self.answer_ppl,
                 "inv_ppl": None if self.ppl is None else 1.0 / self.ppl}
+
+    def score_errors(self) -> dict[str, float | None]:
+        """Standard errors of :meth:`scores` (``SE(1/ppl) = SE(ppl) / ppl²``); None where unknown."""
+        return {"qa_acc": self.qa_acc_se,
+                "inv_answer_ppl": None if self.answer_ppl_se is None else self.answer_ppl_se / self.answer_ppl ** 2,
+                "inv_ppl": None if self.ppl is None or self.ppl_se is None else self.ppl_se / self.ppl ** 2}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -179,14 +194,31 @@ def answer_sequences(layout: TokenLayout, tokenizer: Any, items: Sequence[QAItem
     return packed
 
 
-@torch.inference_mode()
 def text_nll(model: Any, packed: Sequence, batch_size: int = 16) -> tuple[float, int]:
     """Summed next-token NLL of the labelled text-stream positions and their count (softmax over the text
     block, teacher forcing)."""
+    items = text_nll_items(model, packed, batch_size)
+    return sum(n for n, _ in items), sum(c for _, c in items)
+
+
+def ppl_standard_error(items: Sequence[tuple[float, int]]) -> float | None:
+    """SE of ``exp(ΣNLL / Σtokens)`` over items ``(nll, tokens)``: ratio estimator + delta method."""
+    m = len(items)
+    if m < 2:
+        return None
+    tokens = sum(c for _, c in items)
+    mean = sum(n for n, _ in items) / tokens
+    var = sum((n - mean * c) ** 2 for n, c in items) / (m - 1)
+    return math.exp(mean) * math.sqrt(var / m) / (tokens / m)
+
+
+@torch.inference_mode()
+def text_nll_items(model: Any, packed: Sequence, batch_size: int = 16) -> list[tuple[float, int]]:
+    """``(summed NLL, labelled tokens)`` of every packed sequence (see :func:`text_nll`)."""
     layout: TokenLayout = model.layout
     text = layout.text_stream
     sl = layout.stream_slice(text)
-    total, count = 0.0, 0
+    out: list[tuple[float, int]] = []
     for start in range(0, len(packed), batch_size):
         batch = collate(packed[start : start + batch_size], layout).to(model.device)
         logits = model(batch, text_only=True).logits[:, :-1, sl].float()
@@ -194,11 +226,11 @@ def text_nll(model: Any, packed: Sequence, batch_size: int = 16) -> tuple[float,
         valid = target != IGNORE_INDEX
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.where(valid, target, 0).reshape(-1),
                               reduction="none").view_as(target)
-        total += float(nll[valid].sum())
-        count += int(valid.sum())
-    if count == 0:
+        per_row = torch.where(valid, nll, 0.0).sum(-1)
+        out += [(float(n), int(c)) for n, c in zip(per_row, valid.sum(-1)) if int(c) > 0]
+    if not out:
         raise ValueError("perplexity over zero labelled text tokens is undefined")
-    return total, count
+    return out
 
 
 # ---- the benchmark ------------------------------------------------------------------------------------------------
@@ -222,8 +254,10 @@ def evaluate_text_ability(
     model.eval()
     try:
         contained, exact, answers = text_qa(model, tokenizer, qa_items, max_answer_tokens)
-        answer_nll, n_answer = text_nll(model, answer_sequences(model.layout, tokenizer, qa_items))
-        nll, n_tokens = text_nll(model, text_sequences(model.layout, tokenizer, sentences)) if sentences else (0.0, 0)
+        answer_items = text_nll_items(model, answer_sequences(model.layout, tokenizer, qa_items))
+        text_items = text_nll_items(model, text_sequences(model.layout, tokenizer, sentences)) if sentences else []
+        answer_nll, n_answer = sum(n for n, _ in answer_items), sum(c for _, c in answer_items)
+        nll, n_tokens = sum(n for n, _ in text_items), sum(c for _, c in text_items)
     finally:
         model.train(was_training)
     result = TextAbility(
@@ -237,6 +271,9 @@ def evaluate_text_ability(
         benchmark=benchmark_fingerprint(qa_items, sentences, max_answer_tokens),
         examples=tuple({"question": q.question, "answer": a, "references": list(q.references), "correct": c}
                        for q, a, c in list(zip(qa_items, answers, contained))[:8]),
+        qa_acc_se=math.sqrt(accuracy(contained) * (1 - accuracy(contained)) / len(contained)),
+        answer_ppl_se=ppl_standard_error(answer_items),
+        ppl_se=ppl_standard_error(text_items),
     )
     log.info("text ability: QA %.3f (exact %.3f, n=%d), answer ppl %.3f, text ppl %s over %d tokens",
              result.qa_acc, result.qa_exact, result.n_qa, result.answer_ppl, result.ppl, result.n_tokens)
@@ -250,8 +287,9 @@ def relative_drop_pct(base: TextAbility, model: TextAbility, min_base_qa_correct
         raise ValueError(f"text ability results come from different benchmarks ({base.benchmark} vs "
                          f"{model.benchmark}); evaluate both on the same items")
     out: dict[str, float | None] = {}
-    drops = []
+    drops, variances = [], []
     b, m = base.scores(), model.scores()
+    b_se, m_se = base.score_errors(), model.score_errors()
     base_correct = round(base.qa_acc * base.n_qa)
     for name in BENCHMARKS:
         if b[name] is None or m[name] is None or b[name] <= 0:
@@ -266,7 +304,14 @@ def relative_drop_pct(base: TextAbility, model: TextAbility, min_base_qa_correct
         drop = (b[name] - m[name]) / b[name] * 100.0
         out[f"drop_pct_{name}"] = drop
         drops.append(drop)
+        # d = 100 (1 − m/b): ∂d/∂m = −100/b, ∂d/∂b = 100 m/b²
+        se = (None if b_se[name] is None or m_se[name] is None
+              else 100.0 * math.hypot(m_se[name] / b[name], m[name] * b_se[name] / b[name] ** 2))
+        out[f"drop_pct_{name}_se"] = se
+        variances.append(se)
     out["drop_pct"] = sum(drops) / len(drops) if drops else None
+    known = drops and all(v is not None for v in variances)
+    out["drop_pct_se"] = math.sqrt(sum(v * v for v in variances)) / len(drops) if known else None
     return out
 
 

@@ -1,3 +1,4 @@
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -85,3 +86,24 @@ def test_poetry_lines_are_short_plain_sentences():
     lines = poetry_lines()
     assert len(lines) > 100
     assert all(line[-1] in ".!?" and line.isascii() for line in lines)
+
+
+@pytest.mark.parametrize("profile", ["tiny", "small"])
+def test_presets_give_at_least_200_distinct_heldout_typed_questions(profile):
+    """Issue 11: the held-out text benchmark is big enough for a ~3-point standard error, and each question asks
+    a different fact (held-out questions have one phrasing, so a repeated fact would repeat the question)."""
+    from deeptalk.config import load_config
+    from deeptalk.data.corpus import plan_samples, sentence_pools
+    from deeptalk.data.facts import load_facts, split_facts
+
+    cfg = load_config("/nonexistent/params.yaml", profile=profile)
+    data = cfg.data
+    by_split = split_facts(load_facts(data.seed, data.max_facts), data.seed, data.validation_fraction,
+                           data.heldout_fraction)
+    samples, _ = plan_samples(data, by_split, sentence_pools(by_split, data.seed, data.max_words))
+    questions = [s.turns[0].text for s in samples if s.task == "tqa" and s.split == "heldout"]
+    assert len(questions) >= 200 and len(set(questions)) == len(questions)
+    assert cfg.evaluation.max_text_qa >= 200  # the evaluation reads all of them
+    too_many = dataclasses.replace(data, counts={**data.counts, "tqa": (10, 2, len(by_split["heldout"]) + 1)})
+    with pytest.raises(ValueError, match="held-out typed questions but there are only"):
+        plan_samples(too_many, by_split, sentence_pools(by_split, data.seed, data.max_words))

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from deeptalk.evaluation.text_ability import (
     TextOnlyLM,
     evaluate_text_ability,
     greedy_text_answer,
+    ppl_standard_error,
     relative_drop_pct,
     text_nll,
     text_qa,
@@ -156,3 +158,21 @@ def test_evaluate_text_ability_on_a_random_tiny_speech_lm():
     assert no_sentences.ppl is None and no_sentences.answer_ppl == pytest.approx(result.answer_ppl)
     drops = relative_drop_pct(result, no_sentences)
     assert drops["drop_pct_inv_ppl"] is None and drops["drop_pct"] == pytest.approx(0.0)
+
+
+def test_standard_errors_of_accuracy_perplexity_and_drop():
+    """Issue 11: each figure carries its standard error; more items → smaller error; the drop's error follows."""
+    assert ppl_standard_error([(2.0, 1)]) is None  # one item: no spread to estimate
+    same = [(2.0, 1)] * 10
+    assert ppl_standard_error(same) == pytest.approx(0.0)  # every item at the mean
+    spread = [(1.0, 1), (3.0, 1)] * 5
+    few, many = ppl_standard_error(spread), ppl_standard_error(spread * 10)
+    assert few > many > 0 and few / many == pytest.approx(math.sqrt(10), rel=0.1)  # SE ∝ 1/sqrt(items)
+    base = dataclasses.replace(_ability(0.8, 2.0, 4.0), qa_acc_se=0.04, answer_ppl_se=0.1, ppl_se=0.2)
+    model = dataclasses.replace(_ability(0.6, 2.5, 5.0), qa_acc_se=0.05, answer_ppl_se=0.1, ppl_se=0.2)
+    drops = relative_drop_pct(base, model)
+    # QA term: 100 * hypot(0.05 / 0.8, 0.6 * 0.04 / 0.8²)
+    assert drops["drop_pct_qa_acc_se"] == pytest.approx(100 * math.hypot(0.05 / 0.8, 0.6 * 0.04 / 0.64))
+    terms = [drops[f"drop_pct_{b}_se"] for b in ("qa_acc", "inv_answer_ppl", "inv_ppl")]
+    assert drops["drop_pct_se"] == pytest.approx(math.sqrt(sum(t * t for t in terms)) / 3)
+    assert relative_drop_pct(_ability(0.8, 2.0, 4.0), model)["drop_pct_se"] is None  # unknown stays unknown
