@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
+from deeptalk.audio_input import AudioInputConfig
 from deeptalk.presets import preset
 
 
@@ -42,7 +43,11 @@ class ServiceConfig:
     max_asr_steps: int = 100  # reference: 100 for ASR
     chunk_frames: int = 1  # codec frames per pushed decode chunk (1 = emit audio as early as possible)
     max_history_turns: int = 8  # user+assistant turns kept as context in a session
-    max_prompt_positions: int = 512  # oldest turns are dropped to fit (packing's max_length for tiny)
+    # prompt positions (oldest turns are dropped to fit): None = room for one upload of max_upload_seconds at
+    # the encoder's position rate plus history_positions of context (prompt_capacity; paper: 30 s = 1,500
+    # positions at 50 Hz); a number is checked to hold such an upload
+    max_prompt_positions: int | None = None
+    history_positions: int = 512  # context kept beside a maximal upload when max_prompt_positions is None
     # None: the layout's first voice token (packing opens every trained spoken answer with its speaker's voice
     # token), or ANS_A when the layout has no voices
     default_voice: str | None = None
@@ -65,6 +70,8 @@ class ServiceConfig:
             raise ValueError(f"step limits, chunk_frames and max_concurrency must be >= 1: {self}")
         if self.max_upload_bytes <= 0 or self.max_upload_seconds <= 0 or self.max_text_chars <= 0:
             raise ValueError(f"upload limits must be positive: {self}")
+        if self.history_positions < 0 or (self.max_prompt_positions is not None and self.max_prompt_positions < 1):
+            raise ValueError(f"history_positions must be >= 0 and max_prompt_positions >= 1: {self}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,3 +96,26 @@ class ServiceConfig:
     def for_profile(cls, profile: str) -> Self:
         """The ``service`` section of ``configs/profiles/<profile>.yaml``."""
         return preset(cls, "service", profile)
+
+
+# positions around a spoken user turn besides its features: BOT, the user marker, BOA, EOA and the answer's
+# opening row, with room for multi-token role markers of a chat template
+PROMPT_OVERHEAD = 16
+
+
+def prompt_capacity(service: ServiceConfig, audio_input: AudioInputConfig) -> int:
+    """Prompt positions the service packs at most (``max_prompt_positions``, else sized from the geometry).
+
+    A spoken turn of ``max_upload_seconds`` occupies ``audio_input.n_positions`` feature positions (30 s at
+    the paper's 50 Hz: 1,500); an explicit cap that cannot hold it is an error, not a silent truncation.
+    """
+    upload = audio_input.n_positions(int(service.max_upload_seconds * audio_input.sample_rate))
+    needed = upload + PROMPT_OVERHEAD
+    if service.max_prompt_positions is None:
+        return needed + service.history_positions
+    if service.max_prompt_positions < needed:
+        raise ValueError(
+            f"max_prompt_positions {service.max_prompt_positions} cannot hold one {service.max_upload_seconds} s "
+            f"upload ({upload} positions + {PROMPT_OVERHEAD}); raise it or leave it null to size it from audio_input"
+        )
+    return service.max_prompt_positions

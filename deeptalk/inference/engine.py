@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deeptalk.audio_input import AudioInputConfig
-from deeptalk.inference.config import ServiceConfig
+from deeptalk.inference.config import ServiceConfig, prompt_capacity
 from deeptalk.inference.events import AudioChunk, Done
 from deeptalk.inference.prompt import TaskPrompts
 from deeptalk.inference.session import Session
@@ -78,7 +78,7 @@ class Engine:
                 f"max_upload_seconds {self.config.max_upload_seconds} exceeds the encoder window "
                 f"{self.audio_input.max_seconds} s"
             )
-        self.max_prompt_positions = self.config.max_prompt_positions
+        self.max_prompt_positions = prompt_capacity(self.config, self.audio_input)
         # the voice of answers that name none: the configured one, else the layout's first voice token (the
         # pack step writes a VOICE token before every spoken answer, so ANS_A is untrained when voices exist)
         self.default_voice = self.check_voice(self.config.default_voice) or (
