@@ -47,6 +47,43 @@ AUDIO_SPECIALS = (
 )
 
 
+@dataclass(frozen=True)
+class ChatMarkers:
+    """Role markers as an imported chat LLM's own chat template renders them, in text-tokenizer ids.
+
+    With markers (``TokenLayout.chat``) packing writes ``bos`` instead of ``BOT``, ``user`` + text + ``user_end``
+    instead of ``USER`` + text, ``system`` + text + ``system_end``, ``assistant`` before an answer (its last
+    position is the answer-opening row that carries the task/voice token) and ``eot`` (the model's end of
+    sequence) instead of a new ``EOT`` row: the model reads prompts the way it was trained to
+    (``HFTextTokenizer.chat_markers`` derives them).
+    """
+
+    bos: tuple[int, ...]
+    user: tuple[int, ...]
+    user_end: tuple[int, ...]
+    assistant: tuple[int, ...]
+    eot: int
+    system: tuple[int, ...] = ()
+    system_end: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("bos", "user", "user_end", "assistant", "system", "system_end"):
+            object.__setattr__(self, name, tuple(int(i) for i in getattr(self, name)))
+        if not self.assistant:
+            raise ValueError("chat markers need a non-empty assistant marker (it opens every answer)")
+
+    def ids(self) -> tuple[int, ...]:
+        return (*self.bos, *self.user, *self.user_end, *self.assistant, self.eot, *self.system, *self.system_end)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+# marker name → (ChatMarkers field before the content, field after it)
+_CHAT_FIELDS = {"BOT": ("bos", None), "USER": ("user", "user_end"), "SYSTEM": ("system", "system_end"),
+                "ASSISTANT": ("assistant", None)}
+
+
 def check_answer_layout(name: str) -> str:
     if name not in ANSWER_LAYOUTS:
         raise ValueError(f"unknown answer_layout {name!r}; expected one of {ANSWER_LAYOUTS}")
@@ -72,8 +109,13 @@ class TokenLayout:
     codebook_size: int = 4096
     voices: tuple[str, ...] = field(default_factory=tuple)
     answer_layout: str = "text_first"
+    chat: ChatMarkers | None = None  # role markers of the LLM's chat template; None: the TEXT_SPECIALS markers
 
     def __post_init__(self) -> None:
+        if isinstance(self.chat, dict):
+            object.__setattr__(self, "chat", ChatMarkers(**self.chat))
+        if self.chat is not None and any(not 0 <= i < self.text_vocab_size for i in self.chat.ids()):
+            raise ValueError(f"chat marker ids must lie in the text vocabulary [0, {self.text_vocab_size})")
         if self.text_vocab_size <= 0 or self.codebook_size <= 0 or self.n_audio_streams <= 0:
             raise ValueError(f"TokenLayout sizes must be positive, got {self}")
         object.__setattr__(self, "voices", tuple(self.voices))
@@ -137,9 +179,22 @@ class TokenLayout:
         return self.stream_offset(stream) + code
 
     def text_special(self, name: str) -> int:
+        """Id of a text special; with chat markers ``EOT`` is the chat model's own end of sequence."""
         if name not in TEXT_SPECIALS:
             raise ValueError(f"unknown text special {name!r}; known: {', '.join(TEXT_SPECIALS)}")
+        if name == "EOT" and self.chat is not None:
+            return self.chat.eot
         return self.text_vocab_size + TEXT_SPECIALS.index(name)
+
+    def marker(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(ids before, ids after)`` a turn's text for role marker ``BOT``, ``USER``, ``SYSTEM`` or
+        ``ASSISTANT``: the chat template's (``chat``) or the single text special and nothing after."""
+        if name not in _CHAT_FIELDS:
+            raise ValueError(f"unknown role marker {name!r}; known: {', '.join(_CHAT_FIELDS)}")
+        if self.chat is None:
+            return (self.text_special(name),), ()
+        before, after = _CHAT_FIELDS[name]
+        return getattr(self.chat, before), (getattr(self.chat, after) if after else ())
 
     def audio_special_code(self, name: str) -> int:
         """Local index (within any audio block) of an audio special or of a voice token ``VOICE:<name>``."""
@@ -181,11 +236,15 @@ class TokenLayout:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["voices"] = list(self.voices)
+        if self.chat is None:
+            del data["chat"]  # layouts without markers serialise as before
+        else:
+            data["chat"] = self.chat.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TokenLayout:
-        known = {"text_vocab_size", "n_audio_streams", "codebook_size", "voices", "answer_layout"}
+        known = {"text_vocab_size", "n_audio_streams", "codebook_size", "voices", "answer_layout", "chat"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown TokenLayout fields {sorted(unknown)}")

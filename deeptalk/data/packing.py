@@ -11,6 +11,10 @@ per position; audio streams hold ``PAD_A`` unless noted in brackets (ids from ``
                                                    answer a spoken question, answer a typed one)
     ASSISTANT[ANS_A|VOICE:x]  text… EOT PAD_T…     spoken answer; stream i: i+1 PAD_A, codes_i, EOA, PAD_A
 
+With ``TokenLayout.chat`` (``PackingConfig.prompt_format: chat_template``, the paper's default) the role
+markers are the imported LLM's own chat template instead: ``<bos>`` for BOT, ``User: `` text ``\n\n`` for
+USER, ``Assistant: `` for ASSISTANT (its last row carries the answer/task token), the model's ``<eos>`` for EOT.
+
 A spoken answer's text stream follows ``TokenLayout.answer_layout`` (its audio streams are the same in both):
 
 * ``text_first`` (the paper's): the whole text from the row after the answer token, then ``EOT``, then
@@ -47,11 +51,12 @@ import torch
 
 from deeptalk.data.schema import Sample
 from deeptalk.presets import preset
-from deeptalk.tokens import IGNORE_INDEX, TokenLayout, check_answer_layout
+from deeptalk.tokens import IGNORE_INDEX, ChatMarkers, TokenLayout, check_answer_layout
 
 log = logging.getLogger(__name__)
 
 LAYOUT_FILE = "layout.json"
+PROMPT_FORMATS = ("specials", "chat_template")
 
 
 class TextTokenizerLike(Protocol):
@@ -80,9 +85,14 @@ class PackingConfig:
     # the spoken-answer layout the pack step writes into layout.json (TokenLayout.answer_layout); packing,
     # training and generation follow the layout they are given, not this field
     answer_layout: str = "text_first"
+    # role markers the pack step writes into layout.json: "specials" (new USER/ASSISTANT/BOT/EOT rows, the
+    # reference's) or "chat_template" (the imported LLM's own chat template: HFTextTokenizer.chat_markers)
+    prompt_format: str = "specials"
 
     def __post_init__(self) -> None:
         check_answer_layout(self.answer_layout)
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose one of {PROMPT_FORMATS}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8 positions, got {self.max_length}")
         if not 0.0 <= self.user_speech_prob <= 1.0:
@@ -100,13 +110,15 @@ def layout_for(
     voices: Sequence[str] = (),
     answer_layout: str = "text_first",
     text_rows: int | None = None,
+    chat: ChatMarkers | None = None,
 ) -> TokenLayout:
     """The pipeline's token layout: text vocabulary from the tokenizer, audio blocks from the codec.
 
     ``text_rows``: the embedding rows of an imported checkpoint (``backbone.checkpoint_vocab_rows``). They,
     not the tokenizer's length, are the text vocabulary then: DeepSeek-V2's ~100 k tokens sit in 102,400 rows,
     and its layout is 102464 + 7 × 4160 = 131,584 only when the specials follow the rows. Every step builds
-    the layout through here (or reads the ``layout.json`` the pack step writes), so ids agree.
+    the layout through here (or reads the ``layout.json`` the pack step writes), so ids agree. ``chat``: role
+    markers from the LLM's chat template (``PackingConfig.prompt_format``).
     """
     if text_rows is not None and text_rows < tokenizer.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the checkpoint only {text_rows} "
@@ -117,6 +129,7 @@ def layout_for(
         codebook_size=int(codec.codebook_size),
         voices=tuple(sorted(voices)),
         answer_layout=answer_layout,
+        chat=chat,
     )
 
 
@@ -251,24 +264,28 @@ def _check_text(layout: TokenLayout, ids: Sequence[int], where: str) -> None:
 
 
 def _text_turn(layout: TokenLayout, marker: str, ids: Sequence[int]) -> _Block:
-    inputs = _rows(layout, [layout.text_special(marker), *ids])
+    """A role marker around text (``TokenLayout.marker``: one special, or the chat template's ids)."""
+    before, after = layout.marker(marker)
+    inputs = _rows(layout, [*before, *ids, *after])
     return _Block(inputs, _ignored(inputs))
 
 
 def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int) -> _Block:
-    """USER marker, BOA, ``n_positions`` feature positions (AUDIO_PH), EOA."""
+    """USER marker, BOA, ``n_positions`` feature positions (AUDIO_PH), EOA (then the marker's closing ids)."""
     if n_positions < 1:
         raise ValueError(f"user audio {utt_id!r} must occupy at least one position, got {n_positions}")
     ph = layout.text_special("AUDIO_PH")
+    before, after = layout.marker("USER")
     inputs = np.concatenate(
         [
-            _rows(layout, [layout.text_special("USER")]),
+            _rows(layout, before),
             _rows(layout, [ph], audio="BOA"),
             _rows(layout, [ph] * n_positions),
             _rows(layout, [ph], audio="EOA"),
+            _rows(layout, after),
         ]
     )
-    return _Block(inputs, _ignored(inputs), ((utt_id, 2, n_positions),))
+    return _Block(inputs, _ignored(inputs), ((utt_id, len(before) + 1, n_positions),))
 
 
 def answer_token(task: str, user_spoke: bool, voice: str | None = None, speak: bool = False) -> str:
@@ -288,8 +305,9 @@ def answer_token(task: str, user_spoke: bool, voice: str | None = None, speak: b
 
 
 def _answer_open(layout: TokenLayout, token: str) -> np.ndarray:
-    """The ASSISTANT row, the last prompt position, carrying ``token`` (see :func:`answer_token`)."""
-    return _rows(layout, [layout.text_special("ASSISTANT")], audio=token)
+    """The ASSISTANT marker; its last row, the last prompt position, carries ``token`` (:func:`answer_token`)."""
+    before, _ = layout.marker("ASSISTANT")
+    return np.concatenate([_rows(layout, before[:-1]), _rows(layout, before[-1:], audio=token)])
 
 
 def _text_answer(layout: TokenLayout, ids: Sequence[int], labelled: bool, token: str) -> _Block:
@@ -298,7 +316,7 @@ def _text_answer(layout: TokenLayout, ids: Sequence[int], labelled: bool, token:
     inputs = np.concatenate([head, body])
     labels = _ignored(inputs)
     if labelled:
-        labels[1:, layout.text_stream] = body[:, layout.text_stream]
+        labels[len(head):, layout.text_stream] = body[:, layout.text_stream]
     return _Block(inputs, labels)
 
 
@@ -632,9 +650,13 @@ def truncate(packed: PackedSample, max_length: int) -> PackedSample:
 
 
 def answer_start(input_ids: np.ndarray | torch.Tensor, layout: TokenLayout) -> int:
-    """Position of the last ASSISTANT marker (the row carrying the answer/voice or ASR token)."""
-    text = np.asarray(input_ids)[:, layout.text_stream]
-    hits = np.flatnonzero(text == layout.text_special("ASSISTANT"))
+    """Position of the last answer-opening row: the ASSISTANT marker's last row, the only kind of row whose
+    audio streams carry an answer/voice or task token (``ANS_A``, ``VOICE:*``, ``ASR``, ``AQA``, ``TQA``)."""
+    ids = np.asarray(input_ids)
+    assistant = layout.marker("ASSISTANT")[0][-1]
+    opening = [layout.audio_special(n, 0) for n in ("ANS_A", "ASR", "AQA", "TQA")]
+    opening += [layout.audio_special(f"VOICE:{v}", 0) for v in layout.voices]
+    hits = np.flatnonzero((ids[:, layout.text_stream] == assistant) & np.isin(ids[:, 0], opening))
     if hits.size == 0:
         raise ValueError("sequence has no ASSISTANT marker")
     return int(hits[-1])

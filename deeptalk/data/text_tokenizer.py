@@ -5,7 +5,9 @@
   and single punctuation marks. Its own specials (``<pad>``, ``<unk>``, ``<bos>``, ``<eos>``) take ids 0–3;
   the model's stream specials (EOT, PAD_T, …) live in ``deeptalk.tokens`` *after* ``vocab_size``.
 - ``HFTextTokenizer``: wraps ``transformers.AutoTokenizer`` from a local directory (paper profile,
-  DeepSeek-V2's tokenizer); nothing is downloaded.
+  DeepSeek-V2's tokenizer); nothing is downloaded. ``chat_markers()`` reads the role markers off its chat
+  template (``packing.prompt_format: chat_template``). ``vocab_size`` is ``len(tokenizer)``; an imported
+  checkpoint's text block is its embedding rows, which may be more (``packing.layout_for(text_rows=…)``).
 
 ``load_tokenizer(dir)`` picks the right class from what the directory holds.
 """
@@ -19,7 +21,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from deeptalk.tokens import ChatMarkers
+
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
+_SENTINEL = "\u2063CONTENT\u2063"  # message content while rendering a chat template (chat_markers)
 VOCAB_FILE = "word_vocab.json"
 _TOKEN_RE = re.compile(r"[a-z]+(?:'[a-z]+)*|[0-9]|[^\sa-z0-9]")
 _JOIN_BOTH = {"-", "'", "/"}  # no space on either side when decoding
@@ -113,6 +118,10 @@ class TextTokenizer:
                 toks.append(self.vocab[i])
         return detokenize(toks)
 
+    def chat_markers(self) -> ChatMarkers:
+        raise ValueError("the word-level tokenizer has no chat template: packing.prompt_format 'chat_template' "
+                         "needs an imported LLM's tokenizer (data.hf_tokenizer)")
+
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -167,6 +176,54 @@ class HFTextTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+    def chat_markers(self) -> ChatMarkers:
+        """The role markers this tokenizer's chat template puts around message contents, as token ids.
+
+        Rendered with a sentinel content and cut around it: DeepSeek-V2-Chat gives ``<bos>``, ``"User: "`` …
+        ``"\n\n"``, ``"Assistant: "`` … ``<eos>``. Each piece is tokenised on its own (as packing tokenises the
+        content on its own), so a byte-level BPE may split a boundary differently from the whole rendered string.
+        """
+        if not getattr(self.tok, "chat_template", None):
+            raise ValueError("prompt_format 'chat_template' needs a tokenizer with a chat template "
+                             "(tokenizer_config.json: chat_template)")
+
+        def render(messages: list[dict]) -> str:
+            return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+
+        def added(longer: list[dict], shorter: list[dict], where: str) -> tuple[str, str]:
+            """What rendering ``longer`` adds to rendering its prefix ``shorter``, cut at the sentinel."""
+            full, prefix = render(longer), render(shorter)
+            if not full.startswith(prefix) or full[len(prefix):].count(_SENTINEL) != 1:
+                raise ValueError(f"cannot find the {where} marker in the chat template's output {full!r}")
+            before, after = full[len(prefix):].split(_SENTINEL)
+            return before, after
+
+        def ids(text: str) -> tuple[int, ...]:
+            return tuple(self.tok.encode(text, add_special_tokens=False)) if text else ()
+
+        user, answer = {"role": "user", "content": _SENTINEL}, {"role": "assistant", "content": _SENTINEL}
+        user_before, user_end = added([user, user], [user], "user")
+        first = render([user])
+        if not first.endswith(user_before + _SENTINEL + user_end):
+            raise ValueError(f"the chat template renders a first user turn unlike later ones: {first!r}")
+        bos = first[: len(first) - len(user_before + _SENTINEL + user_end)]
+        assistant_before, eot = added([user, answer], [user], "assistant")
+        eot_ids = ids(eot)
+        if len(eot_ids) != 1:
+            raise ValueError(f"the chat template ends an answer with {eot!r}, not one token ({eot_ids})")
+        system_before = system_end = ""
+        try:
+            with_system = render([{"role": "system", "content": _SENTINEL}, user])
+        except Exception:  # noqa: BLE001 - templates that refuse system turns raise their own exceptions
+            with_system = None
+        if with_system is not None and with_system.startswith(bos) and with_system.endswith(first[len(bos):]):
+            system = with_system[len(bos): len(with_system) - len(first) + len(bos)]
+            if system.count(_SENTINEL) == 1:
+                system_before, system_end = system.split(_SENTINEL)
+        return ChatMarkers(bos=ids(bos), user=ids(user_before), user_end=ids(user_end),
+                           assistant=ids(assistant_before), eot=eot_ids[0], system=ids(system_before),
+                           system_end=ids(system_end))
 
     def save(self, directory: str | Path) -> None:
         self.tok.save_pretrained(str(directory))

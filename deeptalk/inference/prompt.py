@@ -34,8 +34,8 @@ def build_prompt(
     fit raises ValueError. ``task="asr"`` asks for a transcript instead of an answer.
     """
     packed = pack_prompt(turns, layout, n_positions_by_utt, speak=False, task=task, max_length=max_length)
-    end = len(packed) - 1  # the ASSISTANT row, unless cutting to max_length removed it
-    if packed.input_ids[end, layout.text_stream] != layout.text_special("ASSISTANT"):
+    end = len(packed) - 1  # the answer-opening row, unless cutting to max_length removed it
+    if packed.input_ids[end, layout.text_stream] != layout.marker("ASSISTANT")[0][-1]:
         raise ValueError(f"the conversation does not fit {max_length} prompt positions; shorten the input")
     audio = None
     if packed.audio:

@@ -48,7 +48,7 @@ def run(cfg) -> dict:
         text_rows = checkpoint_vocab_rows(resolve_checkpoint(cfg.model.checkpoint, cfg.paths.root))
     layout = layout_for(
         tokenizer, store.meta, voices=sorted(set(voice_by_utt.values())), answer_layout=packing.answer_layout,
-        text_rows=text_rows,
+        text_rows=text_rows, chat=tokenizer.chat_markers() if packing.prompt_format == "chat_template" else None,
     )
     unk = tokenizer.unk_id
 
