@@ -1,4 +1,4 @@
-"""Command line: ``python -m deeptalk {step,run,compare,dvc-yaml}``.
+"""Command line: ``python -m deeptalk {step,run,compare,dvc-yaml,resolve-config}``.
 
 ``step`` is what ``dvc.yaml`` calls; ``run`` drives the Prefect pipeline flow end to end; ``compare`` trains
 and evaluates DeepTalk against the baselines (the paper's table at small scale).
@@ -32,10 +32,12 @@ def _cmd_step(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise SystemExit("name a step (python -m deeptalk step --list shows them)")
+    from deeptalk.steps.record import run_recorded
+
     step = find_step(args.name, args.stage)
     cfg = _config(args)
     setup_threads(cfg.threads)
-    summary = step.run(cfg)
+    summary, _ = run_recorded(step, cfg, force=True)  # asked for (or DVC found it stale): run, then record it
     logging.getLogger("deeptalk").info("summary of %s: %s", step.name, json.dumps(summary, default=str))
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -62,11 +64,30 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from deeptalk.steps.dvcfile import render
 
-    text = render()
-    if args.write:
-        Path("dvc.yaml").write_text(text)
-    else:
-        sys.stdout.write(text)
+    for path, text in render(_config(args)).items():
+        if args.write:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        else:
+            sys.stdout.write(f"# ---- {path}\n{text}")
+    return 0
+
+
+def _cmd_resolve_config(args: argparse.Namespace) -> int:
+    """What ``dvc repro`` runs first: every step's resolved file from params.yaml, presets, profile and code."""
+    from deeptalk.steps import STEPS
+    from deeptalk.steps.dvcfile import render
+    from deeptalk.steps.record import step_record, write_resolved
+
+    cfg = _config(args)
+    files = {Path(cfg.paths.root) / path: text for path, text in render(cfg).items()}
+    stale = [str(path) for path, text in files.items() if not path.is_file() or path.read_text() != text]
+    if stale:
+        raise SystemExit(f"{', '.join(stale)} no longer match(es) this config (e.g. evaluation.stage changed which "
+                         "model is evaluated): run `python -m deeptalk dvc-yaml --write`, then `dvc repro` again")
+    for step in STEPS:
+        write_resolved(step_record(step, cfg), cfg.paths.root)
+    logging.getLogger("deeptalk").info("resolved the config of %d steps (profile %s)", len(STEPS), cfg.profile)
     return 0
 
 
@@ -88,9 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         func=_cmd_run
     )
     sub.add_parser("compare", parents=[common], help="DeepTalk vs baselines table").set_defaults(func=_cmd_compare)
-    dvc = sub.add_parser("dvc-yaml", parents=[common], help="print (or --write) dvc.yaml from the step registry")
+    dvc = sub.add_parser("dvc-yaml", parents=[common],
+                         help="print (or --write) dvc.yaml and baselines/dvc.yaml from the step registry")
     dvc.add_argument("--write", action="store_true")
     dvc.set_defaults(func=_cmd_dvc_yaml)
+    sub.add_parser("resolve-config", parents=[common],
+                   help="write each step's resolved config + code hashes (.deeptalk/resolved; dvc repro runs it)"
+                   ).set_defaults(func=_cmd_resolve_config)
     args = parser.parse_args(argv)
     apply_env_defaults()
     setup_console(verbose=args.verbose, level=args.log_level)

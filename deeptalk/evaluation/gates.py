@@ -4,13 +4,15 @@
 gates that apply to them, with the same thresholds. A gate whose metric is missing, null or NaN fails.
 
 The evaluate step writes metrics and the report first, then the verdict (``reports/gate.json``), and only then
-raises :class:`GateFailed`, so a failing model can still be inspected. The package step reads ``gate.json`` and
-refuses to package unless ``passed`` is true.
+raises :class:`GateFailed`, so a failing model can still be inspected. The verdict names the weights it judged
+(stage and :func:`model_digest` of the model directory); the package step refuses unless ``passed`` is true and
+the directory it would ship still has that digest.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from deeptalk.data.audio_io import sha256_file
 from deeptalk.evaluation.config import GateThresholds
 
 # threshold field → (dotted metric path in metrics.json, comparison). "max" passes when value <= threshold.
@@ -56,17 +59,42 @@ class GateCheck:
 
 
 @dataclass(frozen=True)
+class JudgedModel:
+    """The weights a verdict is about: the stage and the content digest of its directory."""
+
+    stage: str
+    sha256: str  # model_digest(models/stages/<stage>)
+
+
+@dataclass(frozen=True)
 class GateVerdict:
     passed: bool
     failures: list[GateFailure]
     checks: list[GateCheck]
+    model: JudgedModel | None = None  # set by the evaluate step; the served-model check judges answers only
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
+            "model": dataclasses.asdict(self.model) if self.model is not None else None,
             "failures": [f._asdict() for f in self.failures],
             "checks": [dataclasses.asdict(c) for c in self.checks],
         }
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """Content digest of a model directory: every file's relative path and sha256 (byte-code caches skipped).
+    What the gate judged and what packaging ships are compared by it."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no model directory at {root}")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if "__pycache__" in rel.parts or path.suffix == ".pyc":
+            continue
+        digest.update(f"{rel.as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 class GateFailed(RuntimeError):

@@ -6,7 +6,12 @@ Two work pools of type ``process``:
 
 The deployments name their flows by module (``deeptalk.flows.pipeline.deeptalk_pipeline``): a worker imports
 them from its own installed ``deeptalk`` and runs them in its own project directory (``$DEEPTALK_PROJECT_DIR``),
-nothing of the server's working directory. Step inputs and outputs travel through the project's DVC remote
+nothing of the server's working directory. Runs do not collide: the pipeline deployment has a concurrency limit
+of 1 (a second UI run waits in the queue until the first ends), because every run of a project writes the same
+``models/``, ``reports/`` and state of record; separate workspaces would need their own data and models, which
+defeats resuming. Runs started outside the deployment (``make run``) take the project's run lock instead
+(``deeptalk.flows.pipeline.project_lock``) and fail at once, naming the holder. Step inputs and outputs travel
+through the project's DVC remote
 (``deeptalk/flows/exchange.py``). A GPU machine joins by cloning this repo, ``make setup``, configuring the same
 DVC remote (``dvc remote add -d …``, credentials in its environment) and
 
@@ -45,17 +50,24 @@ def ensure_pools() -> None:
             raise RuntimeError(f"could not create work pool {pool}: {result.stderr.strip()}")
 
 
+PIPELINE_CONCURRENCY = 1  # one pipeline run per project at a time; later UI runs wait in the queue
+
+
 def deploy_all(profile: str = "tiny") -> list[str]:
-    """Register the pipeline (cpu pool) and the single-step flow (gpu pool) by module path; returns their ids."""
+    """Register the pipeline (cpu pool, concurrency limit 1), the single-step flow (gpu pool) and the comparison
+    (cpu pool, limit 1: its units share per-seed workspaces) by module path; returns their ids."""
     from prefect.deployments.runner import EntrypointType
 
+    from deeptalk.flows.compare import deeptalk_compare
     from deeptalk.flows.pipeline import deeptalk_pipeline, deeptalk_step
 
     ensure_pools()
     ids = []
-    for fl, name, pool, parameters in ((deeptalk_pipeline, "deeptalk", "cpu", {"profile": profile}),
-                                       (deeptalk_step, "gpu", "gpu", {})):
-        deployment = fl.to_deployment(name=name, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH)
+    for fl, name, pool, parameters, limit in ((deeptalk_pipeline, "deeptalk", "cpu", {"profile": profile}, PIPELINE_CONCURRENCY),
+                                              (deeptalk_step, "gpu", "gpu", {}, None),
+                                              (deeptalk_compare, "compare", "cpu", {"profile": "small"}, 1)):
+        deployment = fl.to_deployment(name=name, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH,
+                                      concurrency_limit=limit)
         ids.append(str(deployment.apply(work_pool_name=pool)))
     return ids
 

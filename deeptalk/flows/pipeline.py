@@ -1,9 +1,12 @@
 """The DeepTalk pipeline as a Prefect flow: a thin shell over ``deeptalk.steps``.
 
-Each step runs as a Prefect task named after the step, whose cache key hashes exactly what ``dvc.yaml``
-declares for it (input files, params sections), so an unchanged step is skipped; a step whose outputs went
-missing is re-run. Training steps can be sent to the ``gpu`` work pool (see ``deeptalk/flows/deploy.py``). Every
-parameter is typed and checked before the first step runs. A failed gate fails the flow before packaging.
+Each step runs as a Prefect task named after the step. Whether it runs is decided by the state of record
+(``deeptalk.steps.record``), not by Prefect's result cache: a step is skipped only when its recorded dependencies
+(resolved config with presets and run overrides, imported code, data) are today's *and* its outputs on disk are
+byte for byte the ones it wrote, so another run's outputs are never taken for this one's. What ran is then recorded
+in ``dvc.lock`` too (``dvc commit``), so ``dvc status`` agrees with the flow. Training steps can be sent to the
+``gpu`` work pool (see ``deeptalk/flows/deploy.py``). Every parameter is typed and checked before the first step
+runs. A failed gate fails the flow before packaging; a refusal (gate, package) is never retried.
 
 In the Prefect UI each task run shows the project's own log lines, a live progress artifact while a step runs
 (training: step, loss, ETA), and the gate artifact lists every check with its value and threshold.
@@ -13,10 +16,13 @@ In the Prefect UI each task run shows the project's own log lines, a live progre
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,25 +31,36 @@ from deeptalk.environment import apply_env_defaults
 apply_env_defaults()  # PREFECT_HOME, telemetry off: before Prefect reads its settings
 
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.context import TaskRunContext  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model  # noqa: E402
 
 from deeptalk.config import ProjectConfig, load_config  # noqa: E402
 from deeptalk.console import CONSOLE, step_headline, step_line  # noqa: E402
 from deeptalk.evaluation.config import GateThresholds  # noqa: E402
-from deeptalk.evaluation.gates import GATE_METRICS  # noqa: E402
+from deeptalk.evaluation.gates import GATE_METRICS, GateFailed  # noqa: E402
 from deeptalk.flows.exchange import Exchange, data_paths  # noqa: E402
-from deeptalk.flows.hashing import step_fingerprint  # noqa: E402
 from deeptalk.flows.prefect_ui import ProgressWatch, forward_project_logs, publish_artifacts  # noqa: E402
-from deeptalk.steps import BASELINES, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
+from deeptalk.steps import BASELINES, DEFAULT_CHAIN, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
+from deeptalk.steps.dvcfile import RESOLVE_STAGE  # noqa: E402
+from deeptalk.steps.package import PackageRefused  # noqa: E402
+from deeptalk.steps.record import (  # noqa: E402
+    STATE_DIR,
+    dvc_commit,
+    is_current,
+    run_recorded,
+    step_record,
+    stored_summary,
+    write_record,
+    write_resolved,
+)
 from deeptalk.training.config import SPLIT_RULE  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MAIN_CHAIN = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack",
-              "text_pretrain", "align", "profile_experts", "train_s2a", "train_s2b", "train_s3")
+MAIN_CHAIN = tuple(name for name in DEFAULT_CHAIN if name not in ("evaluate", "package"))  # the registry's
 TRANSIENT_RETRIES = {"generate_data": 2, "package": 2}  # subprocess TTS and the model store can hiccup
+REFUSALS = (PackageRefused, GateFailed)  # verdicts, not hiccups: retrying cannot change them
 GPU_POOL = "gpu"
 GPU_STEP_DEPLOYMENT = "deeptalk-step/gpu"
 GPU_POOL_TIMEOUT_S = 600.0  # a heavy step no gpu worker has picked up by then fails, naming the pool
@@ -80,22 +97,31 @@ def step_names(stages: list[str] | None, baselines: list[str] | None) -> list[st
     return chain + [name for name in ("evaluate", "package") if name in wanted]
 
 
-def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    cfg = load_config(parameters["params"], profile=parameters["profile"], overrides=parameters["overrides"])
-    return step_fingerprint(get_step(parameters["step_name"]), cfg)
+def _retryable(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only: a gate failure or a package refusal would fail again."""
+    return not isinstance(state.result(raise_on_failure=False), REFUSALS)
 
 
-@task(cache_key_fn=_cache_key, persist_result=True, retry_delay_seconds=5, task_run_name="{step_name}")
+@task(cache_policy=NO_CACHE, persist_result=False, retry_delay_seconds=5, retry_condition_fn=_retryable,
+      task_run_name="{step_name}")
 def run_step(step_name: str, profile: str, params: str, overrides: dict) -> dict:
-    """Run one registered step in this process (same function `dvc repro` calls)."""
+    """Run one registered step in this process (same function `dvc repro` calls) unless the state of record says
+    it is current; ``cached`` in the result says which. A step that ran is recorded in ``dvc.lock`` too."""
     forward_project_logs()
     cfg = load_config(params, profile=profile, overrides=overrides)
     with ProgressWatch(step_name, get_run_logger()):
-        return get_step(step_name).run(cfg)
+        summary, ran = run_recorded(get_step(step_name), cfg)
+    if ran:
+        dvc_commit(cfg.paths.root, [step_name])
+    return {**summary, "cached": not ran}
 
 
-def _outputs_present(step: StepSpec, cfg: ProjectConfig) -> bool:
-    return all((cfg.paths.root / out).exists() for out in step.outs + step.metrics)
+def resolve_run_config(cfg: ProjectConfig) -> None:
+    """Write every step's resolved file for this run's config (presets, params.yaml, run overrides) and record
+    them in ``dvc.lock``, as ``dvc repro``'s ``resolve_config`` stage does for params.yaml alone."""
+    for step in STEPS:
+        write_resolved(step_record(step, cfg), cfg.paths.root)
+    dvc_commit(cfg.paths.root, [RESOLVE_STAGE])
 
 
 def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, timeout_s: float) -> dict:
@@ -103,7 +129,7 @@ def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dic
     through the DVC remote; fail when no worker takes it in time."""
     files = Exchange(cfg.paths.root)
     params_rel = os.path.relpath(Path(params).resolve(), cfg.paths.root)
-    inputs = files.push(data_paths([*step.deps, params_rel]))
+    inputs = files.push(data_paths([*step.data_deps(cfg), params_rel]))
     flow_run = run_deployment(
         GPU_STEP_DEPLOYMENT,
         parameters={"step_name": step.name, "profile": cfg.profile, "params": params_rel, "overrides": overrides,
@@ -131,7 +157,10 @@ def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dic
         raise RuntimeError(f"step {step.name} failed on the {GPU_POOL} pool: {state.message}")
     answer = files.get_record(str(flow_run.id))
     files.pull(answer["outputs"], clear=step.outs)
-    return {**answer["summary"], "gpu_flow_run": str(flow_run.id)}
+    summary = {**answer["summary"], "gpu_flow_run": str(flow_run.id)}
+    write_record(step_record(step, cfg), cfg, summary)  # computed there from the inputs sent from here
+    dvc_commit(cfg.paths.root, [step.name])
+    return summary
 
 
 def _cancelled():
@@ -144,6 +173,12 @@ def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gp
             gpu_pool_timeout_s: float = GPU_POOL_TIMEOUT_S) -> dict:
     """Run ``step`` here (a cached task), or on the gpu pool when ``gpu_pool``."""
     start = time.perf_counter()
+    if gpu_pool and is_current(step, cfg):
+        summary = stored_summary(cfg.paths.root, step.name) or {"step": step.name}
+        log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
+                                 "Cached (inputs and outputs as recorded): " + step_headline(summary)),
+                 extra=CONSOLE)
+        return summary
     if gpu_pool:
         summary = _on_gpu_pool(step, cfg, params, overrides, gpu_pool_timeout_s)
         log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
@@ -152,14 +187,38 @@ def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gp
     task_fn = run_step.with_options(
         name=step.name,
         retries=TRANSIENT_RETRIES.get(step.name, 1 if step.heavy else 0),  # training retries resume a checkpoint
-        refresh_cache=not _outputs_present(step, cfg),
     )
     state = task_fn(step.name, cfg.profile, params, overrides, return_state=True)
     summary = state.result()  # raises the step's error
-    if state.name == "Cached":
+    if summary.pop("cached", False):
         log.info("%s", step_line(step.name, time.perf_counter() - start, summary,
-                                 "Cached (inputs unchanged): " + step_headline(summary)), extra=CONSOLE)
+                                 "Cached (inputs and outputs as recorded): " + step_headline(summary)),
+                 extra=CONSOLE)
     return summary
+
+
+@contextlib.contextmanager
+def project_lock(root: Path) -> Iterator[None]:
+    """Hold the project's run lock (``.deeptalk/run.lock``) for a pipeline run: every run of a project writes the
+    same models, reports and records, so a second concurrent run fails at once instead of mixing outputs. (The UI
+    deployment queues runs instead: concurrency limit 1, ``deeptalk.flows.deploy``.)"""
+    path = Path(root) / STATE_DIR / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise RuntimeError(f"another pipeline run holds {path} ({handle.read().strip() or 'unknown'}); "
+                               "wait for it to end") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def project_dir() -> Path:
@@ -245,14 +304,21 @@ def deeptalk_pipeline(
     """
     forward_project_logs()
     os.chdir(project_dir())  # in-process: already there; on a worker: its project, not a temporary directory
-    logger = get_run_logger()
     gate_values = gates.model_dump(exclude_none=True) if isinstance(gates, BaseModel) else dict(gates or {})
     cfg, overrides, chain = check_parameters(profile, params, stages, split_rule, baselines, gate_values)
+    with project_lock(cfg.paths.root):
+        return _run_chain(cfg, params, overrides, chain, gpu_pool, gpu_steps, gpu_pool_timeout_s)
+
+
+def _run_chain(cfg: ProjectConfig, params: str, overrides: dict, chain: list[str], gpu_pool: bool,
+               gpu_steps: list[str] | None, gpu_pool_timeout_s: float) -> dict:
+    logger = get_run_logger()
     to_gpu = {STAGE_STEPS.get(s, s) for s in gpu_steps} if gpu_steps is not None else \
         {name for name in chain if get_step(name).heavy}
     if gpu_pool:
         _check_gpu_deployment()
         Exchange(cfg.paths.root)  # the DVC remote the steps' files travel through: configured, or fail now
+    resolve_run_config(cfg)
     logger.info("running %d steps at profile %s: %s", len(chain), cfg.profile, ", ".join(chain))
     summaries = {}
     for name in chain:

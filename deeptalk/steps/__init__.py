@@ -1,9 +1,11 @@
 """Pipeline steps: the one registry that `dvc.yaml`, the Prefect flow and the CLI are all built from.
 
-Each step is a module ``deeptalk.steps.<module>`` with ``run(cfg, **args) -> dict``. A ``StepSpec`` names
-what the step reads (``deps``), writes (``outs``) and which ``params.yaml`` sections it depends on, so that
-``dvc.yaml`` is generated from here (``python -m deeptalk dvc-yaml``) and the Prefect cache key hashes exactly
-the same inputs DVC does.
+Each step is a module ``deeptalk.steps.<module>`` with ``run(cfg, **args) -> dict``. A ``StepSpec`` names the
+data it reads (``deps``), what it writes (``outs``) and the config values it reads (``config`` selectors); its
+code is found from its imports. ``deeptalk.steps.record.step_record`` turns that into the step's complete
+dependencies, from which ``dvc.yaml`` (``python -m deeptalk dvc-yaml``) and every skip decision derive. The
+training steps and their order come from the stage plans (``deeptalk.training.stages``); ``DEFAULT_CHAIN`` is
+what a default run computes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from deeptalk.console import CONSOLE, step_line
+from deeptalk.steps.record import RUNNER
 from deeptalk.training.config import ABLATIONS, BASELINES
 
 if TYPE_CHECKING:
@@ -22,21 +25,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CODE_DEPS = ("deeptalk/tokens.py", "deeptalk/config.py")  # every step depends on the layout and config code
-
-
 @dataclass(frozen=True)
 class StepSpec:
     name: str  # unique; the DVC stage name and the Prefect task name
     module: str  # deeptalk.steps.<module>
-    deps: tuple[str, ...]  # files/dirs read (relative to the project root)
+    deps: tuple[str, ...]  # data files/dirs read (relative to the project root); code is found from imports
     outs: tuple[str, ...]  # files/dirs written
-    params: tuple[str, ...]  # params.yaml sections (or section.key) it depends on
+    config: tuple[str, ...]  # config values read: section, section.key or training:runner (deeptalk.steps.record)
     args: dict = field(default_factory=dict)  # extra keyword arguments for run()
     metrics: tuple[str, ...] = ()  # outs that are DVC metrics (not cached)
     plots: tuple[str, ...] = ()  # outs that are DVC plots
     heavy: bool = False  # training: may be sent to a GPU work pool
     persist: bool = False  # DVC keeps outs in place while the step runs (a failed validation loses nothing)
+    baseline: bool = False  # trained only when asked (``dvc repro baselines/dvc.yaml``, flow ``baselines``)
+    judges_model: bool = False  # reads the evaluated model, models/stages/<evaluation.stage>, not a fixed stage
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The config sections the step reads (top level of its selectors)."""
+        return tuple(dict.fromkeys(sel.partition(".")[0].partition(":")[0] for sel in self.config))
+
+    def data_deps(self, cfg: ProjectConfig) -> tuple[str, ...]:
+        """``deps`` with the evaluated model's directory where the step reads it."""
+        if not self.judges_model:
+            return self.deps
+        model = str(cfg.paths.stage(cfg.evaluation.stage).relative_to(cfg.paths.root))
+        return tuple(model if d == EVALUATED else d for d in self.deps)
 
     def run(self, cfg: ProjectConfig) -> dict:
         module = importlib.import_module(f"deeptalk.steps.{self.module}")
@@ -48,74 +62,81 @@ class StepSpec:
         return summary
 
 
-def _data_code(*modules: str) -> tuple[str, ...]:
-    return tuple(f"deeptalk/data/{m}.py" for m in ("schema", *modules))
+EVALUATED = "models/stages/s3"  # placeholder in deps of judges_model steps: the default evaluation.stage
+MODEL = ("model", "audio_input", "seed")  # what building or loading the speech LM reads
 
 
-def _stage(name: str, init: str, needs_split: bool = False, extra_deps: tuple[str, ...] = ()) -> StepSpec:
-    deps = ("deeptalk/model", "deeptalk/training", "data/sequences", f"models/stages/{init}") + extra_deps
-    if needs_split:
-        deps += ("models/expert_split.json",)
-    return StepSpec(
-        name=f"train_{name}",
-        module="train_stage",
-        deps=deps,
-        outs=(f"models/stages/{name}",),
-        params=("model", "training", "seed"),
-        args={"stage": name},
-        heavy=True,
-    )
+def _stage_dir(stage: str) -> str:
+    return "models/base" if stage in ("base", "text_pretrain") else f"models/stages/{stage}"
 
 
-TRAINED = ("base", "s1", "s2a", "s2b", "s3", *BASELINES)
+def _training_steps() -> tuple[StepSpec, ...]:
+    """One step per stage plan of ``deeptalk.training.stages`` (the chain's order and each stage's inputs come
+    from there), with ``profile_experts`` after the first stage whose successor needs an expert split."""
+    from deeptalk.training.config import BASELINES as TRAINING_BASELINES
+    from deeptalk.training.config import TrainingConfig
+    from deeptalk.training.stages import SPLIT_FIXED, SPLIT_PROFILED, SPLIT_RANDOM, stage_plans
+
+    steps: list[StepSpec] = []
+    for name, plan in stage_plans(TrainingConfig.for_profile("tiny")).items():  # the plans' shape, any profile
+        splits = {phase.split for phase in plan.phases}
+        budgets = tuple(f"training.{b}" for b in dict.fromkeys(phase.budget for phase in plan.phases))
+        deps = ("data/sequences", _stage_dir(plan.init_from))
+        if splits & {SPLIT_PROFILED, SPLIT_RANDOM}:
+            deps += ("models/expert_split.json",)
+        if SPLIT_FIXED in splits:
+            deps += ("reports/profile",)
+        extra = {"fixed": ("training.fixed_split",), "moextend": ("training.moextend_experts",)}.get(name, ())
+        config = (*MODEL, *budgets, RUNNER, *extra)
+        if name == "text_pretrain":
+            steps.append(StepSpec("text_pretrain", "text_pretrain", ("data/sequences", "data/raw/tokenizer",
+                                  "models/encoder"), ("models/base",), config, heavy=True))
+            continue
+        if name == "s1":
+            steps.append(StepSpec("align", "align", deps, ("models/stages/s1",), config, heavy=True))
+            steps.append(StepSpec(
+                "profile_experts", "profile_experts", ("data/sequences", "models/stages/s1"),
+                ("models/expert_split.json", "reports/profile"),
+                (*MODEL, "training.split_rule", "training.min_speech_fraction", "training.max_speech_fraction",
+                 "training.profile_batches"),
+            ))
+            continue
+        steps.append(StepSpec(f"train_{name}", "train_stage", deps, (_stage_dir(name),), config,
+                              args={"stage": name}, heavy=True, baseline=name in TRAINING_BASELINES))
+    return tuple(steps)
+
+
 
 STEPS: tuple[StepSpec, ...] = (
-    StepSpec("generate_data", "generate_data", ("deeptalk/data",), ("data/raw",), ("data", "seed")),
-    StepSpec(
-        "validate_data", "validate_data", ("deeptalk/data/validation.py", "data/raw"),
-        ("data/validated",), ("data",), persist=True,
-    ),
-    StepSpec("fit_codec", "fit_codec", ("deeptalk/codec", "data/raw", "data/validated"), ("models/codec",),
-             ("codec", "seed")),
-    StepSpec("prepare_encoder", "prepare_encoder", ("deeptalk/model/whisper_convert.py",), ("models/encoder",),
-             ("audio_input",)),
-    StepSpec("encode", "encode", _data_code("features", "processed", "audio_io", "validation", "alignment",
-                                            "text_tokenizer") + (
-        "deeptalk/codec", "deeptalk/evaluation/asr_scorer.py", "data/raw", "models/codec",
-        "models/encoder"), ("data/processed",), ("audio_input", "codec")),
-    StepSpec("pack", "pack", _data_code("packing", "dataset", "processed", "text_tokenizer", "alignment") + (
-        "data/processed", "data/raw"), ("data/sequences",), ("profile", "data", "audio_input", "seed")),
-    StepSpec("text_pretrain", "text_pretrain", ("deeptalk/model", "deeptalk/training", "deeptalk/evaluation/text_ability.py",
-             "data/sequences", "data/raw/tokenizer", "models/encoder"), ("models/base",),
-             ("model", "training", "seed"), heavy=True),
-    StepSpec("align", "align", ("deeptalk/model", "deeptalk/training", "data/sequences", "models/base"),
-             ("models/stages/s1",), ("model", "training", "audio_input", "seed"), heavy=True),
-    StepSpec("profile_experts", "profile_experts", ("deeptalk/profiling.py", "data/sequences", "models/stages/s1"),
-             ("models/expert_split.json", "reports/profile"), ("training",)),
-    _stage("s2a", "s1", needs_split=True),
-    _stage("s2b", "s2a", needs_split=True),
-    _stage("s3", "s2b", needs_split=True),
-    _stage("plain", "s1"),
-    _stage("fixed", "s1", extra_deps=("reports/profile",)),
-    _stage("moextend", "s1"),
-    _stage("strict", "s1", needs_split=True),
-    _stage("random", "s1", needs_split=True),  # draws as many speech experts per layer as the profiled split
-    _stage("plain-staged", "s1"),
-    *(_stage(name, "s1", needs_split=True) for name in ABLATIONS),
+    StepSpec("generate_data", "generate_data", (), ("data/raw",), ("data", "audio_input.max_seconds")),
+    StepSpec("validate_data", "validate_data", ("data/raw",), ("data/validated",), ("data",), persist=True),
+    StepSpec("fit_codec", "fit_codec", ("data/raw", "data/validated"), ("models/codec",),
+             ("codec", "data.assistant_voice", "seed")),
+    StepSpec("prepare_encoder", "prepare_encoder", (), ("models/encoder",), ("audio_input",)),
+    StepSpec("encode", "encode", ("data/raw", "models/codec", "models/encoder"), ("data/processed",),
+             ("audio_input", "codec")),
+    StepSpec("pack", "pack", ("data/processed", "data/raw"), ("data/sequences",), ("packing", *MODEL)),
+    *_training_steps(),
     StepSpec(
         "evaluate", "evaluate",
-        ("deeptalk/evaluation", "deeptalk/inference", "data/sequences", "data/raw", "models/base", "models/codec",
-         "models/stages/s3"),
-        ("reports/index.html", "reports/gate.json"), ("evaluation", "gates"),
-        metrics=("reports/metrics.json",),
+        ("data/sequences", "data/raw", "models/base", "models/codec", "models/encoder", EVALUATED),
+        ("reports/index.html", "reports/gate.json"),
+        ("profile", "evaluation", "service", "codec", *MODEL),
+        metrics=("reports/metrics.json",), judges_model=True,
     ),
-    StepSpec("package", "package", ("models/stages/s3", "models/codec", "data/raw/tokenizer", "reports/gate.json"),
-             ("reports/package.json",), ("service",)),
+    StepSpec("package", "package", (EVALUATED, "models/codec", "data/raw/tokenizer", "reports/gate.json",
+                                    "reports/metrics.json"),
+             ("reports/package.json",), ("profile", "service", "evaluation.stage"), judges_model=True),
 )
 
 BY_NAME = {step.name: step for step in STEPS}
+# every trained model by stage name, in chain order (``base`` is text_pretrain's output)
+TRAINED = tuple("base" if s.name == "text_pretrain" else s.outs[0].rpartition("/")[2] for s in STEPS if s.heavy)
 # trained stages by the names the stage plans use (``base`` and ``s1`` are text_pretrain and align)
 STAGE_STEPS = {"base": "text_pretrain", "s1": "align", **{s.args["stage"]: s.name for s in STEPS if "stage" in s.args}}
+BASELINES = tuple(s.args["stage"] for s in STEPS if s.baseline)
+# what `make run`, the flow's default run and `dvc repro` compute, in order: every step but the baselines
+DEFAULT_CHAIN = tuple(s.name for s in STEPS if not s.baseline)
 
 
 def find_step(name: str, stage: str | None = None) -> StepSpec:

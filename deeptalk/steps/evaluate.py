@@ -1,7 +1,8 @@
 """Step ``evaluate``: score the trained model, write metrics + report + gate verdict, then enforce the gate.
 
 Outputs: ``reports/metrics.json`` (DVC metrics), ``reports/index.html`` (self-contained report) and
-``reports/gate.json`` (``{"passed": bool, "failures": [...]}``, read by the package step). They are written
+``reports/gate.json`` (``{"passed": bool, "model": {"stage", "sha256"}, "failures": [...]}``: the verdict names
+the weights it judged, so the package step ships exactly those). They are written
 *before* the gate is enforced, so a failing model can be inspected; a failure then raises
 :class:`~deeptalk.evaluation.gates.GateFailed` naming every failed metric and threshold. Nothing packaged
 earlier is touched here.
@@ -9,12 +10,13 @@ earlier is touched here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from typing import Any
 
 from deeptalk.config import ProjectConfig
-from deeptalk.evaluation.gates import GateFailed, check_gates, write_verdict
+from deeptalk.evaluation.gates import GateFailed, JudgedModel, check_gates, model_digest, write_verdict
 from deeptalk.evaluation.report import flatten, write_report
 from deeptalk.evaluation.suite import evaluate_model
 from deeptalk.evaluation.training_logs import training_curves
@@ -39,13 +41,15 @@ def run(cfg: ProjectConfig, stage: str | None = None) -> dict[str, Any]:
     setup_threads(cfg.threads)
     stage = stage or cfg.evaluation.stage
     model_dir = cfg.paths.stage(stage)
+    judged = JudgedModel(stage=stage, sha256=model_digest(model_dir))  # the weights this verdict is about
+    (cfg.paths.reports / "gate.json").unlink(missing_ok=True)  # no earlier verdict outlives a failed evaluation
     result = evaluate_model(cfg, model_dir)
     metrics = {"profile": cfg.profile, "stage": stage, **result.metrics}
     reports = cfg.paths.reports
     reports.mkdir(parents=True, exist_ok=True)
     cfg.paths.metrics.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
-    verdict = check_gates(metrics, cfg.evaluation.gates)
+    verdict = dataclasses.replace(check_gates(metrics, cfg.evaluation.gates), model=judged)
     curves, loads = training_curves(cfg.paths.root / "models")
     write_report(reports / "index.html", metrics=metrics, verdict=verdict, loss_curves=curves,
                  expert_loads=loads, title=f"DeepTalk evaluation: {stage} ({cfg.profile})", notes=NOTES,

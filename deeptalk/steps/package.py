@@ -4,7 +4,9 @@ The packaged model is one directory (``deeptalk.inference.engine`` reads it): ``
 ``codec/``, ``tokenizer/`` and ``package.json`` (service settings, profile, metrics, gate verdict, sources).
 It is assembled in the store's temporary directory and verified by loading it with the serving code before
 ``bentoml.models.create`` commits it, so a refused or broken package never replaces the model that was
-packaged before. The step refuses unless ``reports/gate.json`` exists and says ``passed: true``.
+packaged before. The step refuses (:class:`PackageRefused`, never retried) unless ``reports/gate.json`` exists,
+says ``passed: true`` and names the stage being packaged (``evaluation.stage``) with the content digest that
+stage's directory has now — and the copy in the store has it too, so exactly the judged weights ship.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deeptalk.config import ProjectConfig
+from deeptalk.evaluation.gates import model_digest
 from deeptalk.inference.engine import CODEC_DIR, META_FILE, MODEL_DIR, TOKENIZER_DIR, Engine
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,23 @@ SUMMARY_FILE = "package.json"
 
 
 class PackageRefused(RuntimeError):
-    """The gate verdict is missing or failed; nothing was packaged."""
+    """The gate verdict is missing, failed or about other weights; nothing was packaged."""
+
+
+def check_judged(verdict: dict[str, Any], stage: str, model_dir: Path) -> str:
+    """The digest of ``model_dir`` when it is the model the verdict judged; PackageRefused otherwise."""
+    judged = verdict.get("model")
+    if not isinstance(judged, dict) or not judged.get("sha256"):
+        raise PackageRefused("gate verdict does not name the weights it judged (written by an older evaluate): "
+                             "run the evaluate step again")
+    if judged.get("stage") != stage:
+        raise PackageRefused(f"gate verdict judged stage {judged.get('stage')!r}, not {stage!r} which would ship "
+                             "(evaluation.stage): evaluate that stage first")
+    digest = model_digest(model_dir)
+    if digest != judged["sha256"]:
+        raise PackageRefused(f"{model_dir} changed since the gate judged it (digest {digest[:12]} now, "
+                             f"{judged['sha256'][:12]} judged): run the evaluate step again")
+    return digest
 
 
 def read_gate(reports: Path) -> dict[str, Any]:
@@ -68,7 +87,7 @@ def assemble(target: Path, model_dir: Path, codec_dir: Path, tokenizer_dir: Path
 def package_model(
     cfg: ProjectConfig,
     *,
-    stage: str = "s3",
+    stage: str | None = None,
     model_dir: Path | None = None,
     codec_dir: Path | None = None,
     tokenizer_dir: Path | None = None,
@@ -79,8 +98,10 @@ def package_model(
     import bentoml
 
     paths = cfg.paths
+    stage = stage or cfg.evaluation.stage
     verdict = read_gate(paths.reports)
     model_dir = model_dir or paths.stage(stage)
+    digest = check_judged(verdict, stage, Path(model_dir))
     codec_dir = codec_dir or paths.codec
     tokenizer_dir = tokenizer_dir or paths.raw / "tokenizer"
     metrics = json.loads(paths.metrics.read_text()) if paths.metrics.exists() else {}
@@ -90,7 +111,7 @@ def package_model(
         "stage": stage,
         "service": cfg.service.to_dict(),
         "metrics": metrics,
-        "gate": {"passed": True, "checks": verdict.get("checks", [])},
+        "gate": {"passed": True, "model": verdict["model"], "checks": verdict.get("checks", [])},
         "sources": {"model": str(model_dir), "codec": str(codec_dir), "tokenizer": str(tokenizer_dir)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -101,6 +122,8 @@ def package_model(
     ) as stored:
         target = Path(stored.path)
         assemble(target, Path(model_dir), Path(codec_dir), Path(tokenizer_dir), meta)
+        if model_digest(target / MODEL_DIR) != digest:
+            raise PackageRefused(f"{model_dir} changed while it was copied into the store: run package again")
         engine = Engine.load(target, cfg.service)  # the serving code must accept it before it is committed
         log.info("packaged model loads: %d voices, codec %d Hz", len(engine.voices), engine.codec.sample_rate)
         del engine
@@ -110,6 +133,7 @@ def package_model(
         "model_tag": model_tag,
         "profile": cfg.profile,
         "stage": stage,
+        "model_sha256": digest,
         "bento_tag": None,
     }
     if build:
@@ -120,7 +144,7 @@ def package_model(
     return summary
 
 
-def run(cfg: ProjectConfig, stage: str = "s3", build: bool = True) -> dict:
+def run(cfg: ProjectConfig, stage: str | None = None, build: bool = True) -> dict:
     summary = package_model(cfg, stage=stage, build=build)
     out = cfg.paths.reports / SUMMARY_FILE
     out.parent.mkdir(parents=True, exist_ok=True)

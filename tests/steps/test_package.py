@@ -1,5 +1,6 @@
 """The package step: gate check, verified store entry, previous model untouched, bento build (slow)."""
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from deeptalk.config import load_config
+from deeptalk.evaluation.gates import model_digest
 from deeptalk.inference.engine import Engine
 from deeptalk.steps import package
 from tests.inference.conftest import build_package
@@ -53,13 +55,15 @@ def project(tmp_path, assets, bentoml_home):
     return cfg
 
 
-def gate(cfg, passed: bool) -> None:
+def gate(cfg, passed: bool, stage: str = "s3") -> None:
+    """A verdict as the evaluate step writes it: about the weights now in models/stages/<stage>."""
     failures = (
         []
         if passed
         else [{"metric": "asr.wer", "value": 0.9, "threshold": 0.5, "message": "asr.wer 0.9 > 0.5"}]
     )
-    (cfg.paths.reports / "gate.json").write_text(json.dumps({"passed": passed, "failures": failures}))
+    model = {"stage": stage, "sha256": model_digest(cfg.paths.stage(stage))}
+    (cfg.paths.reports / "gate.json").write_text(json.dumps({"passed": passed, "model": model, "failures": failures}))
 
 
 def stored_models():
@@ -98,6 +102,32 @@ def test_stores_a_loadable_model_with_metadata_and_keeps_the_previous_one_on_fai
     with pytest.raises(package.PackageRefused):
         package.run(project, build=False)
     assert stored_models() == [first]
+
+
+def test_stale_package_retrained_model_behind_an_old_pass_is_refused(project):
+    """Issue 12: `--stages train_s3,package` retrained S3 after the gate passed; package must not ship it."""
+    gate(project, passed=True)
+    weights = next(p for p in project.paths.stage("s3").rglob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"retrain!")  # new weights, same files
+    with pytest.raises(package.PackageRefused, match="changed since the gate judged it"):
+        package.run(project, build=False)
+    assert stored_models() == [] and not (project.paths.reports / "package.json").exists()
+
+
+def test_package_ships_the_evaluated_stage_and_refuses_a_verdict_about_another(project):
+    shutil.copytree(project.paths.stage("s3"), project.paths.stage("s2b"))
+    gate(project, passed=True, stage="s2b")
+    with pytest.raises(package.PackageRefused, match="judged stage 's2b', not 's3'"):
+        package.run(project, build=False)
+    s2b = dataclasses.replace(project, evaluation=dataclasses.replace(project.evaluation, stage="s2b"))
+    summary = package.run(s2b, build=False)
+    assert summary["stage"] == "s2b" and summary["model_sha256"] == model_digest(project.paths.stage("s2b"))
+
+
+def test_a_verdict_that_names_no_weights_is_refused(project):
+    (project.paths.reports / "gate.json").write_text(json.dumps({"passed": True, "failures": []}))
+    with pytest.raises(package.PackageRefused, match="does not name the weights"):
+        package.run(project, build=False)
 
 
 @pytest.mark.slow

@@ -2,14 +2,16 @@ from pathlib import Path
 
 import pytest
 
+from deeptalk.config import load_config
 from deeptalk.steps import STEPS, get_step
 from deeptalk.steps.dvcfile import render
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_committed_dvc_yaml_is_rendered_from_the_registry():
-    assert (REPO / "dvc.yaml").read_text() == render(), "run `python -m deeptalk dvc-yaml --write`"
+def test_committed_dvc_files_are_rendered_from_the_registry():
+    for path, text in render(load_config(REPO / "params.yaml")).items():
+        assert (REPO / path).read_text() == text, f"{path} is stale: run `python -m deeptalk dvc-yaml --write`"
 
 
 def test_every_step_module_has_run():
@@ -29,6 +31,7 @@ def test_each_output_has_one_producer_and_every_input_is_produced_or_source():
     for step in STEPS:
         for dep in step.deps:
             made = any(dep == out or dep.startswith(out + "/") for out in produced)
+            assert not dep.startswith("deeptalk/"), f"{step.name}: code deps come from imports, not the registry"
             assert made or (REPO / dep).exists(), f"{step.name} reads {dep}, which nothing makes"
 
 
