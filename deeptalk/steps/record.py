@@ -165,11 +165,17 @@ def code_files(module: str) -> tuple[str, ...]:
     return tuple(sorted({str(p.relative_to(PACKAGE_ROOT)) for p in seen.values()}))
 
 
-def _code_hashes(step: StepSpec) -> dict[str, str]:
-    files = list(code_files(f"deeptalk.steps.{step.module}"))
-    for extra in EXTRA_CODE["heavy"] if step.heavy else ():
+def code_hashes(module: str, extra_dirs: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every source file ``module`` imports (:func:`code_files`) and of the files under ``extra_dirs``
+    (root-relative; data the code reads, e.g. ``configs/deepspeed``)."""
+    files = list(code_files(module))
+    for extra in extra_dirs:
         files += [str(p.relative_to(PACKAGE_ROOT)) for p in sorted((PACKAGE_ROOT / extra).rglob("*")) if p.is_file()]
     return {rel: sha256_file(PACKAGE_ROOT / rel) for rel in files}
+
+
+def _code_hashes(step: StepSpec) -> dict[str, str]:
+    return code_hashes(f"deeptalk.steps.{step.module}", EXTRA_CODE["heavy"] if step.heavy else ())
 
 
 # ---- the record --------------------------------------------------------------------------------------------

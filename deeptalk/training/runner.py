@@ -187,22 +187,33 @@ def load_init(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) -> S
 
 
 def _dir_signature(path: Path | None) -> str:
-    """Cheap identity of an input: content hash of a file; names, sizes and mtimes of a directory's files."""
+    """Content identity of an input, as the state of record hashes it (``deeptalk.steps.record``): sha256 of a
+    file; relative names and sha256 of a directory's files (resumable checkpoints under ``phases/`` excluded).
+    Sizes and mtimes would call a copied input new and miss an edit that keeps both."""
+    from deeptalk.data.audio_io import sha256_file
+
     if path is None or not path.exists():
         return "none"
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    items = sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+        return sha256_file(path)[:16]
+    items = sorted((str(p.relative_to(path)), sha256_file(p))
                    for p in path.rglob("*") if p.is_file() and "phases" not in p.relative_to(path).parts)
     return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
 
 
 def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
+    """What a finished stage output was trained from, so an unchanged stage is not retrained: spec, loop, seed,
+    model, the init weights' content and the training code (every module the runner imports and the DeepSpeed
+    configs, counted as the state of record counts them): a code change retrains here as it does for DVC and
+    the flow."""
+    from deeptalk.steps.record import code_hashes
+
     canonical = {**asdict(spec), "trainable": sorted(g.value for g in spec.trainable), "routing": spec.routing.value}
     loop_fields = {k: v for k, v in asdict(loop).items() if k != "verify_checkpoints"}  # checks, not weights
     blob = json.dumps({
         "spec": canonical, "loop": loop_fields, "seed": cfg.seed, "model": asdict(cfg.model),
         "init": _dir_signature(init), "extra": extra,
+        "code": code_hashes("deeptalk.training.runner", ("configs/deepspeed",)),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

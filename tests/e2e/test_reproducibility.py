@@ -1,30 +1,85 @@
-"""`dvc repro` and the Prefect flow run the same step functions and write byte-identical data artifacts."""
+"""DVC and the Prefect flow on fresh `git clone`s: the README's DVC commands as written, one state of record.
+
+The clones get `.venv` linked in (what `make setup` would create) and a `params.yaml` of deliberate overrides
+that keep the whole chain to minutes; every command is run as the README writes it.
+"""
+
+import re
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.e2e._project import FAST_PARAMS, clone_project, run, tree_hashes
+from deeptalk.steps import DEFAULT_CHAIN
+from tests.e2e._project import FAST_PARAMS, REPO, run, tree_hashes
 
-DATA_STEPS = ["generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack"]
+SHORT = {"steps": 4, "batch_size": 2}
+FAST_TRAINING = {"training": {s: SHORT for s in ("text_pretrain", "s1", "s2a", "s2b", "s3", "plain")}}
+OPEN_GATES = {"gates": {"max_text_drop_pct": None, "max_asr_wer": None, "min_distinct_answers": None,
+                        "max_first_audio_ms": None}}
 DETERMINISTIC_OUTS = ("data/raw", "data/validated", "data/processed", "data/sequences")
 
 
+def readme_dvc_commands() -> list[str]:
+    """The command lines of the README's DVC block, comments stripped."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("- **DVC**"):]
+    block = block[block.index("```bash") + len("```bash"):block.index("```", block.index("```bash") + 7)]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def fresh_clone(dest: Path) -> Path:
+    run(["git", "clone", "-q", str(REPO), str(dest)], REPO)
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for section, values in {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES}.items():
+        params[section] = {**(params.get(section) or {}), **values}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def shell(command: str, project: Path, env: dict) -> str:
+    return run(["bash", "-c", f"source .venv/bin/activate && {command}"], project, extra_env=env, timeout=1800)
+
+
+def ran(log: str) -> set[str]:
+    return set(re.findall(r"Running stage '(?:[^']*:)?([^']+)'", log))
+
+
+def status_stages(log: str) -> set[str]:
+    return {line[:-1].split(":")[-1] for line in log.splitlines() if re.match(r"^\S.*:$", line)}
+
+
 @pytest.mark.slow
-def test_dvc_repro_and_prefect_flow_agree(tmp_path):
-    dvc_dir = clone_project(tmp_path / "dvc", FAST_PARAMS)
-    run(["git", "init", "-q"], dvc_dir)
-    run(["dvc", "init", "-q"], dvc_dir)
-    first = run(["dvc", "repro", "pack"], dvc_dir)
-    for step in DATA_STEPS:
-        assert f"Running stage '{step}'" in first
-    second = run(["dvc", "repro", "pack"], dvc_dir)
-    assert "Running stage" not in second, second
+def test_readme_dvc_commands_on_a_fresh_clone_then_the_flow_agrees(tmp_path):
+    project = fresh_clone(tmp_path / "clone")
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
+    commands = readme_dvc_commands()
+    assert commands[0] == "source .venv/bin/activate" and commands.count("dvc repro") == 2
+    logs = [shell(c, project, env) for c in commands[1:4]]  # dvc repro, dvc repro, dvc status
+    assert ran(logs[0]) == {"resolve_config", *DEFAULT_CHAIN}, logs[0][-3000:]  # no baselines
+    assert ran(logs[1]) == {"resolve_config"}, logs[1][-3000:]
+    assert status_stages(logs[2]) == {"resolve_config"}, logs[2]
+    assert "always changed" in logs[2]
+    one = shell("dvc repro baselines/dvc.yaml:train_plain", project, env)  # the README's single-baseline form
+    assert ran(one) == {"resolve_config", "train_plain"}, one[-3000:]
+    for command in commands[5:]:
+        shell(command, project, env)
 
-    flow_dir = clone_project(tmp_path / "flow", FAST_PARAMS)
-    run(["python", "-m", "deeptalk.flows.pipeline", "--stages", ",".join(DATA_STEPS)], flow_dir)
-    assert tree_hashes(flow_dir, *DETERMINISTIC_OUTS) == tree_hashes(dvc_dir, *DETERMINISTIC_OUTS)
+    flow = run(["python", "-m", "deeptalk.flows.pipeline"], project, extra_env=env, timeout=1800)
+    for step in DEFAULT_CHAIN:
+        assert re.search(rf"{step}\s+[\d.]+ s\s+Cached", flow), (step, flow[-4000:])
 
-    # an unchanged step is a cache hit: nothing is rewritten on the second flow run
-    stamps = {p: p.stat().st_mtime_ns for p in (flow_dir / "data").rglob("*") if p.is_file()}
-    log = run(["python", "-m", "deeptalk.flows.pipeline", "--stages", ",".join(DATA_STEPS)], flow_dir)
-    assert "Cached" in log, log[-3000:]
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+@pytest.mark.slow
+def test_after_the_flow_dvc_reports_the_chain_up_to_date_and_reproduces_nothing(tmp_path):
+    project = fresh_clone(tmp_path / "flow")
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
+    run(["python", "-m", "deeptalk.flows.pipeline"], project, extra_env=env, timeout=1800)  # make run's flow
+    assert status_stages(shell("dvc status", project, env)) == {"resolve_config"}
+    again = shell("dvc repro", project, env)
+    assert ran(again) == {"resolve_config"}, again[-3000:]
+
+    dvc_project = fresh_clone(tmp_path / "dvc")
+    shell("dvc repro pack", dvc_project, env)
+    assert tree_hashes(project, *DETERMINISTIC_OUTS) == tree_hashes(dvc_project, *DETERMINISTIC_OUTS)
