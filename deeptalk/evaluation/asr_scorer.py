@@ -195,7 +195,10 @@ class HFWhisperScorer(_Scoring):
         encoded = self.model.get_encoder()(feats)
         ids = torch.tensor([self.prompt], device=self.device)
         out: list[int] = []
-        for _ in range(self.max_tokens):  # no KV cache: answers are short and this is a scorer
+        # no KV cache (answers are short, this is a scorer); at most ~10 tokens a second of audio, far above
+        # speech (~4), so degraded audio cannot make it babble for max_tokens steps
+        budget = min(self.max_tokens, 16 + int(10 * len(audio) / WHISPER_SAMPLE_RATE))
+        for _ in range(budget):
             logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids).logits[0, -1]
             logits[self.eot + 1 :] = -float("inf")  # text tokens or end of text, never a special
             nxt = int(logits.argmax())

@@ -4,8 +4,8 @@ Nobody can download DeepSeek-V2-Lite-Chat, Whisper or SNAC here, and nobody can 
 so the paper profile is exercised on structurally faithful stand-ins with random weights:
 
 * **DeepSeek-V2-Lite-Chat** (:func:`build_deepseek_v2_lite`): the hub's ``config.json`` in its remote-code
-  form (``auto_map``, yarn ``rope_scaling``, MLA with ``kv_lora_rank`` and ``q_lora_rank: null``, routed +
-  2 shared experts, ``first_k_dense_replace``, untied ``lm_head``, bf16), widths shrunk; weights sharded as
+  form (``auto_map``, yarn ``rope_scaling``, MLA with ``kv_lora_rank`` and ``q_lora_rank: null``, 64 routed
+  experts top-6 + 2 shared, ``first_k_dense_replace``, untied ``lm_head``, bf16), widths and depth shrunk; weights sharded as
   the hub stores them (``model-0000i-of-0000n.safetensors`` + index, one tensor per expert:
   ``mlp.experts.{e}.{gate,up,down}_proj.weight``); a byte-level BPE tokenizer with the model's specials and
   chat template in ``tokenizer_config.json`` whose ``len(tokenizer)`` is *smaller* than the checkpoint's
@@ -244,8 +244,8 @@ def build_deepseek_v2_lite(
     *,
     hidden_size: int = 64,
     num_layers: int = 3,
-    n_routed_experts: int = 8,
-    num_experts_per_tok: int = 2,
+    n_routed_experts: int = 64,
+    num_experts_per_tok: int = 6,
     embedding_rows: int = 512,
     n_merges: int = 160,
     texts: Iterable[str] = (),

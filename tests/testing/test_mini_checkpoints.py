@@ -28,7 +28,8 @@ def test_llm_is_in_the_hub_layout(minis):
     assert config["tie_word_embeddings"] is False and config["n_shared_experts"] == 2
     assert config["torch_dtype"] == "bfloat16" and config["first_k_dense_replace"] == 1
     index = json.loads((minis.llm / "model.safetensors.index.json").read_text())["weight_map"]
-    assert "model.layers.1.mlp.experts.7.gate_proj.weight" in index and "lm_head.weight" in index
+    assert "model.layers.1.mlp.experts.63.gate_proj.weight" in index and "lm_head.weight" in index
+    assert (config["n_routed_experts"], config["num_experts_per_tok"]) == (64, 6)
     assert not any(k.endswith("gate_up_proj") for k in index)
     assert len(set(index.values())) == 2
 
