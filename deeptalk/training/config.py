@@ -58,6 +58,7 @@ class TrainingConfig:
     max_speech_fraction: float = 0.5
     moextend_experts: int = 4  # experts added per MoE layer by the MoExtend baseline
     baselines: tuple[str, ...] = COMPARED  # stage plans that exist beside DeepTalk's (any of BASELINES)
+    curve_every: int = 0  # compare: export weights every N steps of a phase for the retention curve (0: off)
     checkpoint_every: int = 50  # optimizer steps between resumable checkpoints
     keep_checkpoints: int = 2
     # resume check: "full" re-hashes every file (each rank a share), "size" trusts the write-time hashes and
@@ -85,6 +86,8 @@ class TrainingConfig:
         unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; known: {list(BASELINES)}")
+        if self.curve_every < 0:
+            raise ValueError(f"training.curve_every must be >= 0 (0: no snapshots), got {self.curve_every}")
         if self.checkpoint_every <= 0 or self.log_every <= 0 or self.keep_checkpoints <= 0:
             raise ValueError("checkpoint_every, log_every and keep_checkpoints must be positive")
         if self.verify_checkpoints not in VERIFY_MODES:

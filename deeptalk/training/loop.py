@@ -43,6 +43,7 @@ class LoopConfig:
     verify_checkpoints: str = "full"  # on resume: "size" (manifest + sizes) or "full" (+ sha256, split by rank)
     log_every: int = 10
     bf16: bool = False  # only on CUDA
+    snapshot_every: int = 0  # export the weights every N optimizer steps into train(snapshot_dir=) (0: off; compare)
 
     def __post_init__(self) -> None:
         if self.schedule not in {"cosine", "constant"}:
@@ -114,8 +115,13 @@ def train(
     dist: distributed.DistInfo,
     desc: str = "train",
     fingerprint: str = "",
+    snapshot_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train ``loop.steps`` optimizer steps (resuming from ``checkpoint_dir`` when possible) and export.
+
+    With ``loop.snapshot_every`` and ``snapshot_dir``, usable weights are also exported every that many steps
+    (``snapshot_dir/step000040``; not after the last step, whose weights are ``out_dir``'s): the comparison
+    evaluates them for its retention-vs-speech curve.
 
     ``fingerprint`` identifies the run's settings; checkpoints written under another fingerprint (an older
     configuration) are never resumed from.
@@ -182,6 +188,10 @@ def train(
         if done % loop.checkpoint_every == 0 or done == loop.steps:
             state = {"data_position": done, "stage": desc, "fingerprint": fingerprint}
             manager.save(done, engine, state, lambda d: program.export(module, d))
+        if loop.snapshot_every and snapshot_dir is not None and done % loop.snapshot_every == 0 and done < loop.steps:
+            if dist.is_main:
+                program.export(module, Path(snapshot_dir) / f"step{done:06d}")
+            distributed.barrier()
     bar.close()
     summary = {
         "stage": desc, "steps": loop.steps, "resumed_from": start, "fingerprint": fingerprint, **stats.summary(),

@@ -66,6 +66,11 @@ def checkpoint_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
     return cfg.paths.root / "models" / "checkpoints" / spec.name
 
 
+def snapshot_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
+    """Weights every ``training.curve_every`` steps (``step000040/``), outside the DVC outputs: compare's curve."""
+    return cfg.paths.root / "models" / "snapshots" / spec.name
+
+
 def profile_dir(cfg: ProjectConfig) -> Path:
     return cfg.paths.reports / "profile"
 
@@ -227,7 +232,7 @@ def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
         schedule=spec.schedule, grad_clip=t.grad_clip, weight_decay=t.weight_decay,
         deepspeed_config=spec.deepspeed_config or t.deepspeed_config, checkpoint_every=t.checkpoint_every,
         keep_checkpoints=t.keep_checkpoints, verify_checkpoints=t.verify_checkpoints, log_every=t.log_every,
-        bf16=t.bf16,
+        bf16=t.bf16, snapshot_every=t.curve_every,
     )
 
 
@@ -284,7 +289,8 @@ def train_phase(
     log.info("%s: %s (init %s, routing %s, %d steps)", spec.name, spec.description, source,
              spec.routing.value, loop.steps)
     ckpt = checkpoint_dir(cfg, spec)
-    summary = train(model, groups, program, loop, out, ckpt, dist, desc=spec.name, fingerprint=fp)
+    summary = train(model, groups, program, loop, out, ckpt, dist, desc=spec.name, fingerprint=fp,
+                    snapshot_dir=snapshot_dir(cfg, spec))
     if dist.is_main:  # the finished output (with its fingerprint) is the resume point from now on
         shutil.rmtree(ckpt, ignore_errors=True)
     return {**summary, "out": str(out)}

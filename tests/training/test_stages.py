@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from deeptalk.model.experts import ExpertSplit, RoutingMode
 from deeptalk.model.freezing import ParamGroup as G
@@ -73,3 +74,23 @@ def test_random_split_has_the_profiled_counts_and_follows_the_seed(tmp_path):
     assert len({tuple(map(tuple, s.speech)) for s in splits}) > 1, "the seed must change the draw"
     with pytest.raises(ValueError, match="between 1 and 7"):
         random_like([3, 8], 8, seed=0)
+
+
+def test_curve_snapshots_are_usable_weights_between_the_steps(tmp_path):
+    """``training.curve_every`` exports the weights every N steps (not the last: that is the phase output)."""
+    from deeptalk.model.speech_lm import SpeechLM
+    from deeptalk.training import distributed
+    from tests.training.helpers import LAYOUT, synthetic_batches
+
+    cfg = tiny_cfg(tmp_path, steps=4)
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, curve_every=2))
+    save_tiny_model(cfg, cfg.paths.stage("s1"))
+    ExpertSplit([[0, 1, 5], [2, 3, 4, 7]]).to_json(cfg.paths.expert_split)
+    plan = get_plan("s2a", cfg.training)
+    runner.train_phase(plan.phases[0], plan, cfg, distributed.init(), synthetic_batches(cfg), LAYOUT, "synthetic")
+    snaps = runner.snapshot_dir(cfg, plan.phases[0])
+    assert sorted(p.name for p in snaps.iterdir()) == ["step000002"]
+    mid, end = SpeechLM.from_pretrained(snaps / "step000002"), SpeechLM.from_pretrained(cfg.paths.stage("s2a"))
+    assert any(not torch.equal(a, b) for a, b in zip(mid.state_dict().values(), end.state_dict().values()))
+    with pytest.raises(ValueError, match="curve_every must be >= 0"):
+        dataclasses.replace(cfg.training, curve_every=-1)
