@@ -50,10 +50,11 @@ RESOLVED_DIR = f"{STATE_DIR}/resolved"
 RECORDS_DIR = f"{STATE_DIR}/records"
 IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 RUNNER = "training:runner"  # the training keys every trained stage reads (budgets and split choices excluded)
-# training keys that belong to one stage or to the expert split; every other training key is a runner switch
-STAGE_KEYS = frozenset({"text_pretrain", "s1", "s2a", "s2b", "s3", "plain", "split_rule", "fixed_split",
-                        "min_speech_fraction", "max_speech_fraction", "moextend_experts", "baselines",
-                        "profile_batches"})
+# training keys read by one step only (the expert split's, one baseline's, compare's) or changing no result (how
+# resumed checkpoints are checked, as the runner's fingerprint also says); every other training key that is not a
+# stage budget is a runner switch, which every trained stage reads
+NOT_RUNNER = frozenset({"split_rule", "fixed_split", "min_speech_fraction", "max_speech_fraction",
+                        "moextend_experts", "baselines", "profile_batches", "verify_checkpoints"})
 EXTRA_CODE = {"heavy": ("configs/deepspeed",)}  # non-Python files the training code reads
 
 
@@ -100,14 +101,17 @@ def _plain(value: Any, root: str) -> Any:
 
 def select_config(cfg: ProjectConfig, selectors: tuple[str, ...]) -> dict[str, Any]:
     """The values named by ``selectors``: ``section``, ``section.key`` (``gates`` is ``evaluation.gates``) or
-    ``training:runner`` (the training keys not in :data:`STAGE_KEYS`). Unknown names are errors."""
+    ``training:runner`` (the training keys that are neither a stage budget nor in :data:`NOT_RUNNER`). Unknown
+    names are errors."""
+    from deeptalk.training.config import StageBudget
+
     root = str(Path(cfg.paths.root).resolve())
     out: dict[str, Any] = {}
     for selector in selectors:
         if selector == RUNNER:
             training = cfg.training
-            out[selector] = {f.name: _plain(getattr(training, f.name), root)
-                             for f in dataclasses.fields(training) if f.name not in STAGE_KEYS}
+            out[selector] = {f.name: _plain(getattr(training, f.name), root) for f in dataclasses.fields(training)
+                             if f.name not in NOT_RUNNER and not isinstance(getattr(training, f.name), StageBudget)}
             continue
         section, _, key = selector.partition(".")
         if section == "gates":
@@ -206,6 +210,19 @@ def write_resolved(record: StepRecord, root: Path) -> Path:
     return path
 
 
+_FILE_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, within this process
+
+
+def _file_hash(path: Path) -> str:
+    """sha256 of a file, remembered while its size, mtime and inode stay (a flow run hashes data/raw for several
+    steps; any rewrite changes the mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = sha256_file(path)
+    return _FILE_HASHES[key]
+
+
 def _tree_hash(root: Path, rel: str) -> str:
     """Content hash of a file or a directory tree (names and bytes; byte-code caches ignored)."""
     path = root / rel
@@ -216,7 +233,7 @@ def _tree_hash(root: Path, rel: str) -> str:
     for file in files:
         if IGNORED_PARTS & set(file.relative_to(root).parts) or file.suffix == ".pyc":
             continue
-        digest.update(str(file.relative_to(root)).encode() + b"\0" + sha256_file(file).encode())
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + _file_hash(file).encode())
     return digest.hexdigest()
 
 
