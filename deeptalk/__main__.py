@@ -56,8 +56,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     setup_threads(cfg.threads)
-    result = run_compare(cfg)
-    print(json.dumps(result, indent=2, default=str))
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
+    result = run_compare(cfg, seeds, systems, curve_every=args.curve_every)
+    print(Path("reports/compare.md").read_text() if Path("reports/compare.md").is_file() else "")
+    print(f"{result['claim']['statement']}\ncompare wall time: {result['wall_s']:.0f} s "
+          f"({len(seeds)} seeds x {len(result['summary'])} systems); reports/compare.{{md,json,html}}")
     return 0
 
 
@@ -108,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", parents=[common], help="whole pipeline via Prefect, then serve and test").set_defaults(
         func=_cmd_run
     )
-    sub.add_parser("compare", parents=[common], help="DeepTalk vs baselines table").set_defaults(func=_cmd_compare)
+    compare = sub.add_parser("compare", parents=[common], help="DeepTalk vs baselines: seeds, curve, matched quality")
+    compare.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
+    compare.add_argument("--systems", default=None,
+                         help="comma-separated baselines/ablations beside deeptalk (default: training.baselines)")
+    compare.add_argument("--curve-every", type=int, default=None,
+                         help="snapshot every N steps of a phase (default: training.curve_every, else ~8 per chain)")
+    compare.set_defaults(func=_cmd_compare)
     dvc = sub.add_parser("dvc-yaml", parents=[common],
                          help="print (or --write) dvc.yaml and baselines/dvc.yaml from the step registry")
     dvc.add_argument("--write", action="store_true")
