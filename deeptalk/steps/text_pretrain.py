@@ -112,7 +112,8 @@ def run(cfg: ProjectConfig) -> dict:
     ppl = text_perplexity(model, heldout_text_batches(cfg, cfg.training.eval_batches))
     baseline: dict = {"heldout_text_ppl": round(ppl, 4)}
     if cfg.model.checkpoint is not None:  # the baseline is the source model's (see import_checkpoint)
-        baseline.update(baseline_model="source checkpoint, its own head", **{
+        baseline.update(heldout_text_ppl_of="models/base as saved (speech-LM input, model.head as chosen)",
+                        baseline_model="source checkpoint, its own head", **{
             k: summary[k] for k in ("head", "source_agreement", "import_agreement") if k in summary})
     else:
         qa = _qa_score(cfg, model)
