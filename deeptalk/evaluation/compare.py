@@ -280,10 +280,13 @@ def run_unit(work: ProjectConfig, system: System, ctx: EvalContext, start: dict[
         if stored.get("key") == key:
             log.info("compare: %s seed %d up to date", system.name, work.seed)
             return stored
+    t0 = time.perf_counter()
     curve = [{"phase": "s1", "phase_step": 0, "steps": 0, "tokens": 0, **_point(start)},
              *system_curve(work, system, ctx)]
+    curve_s, t0 = time.perf_counter() - t0, time.perf_counter()
     final = work.paths.stage(system.stages[-1])
     metrics = evaluate_model(work, final, held=ctx.held, base=ctx.base, scorer=ctx.scorer, latency=False).metrics
+    eval_s = time.perf_counter() - t0
     layout = load_layout(work.paths.sequences)
     trainable = {}
     for plan, spec in _phases(work, system):
@@ -295,6 +298,7 @@ def run_unit(work: ProjectConfig, system: System, ctx: EvalContext, start: dict[
         "system": system.name, "seed": work.seed, "stages": list(system.stages), "key": key,
         "train_wall_s": round(sum(s.get("wall_s", 0.0) for _, s in phases), 1),
         "unit_wall_s": round(time.perf_counter() - began, 1), "train_call_s": round(train_s, 1),
+        "curve_eval_s": round(curve_s, 1), "curve_points": len(curve) - 1, "final_eval_s": round(eval_s, 1),
         "phases": {spec.name: {f: s.get(f) for f in ("steps", "wall_s", "tokens", "tokens_per_s")}
                    for spec, s in phases},
         "trainable_params": {"by_phase": trainable, "max": max(trainable.values()), "total_params": total},
@@ -554,7 +558,12 @@ def _timing_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"- seed {seed}: base + S1 + profiling {t['shared_wall_s']:.0f} s "
                      f"({', '.join(f'{k} {v}' for k, v in t['steps'].items())})")
     for name, row in result["summary"].items():
-        lines.append(f"- {name}: {_fmt(row['unit_wall_s'], '{:.0f}')} s per unit (training + curve + final evaluation)")
+        units = list(result["units"][name].values())
+        parts = {k: statistics.fmean(u.get(k, 0.0) for u in units) for k in ("train_call_s", "curve_eval_s",
+                                                                            "final_eval_s", "curve_points")}
+        lines.append(f"- {name}: {_fmt(row['unit_wall_s'], '{:.0f}')} s per unit: training {parts['train_call_s']:.0f} s, "
+                     f"curve {parts['curve_eval_s']:.0f} s ({parts['curve_points']:.0f} points), final evaluation "
+                     f"{parts['final_eval_s']:.0f} s")
     return lines
 
 

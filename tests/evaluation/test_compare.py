@@ -100,6 +100,20 @@ def test_matched_quality_takes_the_worst_best_wer_and_each_units_first_point_und
     assert compare.claim(one_seed)["reproduced"] is None and "one seed" in compare.claim(one_seed)["statement"]
 
 
+def test_report_renders_spread_errors_and_bands_from_units(tmp_path):
+    cfg = load_config(tmp_path / "params.yaml", profile="tiny", root=tmp_path)
+    units = {"deeptalk": {0: _unit([0, 2, 4], [1.0, 0.5, 0.3], 4.0), 1: _unit([0, 1, 3], [1.0, 0.6, 0.4], 3.0)},
+             "plain": {0: _unit([0, 10, 30], [1.0, 0.45, 0.2], 30.0), 1: _unit([0, 12, 20], [1.0, 0.7, 0.5], 20.0)}}
+    systems = compare.systems_for(cfg, ["plain"])
+    refs = {s: {"base": {"text": {"qa_acc": 0.6}}} for s in (0, 1)}
+    result = compare.report(cfg, [0, 1], systems, units, refs, {"data": {"wall_s": 1.0}, "seeds": {}}, 12.0)
+    md = compare.render_markdown(result)
+    assert "| deeptalk | 3.5 ± 0.7 (se 1.0) |" in md and "| plain | 25.0 ± 7.1 (se 1.0) |" in md
+    assert "ASR WER ≤ 0.500" in md and "reproduces" in md
+    page = compare.render_html(result)
+    assert page.count("<polyline") == 4 and page.count("<polygon") == 4  # 2 plots x 2 systems, seeds as bands
+
+
 def test_bad_seeds_and_systems_are_refused(tmp_path):
     cfg = load_config(tmp_path / "params.yaml", profile="tiny", root=tmp_path)
     for seeds in ([], [0, 0], [-1]):
