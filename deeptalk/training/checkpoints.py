@@ -178,7 +178,8 @@ class CheckpointManager:
         state: dict[str, Any],
         save_model: Callable[[Path], None] | None,
     ) -> Path:
-        """Write checkpoint ``step`` atomically. All ranks call this (DeepSpeed shards its state per rank)."""
+        """Write checkpoint ``step`` atomically. All ranks call this (DeepSpeed shards its state per rank), and
+        every rank calls ``save_model`` (gathering ZeRO-3 partitions is collective; it writes on rank 0 only)."""
         final = self._dir(step)
         tmp = self.root / f".{final.name}.partial"
         if distributed.is_main_process():
@@ -187,9 +188,9 @@ class CheckpointManager:
             tmp.mkdir(parents=True)
         distributed.barrier()
         engine.save_checkpoint(str(tmp / "engine"), tag=ENGINE_TAG, save_latest=False)
+        if save_model is not None:
+            save_model(tmp / "model")
         if distributed.is_main_process():
-            if save_model is not None:
-                save_model(tmp / "model")
             (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=1, sort_keys=True))
             torch.save(rng_state(), tmp / "rng.pt")
         distributed.barrier()

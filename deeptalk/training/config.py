@@ -30,12 +30,19 @@ class StageBudget:
     batch_size: int
     lr: float
     max_len: int = 256  # sequences are truncated to this many positions at collate time
+    # micro-batches per optimizer step: batch_size is per process and micro-batch, so the global batch is
+    # batch_size × grad_accum × ranks (the reference's S2a: 14 × 4 × 8 = 448)
+    grad_accum: int = 1
 
     def __post_init__(self) -> None:
-        if self.steps <= 0 or self.batch_size <= 0 or self.max_len <= 0:
-            raise ValueError(f"stage budget needs positive steps, batch_size and max_len, got {self}")
+        if self.steps <= 0 or self.batch_size <= 0 or self.max_len <= 0 or self.grad_accum <= 0:
+            raise ValueError(f"stage budget needs positive steps, batch_size, max_len and grad_accum, got {self}")
         if not self.lr > 0:
             raise ValueError(f"stage budget needs a positive learning rate, got {self.lr}")
+
+    def global_batch(self, ranks: int) -> int:
+        """Sequences per optimizer step over ``ranks`` data-parallel processes."""
+        return self.batch_size * self.grad_accum * ranks
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Process-group setup for the DeepSpeed runner.
 
 One code path for three launch modes: a plain ``python`` process (tests, the tiny profile on CPU), ``torchrun``
-and the ``deepspeed`` launcher (which also passes ``--local_rank=N``). Without the rendezvous variables DeepSpeed
+and the ``deepspeed`` launcher (``deepspeed --num_gpus N --module deeptalk.training …``; it also passes
+``--local_rank=N``). Without the rendezvous variables DeepSpeed
 falls back to MPI discovery and fails on machines without mpi4py (STACK.md), so a single process fills them in.
 """
 
@@ -68,13 +69,21 @@ def ensure_env(local_rank: int | None = None) -> None:
     log.debug("single-process rendezvous: %s", {k: os.environ[k] for k in _REQUIRED})
 
 
-def init(local_rank: int | None = None) -> DistInfo:
-    """Initialise ``torch.distributed`` through DeepSpeed: NCCL on CUDA, gloo on CPU. Idempotent."""
+def init(local_rank: int | None = None, device: str = "auto") -> DistInfo:
+    """Initialise ``torch.distributed`` through DeepSpeed: NCCL on CUDA, gloo on CPU. Idempotent.
+
+    ``device`` is the project's device setting (``auto`` | ``cpu`` | ``cuda``): ``cpu`` trains on the CPU even
+    where GPUs are visible; ``cuda`` without a GPU is an error. Each rank takes GPU ``LOCAL_RANK``.
+    """
+    from deeptalk.runtime import resolve_device
+
+    cuda = resolve_device(device, "device").type == "cuda"
+    if not cuda and torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed would otherwise pick CUDA on its own
     import deepspeed
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.getcwd(), ".venv", "torch_extensions"))
     ensure_env(local_rank)
-    cuda = torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend=backend)

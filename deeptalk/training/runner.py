@@ -6,7 +6,7 @@ and hands everything to the DeepSpeed loop (``deeptalk.training.loop``). Stage c
 are applied here on every run; a saved model carries only its architecture, layout and split.
 
 Launch: in-process (``run_stage``, what ``python -m deeptalk step train_stage --stage s2a`` calls) or, for
-several GPUs, ``deepspeed --num_gpus N -m deeptalk.training --stage s2a`` (``--local_rank`` is accepted).
+several GPUs, ``deepspeed --num_gpus N --module deeptalk.training --stage s2a`` (``--local_rank`` is accepted).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from deeptalk.tokens import TokenLayout
 from deeptalk.model.experts import ExpertSplit, RoutingMode
 from deeptalk.profiling import ExpertLoad, modality_masks
 from deeptalk.training import distributed
-from deeptalk.training.loop import LoopConfig, StepResult, train
+from deeptalk.training.loop import LoopConfig, StepResult, train, zero_stage_of
 from deeptalk.training.stages import (
     SPLIT_ADDED,
     SPLIT_FIXED,
@@ -178,16 +178,27 @@ def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> Exper
     raise ValueError(f"{spec.name}: unknown split source {spec.split!r}")
 
 
-def load_init(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) -> SpeechLM:
+def load_init(
+    spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
+) -> SpeechLM:
+    """The phase's starting weights; with ``empty_on``: its architecture in uninitialised storage on that device,
+    no weights read (ZeRO-3 ranks other than 0 receive rank 0's values when the loop partitions the model)."""
     from deeptalk.model.config import SpeechLMConfig
     from deeptalk.model.speech_lm import SpeechLM
+    from deeptalk.training.zero import empty_like_saved, materialize
 
     source = init_dir(cfg, plan, spec)
     if source is None:
         torch.manual_seed(cfg.seed)
+        if empty_on is not None:
+            with torch.device("meta"):
+                model = SpeechLM.build(SpeechLMConfig.from_project(cfg, layout))
+            return materialize(model, empty_on)
         return SpeechLM.build(SpeechLMConfig.from_project(cfg, layout))
     if not (source / "speech_lm.json").is_file():
         raise ValueError(f"{spec.name}: init model {source} is missing; run the stage that writes it first")
+    if empty_on is not None:
+        return materialize(empty_like_saved(source), empty_on)
     return SpeechLM.from_pretrained(source)
 
 
@@ -227,7 +238,7 @@ def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
     t = cfg.training
     budget = t.budget(spec.budget)
     return LoopConfig(
-        steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr,
+        steps=budget.steps, batch_size=budget.batch_size, lr=budget.lr, grad_accum=budget.grad_accum,
         warmup_ratio=t.warmup_ratio if spec.warmup_ratio is None else spec.warmup_ratio,
         schedule=spec.schedule, grad_clip=t.grad_clip, weight_decay=t.weight_decay,
         deepspeed_config=spec.deepspeed_config or t.deepspeed_config, checkpoint_every=t.checkpoint_every,
@@ -236,11 +247,13 @@ def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
     )
 
 
-def prepare_model(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout) -> tuple[SpeechLM, list[dict]]:
+def prepare_model(
+    spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
+) -> tuple[SpeechLM, list[dict]]:
     """Init weights → split → routing → trainable groups: every stage choice applied in one place."""
     from deeptalk.model.freezing import apply_trainable
 
-    model = load_init(spec, plan, cfg, layout)
+    model = load_init(spec, plan, cfg, layout, empty_on=empty_on)
     if spec.add_experts:
         from deeptalk.model.moextend import add_speech_experts
 
@@ -282,7 +295,12 @@ def train_phase(
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fp and (out / "speech_lm.json").is_file():
         log.info("%s: already trained with these settings (%s); skipping", spec.name, out)
         return {**json.loads(done.read_text()), "out": str(out)}
-    model, groups = prepare_model(spec, plan, cfg, layout)
+    # ZeRO-3: only rank 0 reads the weights; the others plan on an empty model and get rank 0's values
+    empty_on = dist.device if zero_stage_of(loop) == 3 and not dist.is_main else None
+    if empty_on is not None:
+        log.info("%s: rank %d builds the model without reading weights (ZeRO-3: rank 0's are broadcast)",
+                 spec.name, dist.rank)
+    model, groups = prepare_model(spec, plan, cfg, layout, empty_on=empty_on)
     if model.layout != layout:
         raise ValueError(f"{spec.name}: model layout {model.layout} differs from the data's {layout}")
     program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input)
@@ -312,7 +330,7 @@ def run_phase(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, dist: distri
 def run_stage(name: str, cfg: ProjectConfig, local_rank: int | None = None) -> dict:
     """Train every phase of stage ``name``; returns a summary per phase."""
     plan = get_plan(name, cfg.training)
-    dist = distributed.init(local_rank)
+    dist = distributed.init(local_rank, device=cfg.device)
     torch.manual_seed(cfg.seed)
     phases = [run_phase(spec, plan, cfg, dist) for spec in plan.phases]
     return {"stage": name, "out": phases[-1]["out"], "phases": phases}
