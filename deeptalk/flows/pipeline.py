@@ -106,22 +106,19 @@ def _retryable(task: Any, task_run: Any, state: Any) -> bool:
       task_run_name="{step_name}")
 def run_step(step_name: str, profile: str, params: str, overrides: dict) -> dict:
     """Run one registered step in this process (same function `dvc repro` calls) unless the state of record says
-    it is current; ``cached`` in the result says which. A step that ran is recorded in ``dvc.lock`` too."""
+    it is current; ``cached`` in the result says which."""
     forward_project_logs()
     cfg = load_config(params, profile=profile, overrides=overrides)
     with ProgressWatch(step_name, get_run_logger()):
         summary, ran = run_recorded(get_step(step_name), cfg)
-    if ran:
-        dvc_commit(cfg.paths.root, [step_name])
     return {**summary, "cached": not ran}
 
 
 def resolve_run_config(cfg: ProjectConfig) -> None:
-    """Write every step's resolved file for this run's config (presets, params.yaml, run overrides) and record
-    them in ``dvc.lock``, as ``dvc repro``'s ``resolve_config`` stage does for params.yaml alone."""
+    """Write every step's resolved file for this run's config (presets, params.yaml, run overrides), as ``dvc
+    repro``'s ``resolve_config`` stage does for params.yaml alone."""
     for step in STEPS:
         write_resolved(step_record(step, cfg), cfg.paths.root)
-    dvc_commit(cfg.paths.root, [RESOLVE_STAGE])
 
 
 def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, timeout_s: float) -> dict:
@@ -159,7 +156,6 @@ def _on_gpu_pool(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dic
     files.pull(answer["outputs"], clear=step.outs)
     summary = {**answer["summary"], "gpu_flow_run": str(flow_run.id)}
     write_record(step_record(step, cfg), cfg, summary)  # computed there from the inputs sent from here
-    dvc_commit(cfg.paths.root, [step.name])
     return summary
 
 
@@ -254,6 +250,7 @@ def deeptalk_step(step_name: StageName, profile: Profile = "tiny", params: str =
         files.pull(exchange.get("inputs") or {})
     cfg = load_config(root / params, profile=profile, overrides=overrides or {}, root=root)
     summary = _submit(step, cfg, str(root / params), overrides or {}, gpu_pool=False)
+    dvc_commit(root, [step.name])
     if files is not None:
         from prefect.runtime import flow_run
 
@@ -321,16 +318,19 @@ def _run_chain(cfg: ProjectConfig, params: str, overrides: dict, chain: list[str
     resolve_run_config(cfg)
     logger.info("running %d steps at profile %s: %s", len(chain), cfg.profile, ", ".join(chain))
     summaries = {}
-    for name in chain:
-        step = get_step(name)
-        if name == "evaluate":
-            try:
-                summaries[name] = _submit(step, cfg, params, overrides, gpu_pool=False)
-            finally:
-                publish_artifacts(cfg)
-        else:
-            summaries[name] = _submit(step, cfg, params, overrides, gpu_pool and name in to_gpu - {"package"},
-                                      gpu_pool_timeout_s)
+    try:
+        for name in chain:
+            step = get_step(name)
+            if name == "evaluate":
+                try:
+                    summaries[name] = _submit(step, cfg, params, overrides, gpu_pool=False)
+                finally:
+                    publish_artifacts(cfg)
+            else:
+                summaries[name] = _submit(step, cfg, params, overrides, gpu_pool and name in to_gpu - {"package"},
+                                          gpu_pool_timeout_s)
+    finally:  # what completed, also when a later step failed: dvc.lock agrees with the records (one DVC call)
+        dvc_commit(cfg.paths.root, [RESOLVE_STAGE, *summaries])
     logger.info("pipeline done: %s", ", ".join(summaries))
     return summaries
 
