@@ -7,6 +7,7 @@ BentoML adds ``/livez``, ``/readyz`` and ``/metrics``. ``/readyz`` turns ready o
     bentoml serve service:DeepTalk --host 127.0.0.1 --port 3000
     DEEPTALK_MODEL_TAG=deeptalk:<version>  # which packaged model (default deeptalk:latest)
     DEEPTALK_API_KEY=...                   # optional: require `Authorization: Bearer <key>`
+    DEEPTALK_DEVICE=cuda                   # where the model runs: auto (default: CUDA when visible) | cpu | cuda[:N]
     DEEPTALK_WORKERS=2                     # worker processes (default 1); each gets free cores / (workers ×
                                            # max_concurrency) torch threads (deeptalk.runtime.setup_threads)
 """
@@ -29,7 +30,7 @@ from deeptalk.serving.app import create_app
 from deeptalk.serving.capacity import EngineHolder  # noqa: E402
 from deeptalk.inference.engine import Engine  # noqa: E402
 from deeptalk.serving.settings import service_config_for  # noqa: E402
-from deeptalk.runtime import setup_threads  # noqa: E402
+from deeptalk.runtime import resolve_device, setup_threads  # noqa: E402
 
 log = logging.getLogger("deeptalk.service")
 
@@ -52,7 +53,8 @@ class DeepTalk:
         # every worker process runs up to max_concurrency answers at once, each in its own thread
         threads = setup_threads(sharers=WORKERS * config.max_concurrency)
         self._blas = threadpool_limits(limits=1, user_api="blas")  # in case numpy came before the env vars above
-        engine = Engine.load(root, config)
+        device = resolve_device(os.environ.get("DEEPTALK_DEVICE", "auto"), "$DEEPTALK_DEVICE")
+        engine = Engine.load(root, config, device=str(device))
         if config.warmup:
             log.info("warm-up took %.2f s", engine.warmup())
         holder.engine = engine

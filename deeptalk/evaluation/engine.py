@@ -36,7 +36,10 @@ def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int
     model_dir = Path(model_dir)
     if not (model_dir / "speech_lm.json").is_file():
         raise ValueError(f"no trained speech LM at {model_dir}; run its training stage first")
-    model = SpeechLM.from_pretrained(model_dir).eval()
+    from deeptalk.runtime import resolve_device
+
+    device = resolve_device(cfg.device)
+    model = SpeechLM.from_pretrained(model_dir).to(device).eval()
     model.set_routing(RoutingMode.NONE)  # unrestricted routing at inference, as served
     codec = load_codec(cfg.paths.codec)
     tokenizer = load_tokenizer(cfg.paths.raw / "tokenizer")
@@ -52,7 +55,7 @@ def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int
     )
     return Engine(model=model, codec=codec, tokenizer=tokenizer,
                   features=speech_features(model, audio_input), audio_input=audio_input,
-                  config=service, tasks=TaskPrompts(tokenizer))
+                  config=service, tasks=TaskPrompts(tokenizer), device=str(device))
 
 
 @dataclass

@@ -39,7 +39,9 @@ def text_ability_of(model_dir: str | Path, cfg: ProjectConfig, held: HeldOut, to
     from deeptalk.model import SpeechLM
     from deeptalk.model.experts import RoutingMode
 
-    model = SpeechLM.from_pretrained(model_dir).eval()
+    from deeptalk.runtime import resolve_device
+
+    model = SpeechLM.from_pretrained(model_dir).to(resolve_device(cfg.device)).eval()
     model.set_routing(RoutingMode.NONE)  # inference routes over all experts, as in the reference (paper.md §2.2)
     return evaluate_text_ability(model, tokenizer, held.text_qa, held.sentences, cfg.evaluation.max_answer_tokens)
 

@@ -221,7 +221,7 @@ class Generator:
         st = self.state
         b, t = rows.shape[:2]
         ones = partial(torch.ones, dtype=torch.long, device=self.device)
-        segments = prompt.audio
+        segments = None if prompt.audio is None else prompt.audio.to(self.device)  # features arrive on the CPU
         shared = b > 1 and t > 1 and (segments is None or bool(((segments.start + segments.n_positions) < t).all()))
         if not shared:
             out = self.model(

@@ -124,7 +124,10 @@ def package_model(
         assemble(target, Path(model_dir), Path(codec_dir), Path(tokenizer_dir), meta)
         if model_digest(target / MODEL_DIR) != digest:
             raise PackageRefused(f"{model_dir} changed while it was copied into the store: run package again")
-        engine = Engine.load(target, cfg.service)  # the serving code must accept it before it is committed
+        from deeptalk.runtime import resolve_device
+
+        # the serving code must accept it before it is committed
+        engine = Engine.load(target, cfg.service, device=str(resolve_device(cfg.device)))
         log.info("packaged model loads: %d voices, codec %d Hz", len(engine.voices), engine.codec.sample_rate)
         del engine
     model_tag = str(stored.tag)

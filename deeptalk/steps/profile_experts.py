@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from deeptalk.profiling import plot_heatmaps, profile_model, split_from_rule, write_json, write_load_csv
+from deeptalk.runtime import resolve_device
 from deeptalk.training.runner import profile_dir
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def run(cfg: ProjectConfig) -> dict:
     from deeptalk.model.speech_lm import SpeechLM
 
     t = cfg.training
-    model = SpeechLM.from_pretrained(cfg.paths.stage("s1"))
+    model = SpeechLM.from_pretrained(cfg.paths.stage("s1")).to(resolve_device(cfg.device))
     load = profile_model(model, heldout_batches(cfg, t.profile_batches))
     n_fixed = int(t.fixed_split.split(":")[1])
     rules = {t.split_rule, t.fixed_split, f"random:{n_fixed}"}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from deeptalk.runtime import resolve_device
 from deeptalk.training.runner import run_stage
 
 if TYPE_CHECKING:
@@ -82,8 +83,9 @@ def import_checkpoint(cfg: ProjectConfig) -> tuple[dict, dict | None]:
     source = resolve_checkpoint(cfg.model.checkpoint, cfg.paths.root)
     layout = load_layout(cfg.paths.sequences)
     chosen = dataclasses.replace(cfg.model, checkpoint=str(source))
+    device = resolve_device(cfg.device)  # the baseline and agreement passes run where the model is
     original = SpeechLM.build(SpeechLMConfig(backbone=dataclasses.replace(chosen, head="untied"), layout=layout,
-                                             audio_input=cfg.audio_input))
+                                             audio_input=cfg.audio_input)).to(device)
     tokenizer = load_tokenizer(cfg.paths.raw / "tokenizer")
     held = heldout_for(cfg)
     texts = [tokenizer.encode(t) for t in [*held.sentences, *(q.question for q in held.text_qa)][:32]]
@@ -94,7 +96,7 @@ def import_checkpoint(cfg: ProjectConfig) -> tuple[dict, dict | None]:
         model = original
     else:
         del original
-        model = SpeechLM.build(SpeechLMConfig(backbone=chosen, layout=layout, audio_input=cfg.audio_input))
+        model = SpeechLM.build(SpeechLMConfig(backbone=chosen, layout=layout, audio_input=cfg.audio_input)).to(device)
         summary["import_agreement"] = source_agreement(model, source, texts)
     model.save_pretrained(cfg.paths.base)
     return summary, qa
@@ -108,7 +110,7 @@ def run(cfg: ProjectConfig) -> dict:
     else:
         summary = run_stage("text_pretrain", cfg)["phases"][0]
         qa = None
-    model = SpeechLM.from_pretrained(cfg.paths.base)
+    model = SpeechLM.from_pretrained(cfg.paths.base).to(resolve_device(cfg.device))
     ppl = text_perplexity(model, heldout_text_batches(cfg, cfg.training.eval_batches))
     baseline: dict = {"heldout_text_ppl": round(ppl, 4)}
     if cfg.model.checkpoint is not None:  # the baseline is the source model's (see import_checkpoint)
