@@ -54,7 +54,7 @@ def _env(project: Path, api: str, s3: str) -> dict:
 
 def _dvc_project(path: Path, s3: str) -> Path:
     project = clone_project(path, FAST_PARAMS)
-    for args in (["init", "--no-scm", "-q"], ["remote", "add", "-d", "store", "s3://exchange/store"],
+    for args in (["init", "--no-scm", "-f", "-q"], ["remote", "add", "-d", "store", "s3://exchange/store"],
                  ["remote", "modify", "store", "endpointurl", s3]):
         subprocess.run([DVC, *args], cwd=project, check=True, capture_output=True)
     return project
