@@ -71,8 +71,9 @@ def _stage_dir(stage: str) -> str:
 
 
 def _training_steps() -> tuple[StepSpec, ...]:
-    """One step per stage plan of ``deeptalk.training.stages`` (the chain's order and each stage's inputs come
-    from there), with ``profile_experts`` after the first stage whose successor needs an expert split."""
+    """One step per stage plan of ``deeptalk.training.stages`` (the chain's order, each stage's init model, split
+    source and budgets come from there), with ``profile_experts`` right after ``align``, whose S1 model it
+    profiles; the plans that are ``training.config.BASELINES`` become baseline steps."""
     from deeptalk.training.config import BASELINES as TRAINING_BASELINES
     from deeptalk.training.config import TrainingConfig
     from deeptalk.training.stages import SPLIT_FIXED, SPLIT_PROFILED, SPLIT_RANDOM, stage_plans
