@@ -4,8 +4,8 @@ A user's project: the three checkpoints where the paper preset looks for them (`
 manifests on S3 (moto), and a ``params.yaml`` that says ``profile: paper`` and overrides only what the minis and
 a CPU need (the mini Whisper's geometry, tiny budgets, small evaluation caps, open gates). ``python -m deeptalk
 run`` then imports, validates, encodes, packs, imports the LLM (text baseline), trains S1 → S2a → S2b → S3 a few
-steps, evaluates, packages, serves and asks it spoken questions over HTTP; the same import from a local
-directory through the CLI gives the same manifests.
+steps, evaluates, packages, serves and asks it spoken questions over HTTP; DVC then finds the chain up to date;
+the same import from a local directory through the CLI gives the same manifests.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from deeptalk.data.corpus import build_corpus
 from deeptalk.testing.mini_checkpoints import build_all, build_whisper
 from tests._moto import CREDENTIALS, moto_s3
 from tests.e2e._project import clone_project, run
+from tests.e2e.test_reproducibility import ran, status_stages
 
 FEW = {"steps": 3, "batch_size": 2}
 OPEN_GATES = {k: None for k in ("max_text_drop_pct", "min_spoken_qa_s2t", "min_spoken_over_typed",
@@ -79,6 +80,11 @@ def test_paper_profile_runs_end_to_end_on_mini_checkpoints(tmp_path, monkeypatch
         }
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
+        # the flow recorded every step in dvc.lock: DVC finds the paper chain up to date and reproduces nothing
+        status = run(["dvc", "status", "dvc.yaml"], project, extra_env=env)
+        assert status_stages(status) == {"resolve_config"}, status
+        again = run(["dvc", "repro"], project, extra_env=env)
+        assert ran(again) == {"resolve_config"}, again[-3000:]
 
     summary = json.loads((project / "reports/run_summary.json").read_text())
     assert "── DeepTalk paper" in out, out[-3000:]
