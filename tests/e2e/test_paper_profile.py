@@ -111,3 +111,11 @@ def test_paper_profile_runs_end_to_end_on_mini_checkpoints(tmp_path, monkeypatch
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["python", "-m", "deeptalk", "step", "generate_data"], project)
     assert pd.read_parquet(project / "data/raw/utterances.parquet").equals(s3_utts)
+
+    # the reference's tied head damages the import, but the baseline stays the source model's
+    params["model"] = {"head": "tied"}
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["python", "-m", "deeptalk", "step", "text_pretrain"], project)
+    tied = json.loads((project / "models/base/text_baseline.json").read_text())
+    assert tied["head"] == "tied" and tied["import_agreement"]["argmax_agreement"] < 0.1
+    assert tied["text_qa"]["answer_ppl"] == pytest.approx(baseline["text_qa"]["answer_ppl"], rel=1e-3)
