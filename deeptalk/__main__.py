@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--systems", default=None,
                          help="comma-separated baselines/ablations beside deeptalk (default: training.baselines)")
     compare.add_argument("--curve-every", type=int, default=None,
-                         help="snapshot every N steps of a phase (default: training.curve_every, else ~8 per chain)")
+                         help="curve snapshot every N steps of a phase (default: training.curve_every, else ~4 "
+                              "per DeepTalk chain)")
     compare.set_defaults(func=_cmd_compare)
     dvc = sub.add_parser("dvc-yaml", parents=[common],
                          help="print (or --write) dvc.yaml and baselines/dvc.yaml from the step registry")

@@ -21,7 +21,7 @@ shared by all its systems. A unit's result (``units/<system>.json``) is written 
 after every unit, so a long comparison can be stopped and resumed, and read while it runs.
 
 **The retention-vs-speech curve.** Phases export their weights every ``curve_every`` steps
-(``training.curve_every``; default: the DeepTalk chain cut into ~8 intervals); each snapshot and each phase
+(``training.curve_every``; default: the DeepTalk chain cut into ~4 intervals); each snapshot and each phase
 output is evaluated for text ability (held-out typed QA, answer and text perplexity) and held-out ASR WER, then
 its weights are deleted. **Matched speech quality**: the ASR-WER target is the best WER that every unit reaches
 (the largest of the units' smallest WERs); each unit's text drop is read at its first curve point at or below
@@ -58,7 +58,7 @@ DATA_STEPS = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", 
 SEED_STEPS = ("text_pretrain", "align", "profile_experts")  # shared by every system of a seed
 SHARED_LINKS = ("data", "models/codec", "models/encoder")  # the seed workspaces read these from shared/
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-CURVE_INTERVALS = 8  # default snapshots over DeepTalk's S2a+S2b+S3
+CURVE_INTERVALS = 4  # default snapshots over DeepTalk's S2a+S2b+S3 (a curve point costs a full text + ASR evaluation)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def deeptalk_compare(
         profile: scale preset (configs/profiles): tiny (minutes, a smoke), small (the table), paper (GPUs).
         seeds: training seeds; every system trains once per seed from that seed's base and S1.
         systems: baselines and ablations to train beside deeptalk (default: the profile's training.baselines).
-        curve_every: curve snapshot every N optimizer steps of a phase (default: ~8 over DeepTalk's chain).
+        curve_every: curve snapshot every N optimizer steps of a phase (default: ~4 over DeepTalk's chain).
         params: params file with deliberate overrides, relative to the project directory.
     """
     start = time.perf_counter()
