@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -137,7 +138,15 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imports(path: Path, module: str) -> set[str]:
-    """``deeptalk`` modules imported anywhere in ``path`` (function-level imports included)."""
+    """``deeptalk`` modules imported anywhere in ``path`` (function-level imports included); parsed once per
+    file version."""
+    st = path.stat()
+    return _parsed_imports(str(path), module, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_imports(file: str, module: str, size: int, mtime_ns: int) -> frozenset[str]:
+    path = Path(file)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -150,7 +159,7 @@ def _imports(path: Path, module: str) -> set[str]:
                 base = ".".join(parts + ([base] if base else []))
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import module`
-    return {m for m in found if m == "deeptalk" or m.startswith("deeptalk.")}
+    return frozenset(m for m in found if m == "deeptalk" or m.startswith("deeptalk."))
 
 
 def code_files(module: str) -> tuple[str, ...]:
@@ -175,7 +184,7 @@ def code_hashes(module: str, extra_dirs: tuple[str, ...] = ()) -> dict[str, str]
     files = list(code_files(module))
     for extra in extra_dirs:
         files += [str(p.relative_to(PACKAGE_ROOT)) for p in sorted((PACKAGE_ROOT / extra).rglob("*")) if p.is_file()]
-    return {rel: sha256_file(PACKAGE_ROOT / rel) for rel in files}
+    return {rel: _file_hash(PACKAGE_ROOT / rel) for rel in files}
 
 
 def _code_hashes(step: StepSpec) -> dict[str, str]:
