@@ -10,7 +10,7 @@ APT_PACKAGES := espeak-ng flite bsdgames wamerican chromium
 # DeepSpeed in-process (no entry point applies the defaults): its CPU ops stay built in the venv.
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
-.PHONY: setup system-deps run test test-fast bench ui clean
+.PHONY: setup system-deps run test test-fast bench gpu-smoke ui clean
 
 setup: system-deps $(STAMP)
 
@@ -37,6 +37,11 @@ test-fast: setup
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# One GPU, < 8 min: mini checkpoints -> S1..S3 in bf16 through the deepspeed launcher -> first-audio latency p50/p90
+# and training tokens/s; exit 1 on any failure. GPU_SMOKE_ARGS="--device cpu --ranks 2" checks the plumbing on CPU.
+gpu-smoke: setup
+	$(PY) scripts/gpu_smoke.py $(GPU_SMOKE_ARGS)
 
 ui: setup
 	$(PY) -m deeptalk.flows.deploy

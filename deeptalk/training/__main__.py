@@ -1,6 +1,6 @@
-"""Multi-process entry point: ``deepspeed --num_gpus N -m deeptalk.training --stage s2a [--profile small]``
-(or ``torchrun --nproc_per_node N -m deeptalk.training …``). The launcher's ``--local_rank`` is accepted.
-Single-process runs go through ``python -m deeptalk step train_stage --stage s2a`` instead."""
+"""Multi-process entry point: ``deepspeed --num_gpus N --module deeptalk.training --stage s2a [--profile paper]``
+(DeepSpeed's runner takes ``--module``, not ``-m``; or ``torchrun --nproc_per_node N -m deeptalk.training …``).
+The launcher's ``--local_rank`` is accepted. Single-process runs go through ``python -m deeptalk step train_s2a``."""
 
 from __future__ import annotations
 
