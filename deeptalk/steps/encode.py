@@ -65,7 +65,9 @@ def run(cfg) -> dict:
     tokenizer = load_tokenizer(raw / "tokenizer")  # word timings are per text token, as packing tokenises
     aligner = WordAligner() if targets else None
     codec = load_codec(cfg.paths.codec)
-    encoder = freeze(build_audio_encoder(cfg.audio_input))
+    from deeptalk.runtime import resolve_device
+
+    encoder = freeze(build_audio_encoder(cfg.audio_input)).to(resolve_device(cfg.device))  # frames come back on CPU
     extractor = SpeechFeatureExtractor(cfg.audio_input, lambda mel: encode_trimmed(encoder, mel))
     rows, codes, frames = [], {}, {}
     timings: dict[str, np.ndarray] = {}  # spoken answers: start (s) of each text token (aligned layout)
