@@ -16,7 +16,8 @@ so the paper profile is exercised on structurally faithful stand-ins with random
 * **SNAC 24 kHz** (:func:`build_snac`): the ``snac`` package's model from the published 24 kHz config
   (``published=True``) or the same geometry at tiny widths, saved as SNAC publishes it.
 
-``python -m deeptalk.testing.mini_checkpoints OUT`` writes all three under ``OUT`` and prints the
+``python -m deeptalk.testing.mini_checkpoints OUT`` writes them under ``OUT`` (with a second mini Whisper
+where the paper's scorer, Whisper-large-v3, is looked for) and prints the
 ``params.yaml`` overrides that point the paper profile at them.
 """
 
@@ -140,6 +141,7 @@ class MiniCheckpoints:
     llm: Path
     whisper: Path
     snac: Path
+    scorer: Path  # a second mini Whisper where the paper preset's scorer (Whisper-large-v3) is looked for
 
     def whisper_geometry(self) -> dict:
         """``audio_input`` fields that describe the mini Whisper (the paper preset describes medium)."""
@@ -350,12 +352,15 @@ def build_snac(path: str | Path, *, published: bool = False, seed: int = 0) -> P
 
 def build_all(root: str | Path, *, published_snac: bool = False, texts: Iterable[str] = (),
               seed: int = 0) -> MiniCheckpoints:
-    """All three under ``root``: ``DeepSeek-V2-Lite-Chat/``, ``whisper-medium/``, ``snac_24khz/``."""
+    """Every checkpoint the paper preset reads, under ``root`` (a project's ``checkpoints/``):
+    ``DeepSeek-V2-Lite-Chat/``, ``whisper-medium/``, ``snac_24khz/`` and the scorer ``whisper-large-v3/``
+    (medium's shape too: the scorer reads its geometry from its config)."""
     root = Path(root)
     return MiniCheckpoints(
         llm=build_deepseek_v2_lite(root / "DeepSeek-V2-Lite-Chat", texts=texts, seed=seed),
         whisper=build_whisper(root / "whisper-medium", seed=seed),
         snac=build_snac(root / "snac_24khz", published=published_snac, seed=seed),
+        scorer=build_whisper(root / "whisper-large-v3", seed=seed + 1),
     )
 
 

@@ -66,6 +66,13 @@ def test_whisper_loads_as_the_frozen_encoder(minis):
         build_audio_encoder(dataclasses.replace(cfg, encoder_dim=1024))
 
 
+def test_the_scorer_is_a_transformers_whisper(minis):
+    from deeptalk.evaluation.asr_scorer import HFWhisperScorer, load_scorer
+
+    assert minis.scorer.name == "whisper-large-v3"
+    assert isinstance(load_scorer("whisper-large-v3", root=minis.scorer.parent), HFWhisperScorer)
+
+
 def test_snac_has_the_24khz_geometry(minis):
     codec = load_codec(minis.snac)
     assert (codec.n_streams, codec.codebook_size, codec.sample_rate) == (7, 4096, 24000)
