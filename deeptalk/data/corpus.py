@@ -2,9 +2,13 @@
 
 Tasks (paper.md §3; ``Turn``/``Sample`` in ``schema.py``):
 - ``asr``  user speaks a sentence (``speak=True``, ``audio_id``) → assistant writes the transcript. A share
-  (``asr_word_fraction``) of the training sentences are random word sequences over the corpus vocabulary: a
-  small model transcribing only templated fact sentences learns the templates and guesses the words, and
-  word sequences no language model can predict make it listen.
+  (``asr_word_fraction``) of the training sentences are random word sequences over the *whole* corpus
+  vocabulary (every split's sentences and every question phrasing): a small model transcribing only templated
+  fact sentences learns the templates and guesses the words, and word sequences no language model can predict
+  make it listen. Words are drawn so each is heard once before any repeats: a word-level model cannot write a
+  word it never heard, and with the train split's words only, 23 % of the held-out speech was such words (the
+  held-out facts' subjects and answers, the held-out phrasings). A random word list states no fact, so no
+  held-out fact leaks.
 - ``tts``  user writes "Repeat the sentence inside the brackets without any explanation. [S]" → assistant says
   S in the assistant voice (``speak=True`` with the codec-target ``audio_id``).
 - ``aqa``  spoken question → text + spoken answer (a full sentence); with ``multi_turn_prob`` one earlier
@@ -137,12 +141,23 @@ def sentence_pools(
     return {s: [x for x in v if len(x.text.split()) <= max_words] for s, v in pools.items()}
 
 
-def word_sequences(rng: random.Random, pool: list[Sentence], n: int, max_words: int) -> list[Sentence]:
-    """``n`` sentences of 3..``max_words`` words drawn uniformly from the words of ``pool``."""
-    words = sorted({w.strip(".,;:!?").lower() for s in pool for w in s.text.split()} - {""})
+def corpus_words(facts_by_split: dict[str, list[Fact]], sentences: dict[str, list[Sentence]]) -> list[str]:
+    """Every word the corpus's speech and questions use, in every split and phrasing (lower case, sorted)."""
+    texts = [s.text for pool in sentences.values() for s in pool]
+    for facts in facts_by_split.values():
+        for f in facts:
+            rel = RELATIONS[f.relation]
+            texts += [f.question(t) for t in rel.questions] + [f.statement(t) for t in rel.statements]
+    return sorted({w.strip(".,;:!?\"()").lower() for t in texts for w in t.split()} - {""})
+
+
+def word_sequences(rng: random.Random, words: list[str], n: int, max_words: int) -> list[Sentence]:
+    """``n`` sentences of 3..``max_words`` words from ``words``, each word used once before any repeats."""
+    lengths = [rng.randint(3, max(3, min(8, max_words))) for _ in range(n)]
+    stream = iter(_cycle(rng, words, sum(lengths)))
     out = []
-    for _ in range(n):
-        text = " ".join(rng.choice(words) for _ in range(rng.randint(3, max(3, min(8, max_words))))) + "."
+    for length in lengths:
+        text = " ".join(next(stream) for _ in range(length)) + "."
         out.append(Sentence(text[0].upper() + text[1:], "words:" + hashlib.sha1(text.encode()).hexdigest()[:10]))
     return out
 
@@ -160,7 +175,7 @@ def plan_samples(
             if task == "asr" and split == "train":
                 n_words = round(n * cfg.asr_word_fraction)
                 items = _cycle(rng, sentences[split], n - n_words) + word_sequences(
-                    rng, sentences[split], n_words, cfg.max_words
+                    rng, corpus_words(facts_by_split, sentences), n_words, cfg.max_words
                 )
             elif task in ("asr", "tts"):
                 items = _cycle(rng, sentences[split], n)

@@ -2,12 +2,13 @@
 
 import hashlib
 import json
+import random
 
 import pandas as pd
 import pytest
 
 from deeptalk.data.audio_io import read_wav, sha256_file
-from deeptalk.data.corpus import TTS_PROMPT
+from deeptalk.data.corpus import TTS_PROMPT, word_sequences
 from deeptalk.data.facts import RELATIONS
 from deeptalk.data.schema import SAMPLE_COLUMNS, UTTERANCE_COLUMNS, Sample
 from deeptalk.data.text_tokenizer import load_tokenizer
@@ -184,7 +185,7 @@ def test_data_config_rejects_bad_settings():
 
 def test_a_share_of_training_asr_is_random_word_sequences():
     """Word sequences force listening: their words come from the corpus, their order from no template."""
-    from deeptalk.data.corpus import plan_samples, sentence_pools
+    from deeptalk.data.corpus import corpus_words, plan_samples, sentence_pools
     from deeptalk.data.facts import load_facts, split_facts
 
     cfg = small_config(0, counts={**SMALL_COUNTS, "asr": (10, 2, 2)}, asr_word_fraction=0.4)
@@ -194,7 +195,27 @@ def test_a_share_of_training_asr_is_random_word_sequences():
     asr = [s for s in samples if s.task == "asr"]
     words = [s for s in asr if s.fact_id.startswith("words:")]
     assert len(words) == 4 and all(s.split == "train" for s in words)  # evaluation keeps natural sentences
-    vocabulary = {w.strip(".,;:!?").lower() for p in pools["train"] for w in p.text.split()}
+    vocabulary = set(corpus_words(by_split, pools))
     for s in words:
         text = s.turns[0].text.rstrip(".").lower().split()
         assert 3 <= len(text) <= 8 and set(text) <= vocabulary and s.turns[1].text == s.turns[0].text
+
+
+def test_word_sequences_cover_the_held_out_vocabulary():
+    """Training speech covers every word of held-out speech (a word-level model cannot write a word it never
+    heard) without stating a held-out fact: each word is drawn once before any repeats."""
+    from deeptalk.data.corpus import corpus_words, plan_samples, sentence_pools
+    from deeptalk.data.facts import load_facts, split_facts
+
+    cfg = small_config(0)
+    by_split = split_facts(load_facts(cfg.seed, cfg.max_facts), cfg.seed, cfg.validation_fraction, cfg.heldout_fraction)
+    pools = sentence_pools(by_split, cfg.seed, cfg.max_words)
+    vocabulary = corpus_words(by_split, pools)
+    sequences = word_sequences(random.Random(0), vocabulary, n=len(vocabulary), max_words=8)
+    heard = [w for s in sequences for w in s.text.rstrip(".").lower().split()]
+    assert set(heard) == set(vocabulary)  # n = |V| sentences of >= 3 words: every word at least once
+    assert max(heard.count(w) for w in vocabulary) - min(heard.count(w) for w in vocabulary) <= 1
+    samples, _ = plan_samples(cfg, by_split, pools)
+    heldout_speech = {w.strip(".,;:!?").lower() for s in samples if s.split == "heldout"
+                      for t in s.turns if t.role == "user" and t.audio_id for w in t.text.split()}
+    assert heldout_speech <= set(vocabulary)
