@@ -56,7 +56,7 @@ RUNNER = "training:runner"  # the training keys every trained stage reads (budge
 # stage budget is a runner switch, which every trained stage reads
 NOT_RUNNER = frozenset({"split_rule", "fixed_split", "min_speech_fraction", "max_speech_fraction",
                         "moextend_experts", "baselines", "profile_batches", "verify_checkpoints"})
-EXTRA_CODE = {"heavy": ("configs/deepspeed",)}  # non-Python files the training code reads
+TRAINING_FILES = ("configs/deepspeed",)  # non-Python files the training code reads
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, module: str) -> set[str]:
+def _imports(path: Path, module: str) -> frozenset[str]:
     """``deeptalk`` modules imported anywhere in ``path`` (function-level imports included); parsed once per
     file version."""
     st = path.stat()
@@ -188,7 +188,7 @@ def code_hashes(module: str, extra_dirs: tuple[str, ...] = ()) -> dict[str, str]
 
 
 def _code_hashes(step: StepSpec) -> dict[str, str]:
-    return code_hashes(f"deeptalk.steps.{step.module}", EXTRA_CODE["heavy"] if step.heavy else ())
+    return code_hashes(f"deeptalk.steps.{step.module}", TRAINING_FILES if step.heavy else ())
 
 
 # ---- the record --------------------------------------------------------------------------------------------
@@ -267,19 +267,30 @@ def _record_path(root: Path, step_name: str) -> Path:
     return Path(root) / RECORDS_DIR / f"{step_name}.json"
 
 
-def stored_summary(root: Path, step_name: str) -> dict | None:
+def _stored(root: Path, step_name: str) -> dict:
+    """The step's record, or {} when there is none or it cannot be read (then the step is simply not current)."""
     path = _record_path(root, step_name)
-    return json.loads(path.read_text()).get("summary") if path.is_file() else None
+    if not path.is_file():
+        return {}
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        log.warning("record %s is unreadable (%s): %s will run again", path, err, step_name)
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def stored_summary(root: Path, step_name: str) -> dict | None:
+    return _stored(root, step_name).get("summary")
 
 
 def is_current(step: StepSpec, cfg: ProjectConfig, record: StepRecord | None = None) -> bool:
     """True when ``step`` was recorded from exactly the current dependencies and its outputs on disk are still
     the ones it wrote (every byte)."""
     record = record or step_record(step, cfg)
-    path = _record_path(cfg.paths.root, step.name)
-    if not path.is_file():
+    stored = _stored(cfg.paths.root, step.name)
+    if not stored:
         return False
-    stored = json.loads(path.read_text())
     return (stored.get("deps") == deps_fingerprint(record, cfg.paths.root)
             and stored.get("outs") == outs_fingerprint(record, cfg.paths.root))
 

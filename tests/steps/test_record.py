@@ -129,3 +129,12 @@ def test_the_runners_stage_fingerprint_follows_training_code(tmp_path, monkeypat
     real = record.code_hashes
     monkeypatch.setattr(record, "code_hashes", lambda *a: {**real(*a), "deeptalk/training/loop.py": "edited"})
     assert runner.fingerprint(spec, loop, cfg, None, None) != before
+
+
+def test_an_unreadable_record_means_run_again_not_a_crash(tmp_path, monkeypatch):
+    step = _demo_step(monkeypatch, tmp_path)
+    cfg = _cfg(tmp_path)
+    run_recorded(step, cfg)
+    (tmp_path / ".deeptalk" / "records" / "demo.json").write_text("{truncated")
+    assert not is_current(step, cfg)
+    assert run_recorded(step, cfg)[1] is True and is_current(step, cfg)
