@@ -38,3 +38,21 @@ def test_each_output_has_one_producer_and_every_input_is_produced_or_source():
 def test_unknown_step_names_the_choices():
     with pytest.raises(ValueError, match="unknown step 'trian'.*generate_data"):
         get_step("trian")
+
+
+def test_resolve_config_refuses_pipeline_files_this_config_makes_stale(tmp_path, monkeypatch):
+    """evaluation.stage decides which model evaluate and package read: a dvc.yaml for another stage is refused
+    before anything is written (DVC would otherwise track the wrong model)."""
+    import shutil
+
+    from deeptalk.__main__ import main
+
+    for rel in ("dvc.yaml", "baselines/dvc.yaml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, tmp_path / rel)
+    (tmp_path / "params.yaml").write_text("evaluation: {stage: s2b}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="dvc.yaml no longer match.*dvc-yaml --write"):
+        main(["resolve-config"])
+    assert not (tmp_path / ".deeptalk").exists()
+    assert "models/stages/s2b" in render(load_config(tmp_path / "params.yaml"))["dvc.yaml"]
