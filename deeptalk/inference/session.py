@@ -195,7 +195,7 @@ class Session:
         rng = (
             None
             if eng.config.sampling.seed is None
-            else torch.Generator().manual_seed(eng.config.sampling.seed)
+            else torch.Generator(device=eng.device).manual_seed(eng.config.sampling.seed)  # where sampling runs
         )
         code = eng.layout.answer_code(voice) if speak else None
         for out in self._generator.generate(
@@ -218,8 +218,9 @@ class Session:
                         timings.first_text_ms = ms()
                     yield TextDelta(delta)
             if decoder is not None and out.frame is not None:
-                frames.append(out.frame)
-                pending.append(out.frame)
+                frame = out.frame.cpu()  # the codec decodes on the CPU whatever device the model is on
+                frames.append(frame)
+                pending.append(frame)
                 if len(pending) >= eng.config.chunk_frames:
                     pcm = decoder.push(torch.stack(pending, dim=1))
                     pending = []
