@@ -48,13 +48,13 @@ def parse_local_rank(argv: list[str] | None = None) -> int | None:
     return known.local_rank
 
 
-def ensure_env(local_rank: int | None = None) -> None:
-    """Fill in single-process rendezvous variables where a launcher did not set them."""
+def ensure_env(local_rank: int | None = None) -> bool:
+    """Fill in single-process rendezvous variables where a launcher did not set them; True when it did."""
     if local_rank is not None:
         os.environ["LOCAL_RANK"] = str(local_rank)
     missing = [k for k in _REQUIRED if k not in os.environ]
     if not missing:
-        return
+        return False
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {missing} are not set: use a launcher")
     defaults = {
@@ -67,6 +67,7 @@ def ensure_env(local_rank: int | None = None) -> None:
     for key in missing:
         os.environ[key] = defaults[key]
     log.debug("single-process rendezvous: %s", {k: os.environ[k] for k in _REQUIRED})
+    return True
 
 
 def init(local_rank: int | None = None, device: str = "auto") -> DistInfo:
@@ -83,9 +84,13 @@ def init(local_rank: int | None = None, device: str = "auto") -> DistInfo:
     import deepspeed
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.getcwd(), ".venv", "torch_extensions"))
-    ensure_env(local_rank)
+    single = ensure_env(local_rank)
     backend = "nccl" if cuda else "gloo"
-    if not torch.distributed.is_initialized():
+    if single and not torch.distributed.is_initialized():
+        # One process needs no rendezvous: an in-memory store, so no port is picked now and bound later (a
+        # parallel run could take it in between: EADDRINUSE). DeepSpeed adopts the existing group.
+        torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
+    if not torch.distributed.is_initialized() or not deepspeed.comm.is_initialized():
         deepspeed.init_distributed(dist_backend=backend)
     local = int(os.environ["LOCAL_RANK"])
     if cuda:
