@@ -106,6 +106,7 @@ def project(tmp_path_factory):
         paths=SimpleNamespace(processed=root / "processed", sequences=root / "sequences"),
         seed=3,
         profile="tiny",
+        packing=PackingConfig.for_profile("tiny"),
     )
     extractor = SpeechFeatureExtractor(AUDIO_CFG, fake_encoder)
     gen = np.random.default_rng(0)
