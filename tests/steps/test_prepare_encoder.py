@@ -64,7 +64,7 @@ def _mini_whisper_project(tmp_path, **geometry):
     from deeptalk.testing.mini_checkpoints import MiniCheckpoints, build_whisper
 
     whisper = build_whisper(tmp_path / "checkpoints" / "whisper-medium")
-    fields = {**MiniCheckpoints(llm=tmp_path, whisper=whisper, snac=tmp_path).whisper_geometry(), **geometry}
+    fields = {**MiniCheckpoints(llm=tmp_path, whisper=whisper, snac=tmp_path, scorer=tmp_path).whisper_geometry(), **geometry}
     over = {"audio_input": {**fields, "max_seconds": 30.0, "encoder_source": "checkpoints/whisper-medium",
                             "encoder_checkpoint": "models/encoder"}}
     return whisper, load_config(tmp_path / "params.yaml", profile="paper", root=tmp_path, overrides=over)
