@@ -122,8 +122,8 @@ def serve_and_check(cfg: ProjectConfig, startup_timeout_s: float = 300.0) -> dic
         # several texts: the tiny model stays silent on ~1 in 10 (evaluate's tts.no_audio), so one call was a coin
         # flip; a model that rarely speaks still fails
         spoken = [_stream(client, url, "/tts", True, data={"text": item.question}) for item in items[:TTS_TEXTS]]
-    tts = {**spoken[0], "ok": sum(t["ok"] for t in spoken) * 3 >= 2 * len(spoken),
-           "with_audio": f"{sum(t['ok'] for t in spoken)}/{len(spoken)}"}
+    with_audio = sum(t["ok"] for t in spoken)
+    tts = {**spoken[0], "ok": with_audio * 3 >= 2 * len(spoken), "with_audio": f"{with_audio}/{len(spoken)}"}
     answers = [ServedAnswer(item.question, item.references, c["spoken_chat"]["text"], c["text_chat"]["text"],
                             c["asr"]["text"]) for item, c in zip(items, calls)]
     judgement = judge_service(answers, cfg.evaluation.gates, cfg.evaluation.distinct_questions)
