@@ -12,7 +12,6 @@ the directory it would ship still has that digest.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from deeptalk.data.audio_io import sha256_file
 from deeptalk.evaluation.config import GateThresholds
+from deeptalk.identity import tree_digest
 
 # threshold field → (dotted metric path in metrics.json, comparison). "max" passes when value <= threshold.
 GATE_METRICS: dict[str, tuple[str, str]] = {
@@ -83,18 +82,12 @@ class GateVerdict:
 
 
 def model_digest(model_dir: str | Path) -> str:
-    """Content digest of a model directory: every file's relative path and sha256 (byte-code caches skipped).
-    What the gate judged and what packaging ships are compared by it."""
+    """Content digest of a model directory (``deeptalk.identity.tree_digest``): what the gate judged and what
+    packaging ships are compared by it."""
     root = Path(model_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"no model directory at {root}")
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root)
-        if "__pycache__" in rel.parts or path.suffix == ".pyc":
-            continue
-        digest.update(f"{rel.as_posix()}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
+    return tree_digest(root)
 
 
 class GateFailed(RuntimeError):

@@ -42,7 +42,6 @@ another draw of held-out items of the same kind, not how much it moves with the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -60,6 +59,7 @@ from deeptalk.data.dataset import collate
 from deeptalk.data.packing import TokenizedSample, TokenizedTurn, pack_prompt, pack_tokenized
 from deeptalk.evaluation.answers import accuracy, contains_reference, exact_match
 from deeptalk.evaluation.heldout import QAItem
+from deeptalk.identity import json_digest
 from deeptalk.inference.config import SamplingConfig
 from deeptalk.inference.generator import Generator, Prompt
 from deeptalk.tokens import IGNORE_INDEX, TokenLayout
@@ -113,9 +113,8 @@ class TextAbility:
 
 
 def benchmark_fingerprint(qa: Sequence[QAItem], sentences: Sequence[str], max_answer_tokens: int) -> str:
-    blob = json.dumps([[q.id, q.question, q.answer, list(q.references)] for q in qa]
-                      + [list(sentences), max_answer_tokens])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return json_digest([[q.id, q.question, q.answer, list(q.references)] for q in qa]
+                       + [list(sentences), max_answer_tokens])[:16]
 
 
 # ---- text QA ------------------------------------------------------------------------------------------------------

@@ -21,27 +21,16 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from deeptalk.data.audio_io import sha256_file
+from deeptalk.identity import Manifest, file_digest, file_manifest, tree_files
 
 log = logging.getLogger(__name__)
 
 PREFIX = "deeptalk-exchange"
 CODE_PREFIXES = ("deeptalk/",)  # code dependencies come with the worker's installed package
-IGNORED = {"__pycache__", ".ipynb_checkpoints"}
-
-Manifest = dict[str, str]  # path relative to the project root → sha256 of the file
 
 
 def _files(root: Path, rels: Iterable[str]) -> list[str]:
-    out = []
-    for rel in rels:
-        path = root / rel
-        if path.is_file():
-            out.append(rel)
-        elif path.is_dir():
-            out += sorted(p.relative_to(root).as_posix() for p in path.rglob("*")
-                          if p.is_file() and not IGNORED & set(p.parts))
-    return out
+    return [p.relative_to(root).as_posix() for rel in rels for p in tree_files(root / rel)]
 
 
 def data_paths(paths: Iterable[str]) -> list[str]:
@@ -87,18 +76,16 @@ class Exchange:
 
     def push(self, rels: Iterable[str]) -> Manifest:
         """Store the files under ``rels`` on the remote (those it lacks); their manifest."""
-        manifest: Manifest = {}
+        listed = file_manifest(self.root, rels)
         sent = 0
-        for rel in _files(self.root, rels):
-            sha = sha256_file(self.root / rel)
-            manifest[rel] = sha
+        for rel, sha in listed.items():
             target = self._object(sha)
             if not self.fs.exists(target):
                 self.fs.makedirs(self.fs.parent(target), exist_ok=True)
                 self.fs.put_file(str(self.root / rel), target)
                 sent += 1
-        log.info("exchange: %d files listed, %d sent to remote %s", len(manifest), sent, self.remote_name)
-        return manifest
+        log.info("exchange: %d files listed, %d sent to remote %s", len(listed), sent, self.remote_name)
+        return listed
 
     def pull(self, manifest: Manifest, clear: Iterable[str] = ()) -> int:
         """Make the project hold exactly ``manifest``'s files under the directories in ``clear`` (others are
@@ -110,12 +97,12 @@ class Exchange:
         fetched = 0
         for rel, sha in manifest.items():
             path = self.root / rel
-            if path.is_file() and sha256_file(path) == sha:
+            if path.is_file() and file_digest(path) == sha:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".part")
             self.fs.get_file(self._object(sha), str(tmp))
-            if sha256_file(tmp) != sha:
+            if file_digest(tmp, memo=False) != sha:
                 tmp.unlink()
                 raise OSError(f"exchange: {rel} arrived corrupted from remote {self.remote_name}")
             os.replace(tmp, path)

@@ -18,26 +18,22 @@ another run replaced. Why not let Prefect's result cache decide: its key cannot 
 exactly how a cached ``evaluate`` left another run's ``gate.json`` behind. Why not run every step through
 ``dvc repro``: steps must run in-process for the UI's log forwarding and progress artifacts, on gpu workers
 whose project copies differ, and in ``compare``'s workspace, which is no DVC repository. After a step runs in a
-DVC project the flow records it in ``dvc.lock`` too (:func:`dvc_commit`), so ``dvc status`` agrees.
+DVC project the flow records it in ``dvc.lock`` too (``deeptalk.steps.dvcfile.dvc_commit``), so ``dvc status``
+agrees.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
-import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deeptalk.data.audio_io import sha256_file
+from deeptalk.identity import code_digests, json_digest, tree_digest
 
 if TYPE_CHECKING:
     from deeptalk.config import ProjectConfig
@@ -45,11 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding deeptalk/
 STATE_DIR = ".deeptalk"  # per project: resolved configs (DVC deps) and step records; never committed
 RESOLVED_DIR = f"{STATE_DIR}/resolved"
 RECORDS_DIR = f"{STATE_DIR}/records"
-IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 RUNNER = "training:runner"  # the training keys every trained stage reads (budgets and split choices excluded)
 # training keys read by one step only (the expert split's, one baseline's, compare's) or changing no result (how
 # resumed checkpoints are checked, as the runner's fingerprint also says); every other training key that is not a
@@ -128,67 +122,9 @@ def select_config(cfg: ProjectConfig, selectors: tuple[str, ...]) -> dict[str, A
     return out
 
 
-# ---- code --------------------------------------------------------------------------------------------------
-def _module_file(name: str) -> Path | None:
-    rel = Path(*name.split("."))
-    for candidate in (PACKAGE_ROOT / rel.with_suffix(".py"), PACKAGE_ROOT / rel / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imports(path: Path, module: str) -> frozenset[str]:
-    """``deeptalk`` modules imported anywhere in ``path`` (function-level imports included); parsed once per
-    file version."""
-    st = path.stat()
-    return _parsed_imports(str(path), module, st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parsed_imports(file: str, module: str, size: int, mtime_ns: int) -> frozenset[str]:
-    path = Path(file)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import module`
-    return frozenset(m for m in found if m == "deeptalk" or m.startswith("deeptalk."))
-
-
-def code_files(module: str) -> tuple[str, ...]:
-    """Root-relative source files of ``module`` and every ``deeptalk`` module it imports, transitively."""
-    seen: dict[str, Path] = {}
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        path = _module_file(name)
-        if path is None:
-            continue
-        seen[name] = path
-        todo.extend(_imports(path, name) - set(seen))
-    return tuple(sorted({str(p.relative_to(PACKAGE_ROOT)) for p in seen.values()}))
-
-
-def code_hashes(module: str, extra_dirs: tuple[str, ...] = ()) -> dict[str, str]:
-    """sha256 of every source file ``module`` imports (:func:`code_files`) and of the files under ``extra_dirs``
-    (root-relative; data the code reads, e.g. ``configs/deepspeed``)."""
-    files = list(code_files(module))
-    for extra in extra_dirs:
-        files += [str(p.relative_to(PACKAGE_ROOT)) for p in sorted((PACKAGE_ROOT / extra).rglob("*")) if p.is_file()]
-    return {rel: _file_hash(PACKAGE_ROOT / rel) for rel in files}
-
-
+# ---- code ----------------------------------------------------------------------------------------------
 def _code_hashes(step: StepSpec) -> dict[str, str]:
-    return code_hashes(f"deeptalk.steps.{step.module}", TRAINING_FILES if step.heavy else ())
+    return code_digests(f"deeptalk.steps.{step.module}", TRAINING_FILES if step.heavy else ())
 
 
 # ---- the record --------------------------------------------------------------------------------------------
@@ -219,43 +155,14 @@ def write_resolved(record: StepRecord, root: Path) -> Path:
     return path
 
 
-_FILE_HASHES: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256, within this process
-
-
-def _file_hash(path: Path) -> str:
-    """sha256 of a file, remembered while its size, mtime and inode stay (a flow run hashes data/raw for several
-    steps; any rewrite changes the mtime)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _FILE_HASHES:
-        _FILE_HASHES[key] = sha256_file(path)
-    return _FILE_HASHES[key]
-
-
-def _tree_hash(root: Path, rel: str) -> str:
-    """Content hash of a file or a directory tree (names and bytes; byte-code caches ignored)."""
-    path = root / rel
-    if not path.exists():
-        return "missing"
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if IGNORED_PARTS & set(file.relative_to(root).parts) or file.suffix == ".pyc":
-            continue
-        digest.update(str(file.relative_to(root)).encode() + b"\0" + _file_hash(file).encode())
-    return digest.hexdigest()
-
-
 def deps_fingerprint(record: StepRecord, root: Path) -> str:
     """Hash of everything the step is computed from: resolved config and code, and its data's content."""
-    digest = hashlib.sha256(json.dumps(record.resolved, sort_keys=True).encode())
-    for rel in record.data:
-        digest.update(f"{rel}:{_tree_hash(Path(root), rel)}".encode())
-    return digest.hexdigest()
+    return json_digest({"resolved": record.resolved,
+                        "data": {rel: tree_digest(Path(root) / rel) for rel in record.data}})
 
 
 def outs_fingerprint(record: StepRecord, root: Path) -> dict[str, str]:
-    return {rel: _tree_hash(Path(root), rel) for rel in (*record.outs, *record.metrics)}
+    return {rel: tree_digest(Path(root) / rel) for rel in (*record.outs, *record.metrics)}
 
 
 def step_fingerprint(step: StepSpec, cfg: ProjectConfig) -> str:
@@ -323,23 +230,3 @@ def run_recorded(step: StepSpec, cfg: ProjectConfig, force: bool = False) -> tup
         raise RuntimeError(f"step {step.name} finished without writing {missing}: nothing recorded")
     write_record(record, cfg, summary)
     return summary, True
-
-
-# ---- DVC ---------------------------------------------------------------------------------------------------
-def is_dvc_project(root: Path) -> bool:
-    return (Path(root) / ".dvc").is_dir() and (Path(root) / "dvc.yaml").is_file()
-
-
-def dvc_commit(root: Path, stages: list[str]) -> None:
-    """Record ``stages`` in ``dvc.lock`` as they are on disk (after the flow ran them), so ``dvc status`` and the
-    flow agree. A no-op outside a DVC project; a DVC failure is logged, not raised (the step itself succeeded)."""
-    if not stages or not is_dvc_project(root):
-        return
-    from deeptalk.steps.dvcfile import dvc_target
-
-    targets = [dvc_target(name) for name in stages]
-    result = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", *targets], cwd=root,
-                            capture_output=True, text=True)
-    if result.returncode != 0:  # the step's outputs are good; only DVC's copy of the record is behind
-        log.warning("dvc commit %s failed, so `dvc status` will call it changed: %s", " ".join(targets),
-                    (result.stderr.strip() or result.stdout.strip())[-2000:])

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from deeptalk.data.audio_io import sha256_file
+from deeptalk.identity import file_digest
 from deeptalk.training import distributed
 from deeptalk.training.config import VERIFY_MODES
 
@@ -68,11 +68,15 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
 
+def _read_digest(path: Path) -> str:
+    return file_digest(path, memo=False)  # a check against same-size corruption reads the bytes
+
+
 def _sha256_many(paths: Sequence[Path]) -> list[str]:
     if len(paths) <= 1:
-        return [sha256_file(p) for p in paths]
+        return [_read_digest(p) for p in paths]
     with ThreadPoolExecutor(max_workers=min(_HASH_THREADS, len(paths))) as pool:
-        return list(pool.map(sha256_file, paths))
+        return list(pool.map(_read_digest, paths))
 
 
 def _share(items: Sequence, share: tuple[int, int]) -> list:

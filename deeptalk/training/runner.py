@@ -11,7 +11,6 @@ several GPUs, ``deepspeed --num_gpus N --module deeptalk.training --stage s2a`` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from deeptalk.batch import SpeechBatch
+from deeptalk.identity import code_digests, json_digest, tree_digest
 from deeptalk.tokens import TokenLayout
 from deeptalk.model.experts import ExpertSplit, RoutingMode
 from deeptalk.profiling import ExpertLoad, modality_masks
@@ -203,18 +203,11 @@ def load_init(
 
 
 def _dir_signature(path: Path | None) -> str:
-    """Content identity of an input, as the state of record hashes it (``deeptalk.steps.record``): sha256 of a
-    file; relative names and sha256 of a directory's files (resumable checkpoints under ``phases/`` excluded).
-    Sizes and mtimes would call a copied input new and miss an edit that keeps both."""
-    from deeptalk.data.audio_io import sha256_file
-
+    """Content identity of an input (``deeptalk.identity.tree_digest``; resumable checkpoints under ``phases/``
+    excluded). Sizes and mtimes would call a copied input new and miss an edit that keeps both."""
     if path is None or not path.exists():
         return "none"
-    if path.is_file():
-        return sha256_file(path)[:16]
-    items = sorted((str(p.relative_to(path)), sha256_file(p))
-                   for p in path.rglob("*") if p.is_file() and "phases" not in p.relative_to(path).parts)
-    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+    return tree_digest(path, exclude=("phases",))[:16]
 
 
 def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
@@ -222,16 +215,13 @@ def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Pat
     model, the init weights' content and the training code (every module the runner imports and the DeepSpeed
     configs, counted as the state of record counts them): a code change retrains here as it does for DVC and
     the flow."""
-    from deeptalk.steps.record import code_hashes
-
     canonical = {**asdict(spec), "trainable": sorted(g.value for g in spec.trainable), "routing": spec.routing.value}
     loop_fields = {k: v for k, v in asdict(loop).items() if k != "verify_checkpoints"}  # checks, not weights
-    blob = json.dumps({
+    return json_digest({
         "spec": canonical, "loop": loop_fields, "seed": cfg.seed, "model": asdict(cfg.model),
         "init": _dir_signature(init), "extra": extra,
-        "code": code_hashes("deeptalk.training.runner", ("configs/deepspeed",)),
-    }, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        "code": code_digests("deeptalk.training.runner", ("configs/deepspeed",)),
+    })[:16]
 
 
 def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
