@@ -32,6 +32,9 @@ class SamplingConfig:
             raise ValueError(f"repetition penalty must be >= 1, got {self.text_repetition_penalty}")
 
 
+ASR_SOURCES = ("lm", "ctc")
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """Everything the streaming generator and the BentoML service need besides the model itself."""
@@ -41,6 +44,8 @@ class ServiceConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     max_steps: int = 400  # decode steps per spoken/text answer (reference: 1000 ≈ 85 s of audio)
     max_asr_steps: int = 100  # reference: 100 for ASR
+    asr_source: str = "lm"  # /asr of a model with a CTC head (audio_input.interface): "lm" decodes the ASR task,
+    #                         "ctc" serves the head's own greedy transcript (evaluation measures both)
     chunk_frames: int = 1  # codec frames per pushed decode chunk (1 = emit audio as early as possible)
     max_history_turns: int = 8  # user+assistant turns kept as context in a session
     # prompt positions (oldest turns are dropped to fit): None = room for one upload of max_upload_seconds at
@@ -55,19 +60,29 @@ class ServiceConfig:
     max_upload_bytes: int = 2_000_000
     max_upload_seconds: float = 8.0  # must not exceed the encoder window (AudioInputConfig.max_seconds)
     max_text_chars: int = 500
-    # capacity: sessions generating at once; others wait up to queue_timeout_s, then get 503 + Retry-After
+    # capacity: answers generating at once (the scheduler's batch when batching); up to max_queue others wait up
+    # to queue_timeout_s for a slot, the rest get 503 + Retry-After at once
     max_concurrency: int = 2
+    max_queue: int = 16
     queue_timeout_s: float = 5.0
     retry_after_s: int = 2
+    # true: one scheduler steps every answer of a worker in one batch (deeptalk.inference.scheduler); false: each
+    # answer decodes alone in its own thread
+    batching: bool = True
+    max_answer_seconds: float = 120.0  # wall-clock deadline of one answer; past it the answer ends ("deadline")
     pcm_format: str = "int16"  # "int16" | "float32": sample format of streamed audio chunks
     api_key_env: str = "DEEPTALK_API_KEY"  # when this env var is set, requests must carry the key
     warmup: bool = True
 
     def __post_init__(self) -> None:
+        if self.asr_source not in ASR_SOURCES:
+            raise ValueError(f"asr_source must be one of {ASR_SOURCES}, got {self.asr_source!r}")
         if self.pcm_format not in ("int16", "float32"):
             raise ValueError(f"pcm_format must be 'int16' or 'float32', got {self.pcm_format!r}")
         if min(self.max_steps, self.max_asr_steps, self.chunk_frames, self.max_concurrency) < 1:
             raise ValueError(f"step limits, chunk_frames and max_concurrency must be >= 1: {self}")
+        if self.max_queue < 0 or self.max_answer_seconds <= 0:
+            raise ValueError(f"max_queue must be >= 0 and max_answer_seconds > 0: {self}")
         if self.max_upload_bytes <= 0 or self.max_upload_seconds <= 0 or self.max_text_chars <= 0:
             raise ValueError(f"upload limits must be positive: {self}")
         if self.history_positions < 0 or (self.max_prompt_positions is not None and self.max_prompt_positions < 1):

@@ -23,6 +23,7 @@ from deeptalk.audio_input import AudioInputConfig
 from deeptalk.inference.config import ServiceConfig, prompt_capacity
 from deeptalk.inference.events import AudioChunk, Done
 from deeptalk.inference.prompt import TaskPrompts
+from deeptalk.inference.scheduler import Scheduler, StepObserver
 from deeptalk.inference.session import Session
 from deeptalk.tokens import TokenLayout
 
@@ -62,6 +63,8 @@ class Engine:
     tasks: TaskPrompts
     device: str = "cpu"
     metadata: dict | None = None
+    scheduler: Scheduler | None = None  # set by start_scheduler: sessions then decode in its shared batch
+
 
     def __post_init__(self) -> None:
         self.layout: TokenLayout = self.model.layout
@@ -88,6 +91,13 @@ class Engine:
     # ---- sessions ---------------------------------------------------------------------------------------------
     def session(self, voice: str | None = None) -> Session:
         return Session(self, voice=voice)
+
+    def start_scheduler(self, observer: StepObserver | None = None) -> Scheduler:
+        """Batch the decode steps of every session of this engine from now on (one scheduler thread owns the
+        model's decoding; the service does this once per worker)."""
+        if self.scheduler is None:
+            self.scheduler = Scheduler(self.model, device=self.device, observer=observer).start()
+        return self.scheduler
 
     @property
     def voices(self) -> tuple[str, ...]:
@@ -197,6 +207,9 @@ def speech_features(model: Any, audio_input: AudioInputConfig) -> FeatureFn:
 
     def features(wav: np.ndarray) -> tuple[torch.Tensor, int]:
         out = extractor(wav, audio_input.sample_rate)
-        return torch.from_numpy(out.frames), out.n_positions
+        frames = torch.from_numpy(out.frames)
+        if audio_input.hears_text:  # as many positions as units heard (deeptalk.model.hearing)
+            return frames, model.audio_positions(frames)
+        return frames, out.n_positions
 
     return features

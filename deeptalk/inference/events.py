@@ -60,7 +60,7 @@ class Timings:
 @dataclass(frozen=True)
 class Done:
     text: str  # the full answer text (or transcript, for ASR)
-    reason: str  # "complete" | "max_steps" | "interrupted"
+    reason: str  # "complete" | "max_steps" | "interrupted" | "deadline" (ServiceConfig.max_answer_seconds)
     timings: Timings = field(default_factory=Timings)
     codes: Any = None  # LongTensor [K, T] of the spoken answer's codec frames (not sent over the wire)
 

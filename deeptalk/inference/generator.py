@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -74,10 +75,10 @@ class StepOutput:
 
 @dataclass
 class DecodeState:
-    """Mutable per-generation state (moshi-style): KV cache, which items are alive, per-stream progress."""
+    """Mutable per-answer state (moshi-style): which items are alive, per-stream progress."""
 
-    cache: Any = None
-    step: int = 0
+    cache: Any = None  # the KV cache when :class:`Generator` decodes alone (the scheduler keeps its own)
+    step: int = 0  # the last step decoded
     items: list[str] = field(default_factory=list)  # names of the live batch items, in batch order
     text_tokens: list[int] = field(default_factory=list)  # local text ids generated so far (penalty history)
     codes: list[list[int]] = field(default_factory=list)  # per audio stream: codes generated (de-delayed)
@@ -86,6 +87,9 @@ class DecodeState:
     frames_emitted: int = 0
     length: int = 0  # positions in the cache
     reason: str = ""
+    steps_taken: int = 0  # decode steps drawn so far (the next step's index)
+    max_steps: int = 0
+    rng: torch.Generator | None = None
 
     def reset(self) -> None:
         self.cache = None
@@ -98,35 +102,46 @@ class DecodeState:
         self.frames_emitted = 0
         self.length = 0
         self.reason = ""
+        self.steps_taken = 0
+        self.max_steps = 0
+        self.rng = None
 
 
-class Generator:
-    """Streams decode steps from a :class:`SpeechNetwork` for one prompt at a time.
+@dataclass
+class Advance:
+    """What one decode step gives: the client-facing output and, unless the answer has ended, which batch
+    items go on (indices into the items before this step) and the ids they are fed next ``[len(keep), S]``."""
 
-    Stateless between calls except for ``state`` (reset on each :meth:`generate`), so one Generator belongs
-    to one session; the network itself is shared read-only.
-    """
+    output: StepOutput
+    keep: list[int] | None = None  # None: the answer has ended (``state.reason`` says why)
+    next_ids: torch.Tensor | None = None  # [len(keep), S] global ids, on the CPU
 
-    def __init__(self, model: SpeechNetwork, sampling: SamplingConfig, device: str | torch.device = "cpu"):
-        self.model = model
-        self.layout: TokenLayout = model.layout
+
+class Decoder:
+    """The decoding rules of one answer, without the network: what each batch item is fed next given the
+    logits it got. :class:`Generator` runs it alone; :class:`deeptalk.inference.scheduler.Scheduler` runs many
+    in one batch. Both call :meth:`begin`, then per step :meth:`draw` (sampling on the model's device, no host
+    sync) and :meth:`advance` (the drawn ids as host ints), so a sequence decodes the same either way."""
+
+    def __init__(self, layout: TokenLayout, sampling: SamplingConfig, device: str | torch.device = "cpu"):
+        self.layout = layout
         self.sampling = sampling
         self.device = torch.device(device)
         self.state = DecodeState()
-        lay = self.layout
+        lay = layout
         K = lay.n_audio_streams
         self._eot = lay.text_special("EOT")
         self._pad_t = lay.text_special("PAD_T")
         self._pad_a_code = lay.audio_special_code("PAD_A")
         self._eoa_code = lay.audio_special_code("EOA")
-        self._pad_a = torch.tensor([lay.audio_special("PAD_A", i) for i in range(K)])
+        self._pad_a = [lay.audio_special("PAD_A", i) for i in range(K)]
         # the text stream may produce words and EOT
         self._text_mask = allowed_mask(
-            lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot]
+            lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot], self.device
         )
         # aligned spoken answers: the text stream also pads between words
         self._aligned_text_mask = allowed_mask(
-            lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot, self._pad_t]
+            lay.stream_size(lay.text_stream), [range(lay.text_vocab_size), self._eot, self._pad_t], self.device
         )
         # audio streams may produce codes; stream 0 also EOA (the others are closed by the schedule)
         self._audio_mask = torch.stack(
@@ -136,26 +151,26 @@ class Generator:
                 )
                 for i in range(K)
             ]
-        )
+        ).to(self.device)
+        self._none = torch.full((1 + K,), -1, dtype=torch.long, device=self.device)
 
-    # ---- public -------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def generate(
+    @property
+    def done(self) -> bool:
+        return bool(self.state.reason)
+
+    def begin(
         self,
         prompt: Prompt,
         *,
         speak: bool,
         answer_code: int | None = None,
         max_steps: int,
-        stop: threading.Event | None = None,
         rng: torch.Generator | None = None,
-    ) -> Iterator[StepOutput]:
-        """Decode an answer to ``prompt``; with ``speak`` produce audio in the voice ``answer_code``
-        (``layout.answer_code(voice)``), else text only. Sets ``state.reason`` to ``complete``,
-        ``max_steps`` or ``interrupted`` when the iterator ends. ``stop`` is checked before every step."""
+    ) -> torch.Tensor:
+        """Reset the state for a new answer; returns the prompt rows ``[B, T, S]`` (on the device) to prefill:
+        the audio item (spoken answers) and the text item (unless the aligned layout reads text from audio)."""
         lay, st = self.layout, self.state
         st.reset()
-        K = lay.n_audio_streams
         ids = prompt.input_ids.to(self.device)
         if ids.ndim != 2 or ids.shape[1] != lay.n_streams:
             raise ValueError(f"prompt ids must be [T, {lay.n_streams}], got {tuple(ids.shape)}")
@@ -169,112 +184,69 @@ class Generator:
             rows.append(ids)
             st.items.append("text")
         st.text_item = "audio" if aligned else "text"
-        st.codes = [[] for _ in range(K)]
+        st.codes = [[] for _ in range(lay.n_audio_streams)]
+        st.max_steps, st.rng = max_steps, rng
+        return torch.stack(rows)
 
-        logits = self._prefill(prompt, torch.stack(rows))  # [B, V]
-
-        for t in range(max_steps):
-            if stop is not None and stop.is_set():
-                st.reason = "interrupted"
-                return
-            st.step = t
-            text_tok = self._next_text(logits) if st.text_item in st.items else None
-            audio_tok = self._next_audio(logits, t, rng) if "audio" in st.items else None
-            frame = self._complete_frame()
-
-            next_rows = []
-            text_global = self._pad_t if text_tok is None else text_tok
-            for name in st.items:
-                audio_ids = audio_tok if name == "audio" else self._pad_a.to(self.device)
-                next_rows.append(torch.cat([audio_ids, torch.tensor([text_global], device=self.device)]))
-            yield StepOutput(step=t, text_token=text_tok, frame=frame)
-
-            keep = [n for n in st.items if not self._finished(n, text_tok, t)]
-            if not keep:
-                st.reason = "complete"
-                return
-            if keep != st.items:
-                index = torch.tensor([st.items.index(n) for n in keep], device=self.device)
-                st.cache.batch_select_indices(index)
-                next_rows = [next_rows[st.items.index(n)] for n in keep]
-                st.items = keep
-            if t + 1 == max_steps:
-                break
-            step_ids = torch.stack(next_rows)[:, None, :]  # [B, 1, S]
-            st.length += 1
-            batch = SpeechBatch(
-                input_ids=step_ids,
-                attention_mask=torch.ones(len(st.items), st.length, dtype=torch.long, device=self.device),
+    def draw(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sample this step's tokens from the live items' last logits ``[B, V]``: ``[1 + K]`` local ids on
+        the device (text, then the K audio streams; -1 where the item is gone or the text has ended)."""
+        st, lay = self.state, self.layout
+        out = self._none.clone()
+        if st.text_item in st.items and not self._text_ended():
+            row = logits[st.items.index(st.text_item), lay.stream_slice(lay.text_stream)].float()
+            row = row + (self._aligned_text_mask if st.text_item == "audio" else self._text_mask)
+            row = apply_repetition_penalty(
+                row,
+                torch.tensor(st.text_tokens, dtype=torch.long, device=row.device),
+                self.sampling.text_repetition_penalty,
             )
-            out = self.model(batch, cache=st.cache, use_cache=True, logits="last")
-            st.cache = out.cache
-            logits = out.logits[:, -1]
-        st.reason = "max_steps"
+            out[0] = sample_top_k(row, self.sampling.text_top_k, self.sampling.text_temperature)
+        if "audio" in st.items:
+            K = lay.n_audio_streams
+            start = lay.stream_offset(0)  # the K audio blocks are contiguous and equally sized
+            rows = logits[st.items.index("audio"), start : start + K * lay.audio_block_size].view(K, -1).float()
+            out[1:] = sample_top_k(  # one draw for all K streams, delayed or not: the rng advances every step
+                rows + self._audio_mask, self.sampling.audio_top_k, self.sampling.audio_temperature, st.rng
+            )
+        return out
+
+    def advance(self, drawn: list[int]) -> Advance:
+        """Apply one step's drawn ids (:meth:`draw`, as host ints): delay pads, staged EOA closure, the frame
+        it completes, which items finish, and the ids each surviving item is fed next."""
+        st, lay = self.state, self.layout
+        t = st.step = st.steps_taken
+        st.steps_taken += 1
+        text_tok = self._take_text(drawn[0])
+        audio_ids = self._take_audio(drawn[1:], t) if "audio" in st.items else None
+        output = StepOutput(step=t, text_token=text_tok, frame=self._complete_frame())
+
+        text_global = self._pad_t if text_tok is None else text_tok
+        next_rows = [(audio_ids if name == "audio" else self._pad_a) + [text_global] for name in st.items]
+        keep = [i for i, name in enumerate(st.items) if not self._finished(name, text_tok, t)]
+        if not keep:
+            st.reason = "complete"
+            return Advance(output)
+        st.items = [st.items[i] for i in keep]
+        if st.steps_taken >= st.max_steps:
+            st.reason = "max_steps"
+            return Advance(output)
+        return Advance(output, keep, torch.tensor([next_rows[i] for i in keep], dtype=torch.long))
 
     # ---- steps --------------------------------------------------------------------------------------------
-    def _prefill(self, prompt: Prompt, rows: torch.Tensor) -> torch.Tensor:
-        """Run the prompt rows [B, T, S]; returns the last position's logits [B, V] and fills the cache.
-
-        The batch items differ only in their last row, so the shared prefix runs once (batch 1) and its KV
-        cache is repeated for every item before the last rows run as a batch: half the prefill work of a
-        spoken answer, with the same result (see tests/inference/test_generator_model.py)."""
-        st = self.state
-        b, t = rows.shape[:2]
-        ones = partial(torch.ones, dtype=torch.long, device=self.device)
-        segments = None if prompt.audio is None else prompt.audio.to(self.device)  # features arrive on the CPU
-        shared = b > 1 and t > 1 and (segments is None or bool(((segments.start + segments.n_positions) < t).all()))
-        if not shared:
-            out = self.model(
-                SpeechBatch(input_ids=rows, attention_mask=ones(b, t), audio=_replicate_segments(segments, b)),
-                use_cache=True, logits="last",
-            )
-        else:
-            head = self.model(
-                SpeechBatch(input_ids=rows[:1, :-1], attention_mask=ones(1, t - 1), audio=segments), use_cache=True,
-                logits="last",
-            )
-            head.cache.batch_repeat_interleave(b)
-            out = self.model(
-                SpeechBatch(input_ids=rows[:, -1:], attention_mask=ones(b, t)), cache=head.cache, use_cache=True,
-                logits="last",
-            )
-        st.cache, st.length = out.cache, t
-        return out.logits[:, -1]
-
-    def _next_text(self, logits: torch.Tensor) -> int | None:
-        """Text token from the text item (None once it has ended, or, aligned, when it pads between words:
-        the stream then carries ``PAD_T``)."""
-        st, lay = self.state, self.layout
-        if self._text_ended():
+    def _take_text(self, tok: int) -> int | None:
+        """The drawn text token as the step's output (None when nothing was drawn, or, aligned, when it pads
+        between words: the stream then carries ``PAD_T``)."""
+        if tok < 0 or tok == self._pad_t:  # padding is not text: no history, nothing to emit
             return None
-        row = logits[st.items.index(st.text_item), lay.stream_slice(lay.text_stream)].float()
-        aligned = st.text_item == "audio"
-        row = row + (self._aligned_text_mask if aligned else self._text_mask).to(row.device)
-        row = apply_repetition_penalty(
-            row,
-            torch.tensor(st.text_tokens, dtype=torch.long, device=row.device),
-            self.sampling.text_repetition_penalty,
-        )
-        tok = int(sample_top_k(row, self.sampling.text_top_k, self.sampling.text_temperature))
-        if tok == self._pad_t:  # padding is not text: no history, nothing to emit
-            return None
-        st.text_tokens.append(tok)
-        return lay.text_id(tok) if tok != self._eot else tok
+        self.state.text_tokens.append(tok)
+        return self.layout.text_id(tok) if tok != self._eot else tok
 
-    def _next_audio(self, logits: torch.Tensor, t: int, rng: torch.Generator | None) -> torch.Tensor:
+    def _take_audio(self, sampled: list[int], t: int) -> list[int]:
         """Global ids for the K audio streams at step ``t``: delay pads, sampled codes, staged EOA closure."""
         st, lay = self.state, self.layout
-        K = lay.n_audio_streams
-        start = lay.stream_offset(0)  # the K audio blocks are contiguous and equally sized
-        rows = logits[st.items.index("audio"), start : start + K * lay.audio_block_size].view(K, -1).float()
-        sampled = sample_top_k(
-            rows + self._audio_mask.to(rows.device),
-            self.sampling.audio_top_k,
-            self.sampling.audio_temperature,
-            rng,
-        ).tolist()  # [K] local ids, one draw
-        out = torch.empty(K, dtype=torch.long, device=self.device)
-        for i in range(K):
+        out = []
+        for i in range(lay.n_audio_streams):
             if t <= i:  # delay: stream i starts at step i + 1
                 local = self._pad_a_code
             elif st.eoa_step is not None and t > st.eoa_step + i:
@@ -287,7 +259,7 @@ class Generator:
                     st.eoa_step = t
                 else:
                     st.codes[i].append(local)
-            out[i] = lay.stream_offset(i) + local
+            out.append(lay.stream_offset(i) + local)
         return out
 
     def _complete_frame(self) -> torch.Tensor | None:
@@ -318,6 +290,103 @@ class Generator:
         return ids
 
 
+class Generator:
+    """Streams decode steps from a :class:`SpeechNetwork` for one prompt at a time, alone (the service batches
+    many sessions' steps in :class:`deeptalk.inference.scheduler.Scheduler` instead).
+
+    Stateless between calls except for ``state`` (reset on each :meth:`generate`), so one Generator belongs
+    to one session; the network itself is shared read-only.
+    """
+
+    def __init__(self, model: SpeechNetwork, sampling: SamplingConfig, device: str | torch.device = "cpu"):
+        self.model = model
+        self.layout: TokenLayout = model.layout
+        self.sampling = sampling
+        self.device = torch.device(device)
+        self.decoder = Decoder(self.layout, sampling, self.device)
+
+    @property
+    def state(self) -> DecodeState:
+        return self.decoder.state
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        speak: bool,
+        answer_code: int | None = None,
+        max_steps: int,
+        stop: threading.Event | None = None,
+        rng: torch.Generator | None = None,
+        deadline: float | None = None,
+    ) -> Iterator[StepOutput]:
+        """Decode an answer to ``prompt``; with ``speak`` produce audio in the voice ``answer_code``
+        (``layout.answer_code(voice)``), else text only. Sets ``state.reason`` to ``complete``,
+        ``max_steps``, ``interrupted`` or ``deadline`` when the iterator ends. ``stop`` and ``deadline``
+        (a ``time.monotonic()`` value) are checked before every step."""
+        dec, st = self.decoder, self.decoder.state
+        rows = dec.begin(prompt, speak=speak, answer_code=answer_code, max_steps=max_steps, rng=rng)
+        logits, st.cache = prefill(self.model, prompt, rows, self.device)
+        st.length = rows.shape[1]
+        if max_steps < 1:
+            st.reason = "max_steps"
+            return
+        while True:
+            if stop is not None and stop.is_set():
+                st.reason = "interrupted"
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                st.reason = "deadline"
+                return
+            n = len(st.items)
+            step = dec.advance(dec.draw(logits).tolist())
+            yield step.output
+            if step.keep is None:
+                return
+            if len(step.keep) != n:
+                st.cache.batch_select_indices(torch.tensor(step.keep, device=self.device))
+            st.length += 1
+            batch = SpeechBatch(
+                input_ids=step.next_ids[:, None, :].to(self.device),
+                attention_mask=torch.ones(len(st.items), st.length, dtype=torch.long, device=self.device),
+            )
+            out = self.model(batch, cache=st.cache, use_cache=True, logits="last")
+            st.cache = out.cache
+            logits = out.logits[:, -1]
+
+
+def prefill(
+    model: SpeechNetwork, prompt: Prompt, rows: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, Any]:
+    """Run the prompt rows [B, T, S] (:meth:`Decoder.begin`); returns the last position's logits [B, V] and
+    the filled KV cache.
+
+    The batch items differ only in their last row, so the shared prefix runs once (batch 1) and its KV
+    cache is repeated for every item before the last rows run as a batch: half the prefill work of a
+    spoken answer, with the same result (see tests/inference/test_generator_model.py)."""
+    b, t = rows.shape[:2]
+    ones = partial(torch.ones, dtype=torch.long, device=device)
+    segments = None if prompt.audio is None else prompt.audio.to(device)  # features arrive on the CPU
+    shared = b > 1 and t > 1 and (segments is None or bool(((segments.start + segments.n_positions) < t).all()))
+    if not shared:
+        out = model(
+            SpeechBatch(input_ids=rows, attention_mask=ones(b, t), audio=_replicate_segments(segments, b)),
+            use_cache=True, logits="last",
+        )
+    else:
+        head = model(
+            SpeechBatch(input_ids=rows[:1, :-1], attention_mask=ones(1, t - 1), audio=segments), use_cache=True,
+            logits="last",
+        )
+        head.cache.batch_repeat_interleave(b)
+        out = model(
+            SpeechBatch(input_ids=rows[:, -1:], attention_mask=ones(b, t)), cache=head.cache, use_cache=True,
+            logits="last",
+        )
+    return out.logits[:, -1], out.cache
+
+
 def _replicate_segments(seg: AudioSegments | None, n: int) -> AudioSegments | None:
     """The same user-audio segments for each of ``n`` batch items."""
     if seg is None or n == 1:
@@ -328,6 +397,7 @@ def _replicate_segments(seg: AudioSegments | None, n: int) -> AudioSegments | No
         n_positions=seg.n_positions.repeat(n),
         batch_index=torch.arange(n, device=seg.batch_index.device).repeat_interleave(reps),
         start=seg.start.repeat(n),
+        frame_lengths=None if seg.frame_lengths is None else seg.frame_lengths.repeat(n),
     )
 
 

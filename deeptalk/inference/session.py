@@ -21,7 +21,11 @@ from deeptalk.data.packing import TokenizedTurn
 from deeptalk.inference.events import AudioChunk, Done, Event, TextDelta, Timings
 from deeptalk.inference.generator import Generator, Prompt, undelay_frames
 from deeptalk.inference.prompt import TaskPrompts, build_prompt
+from deeptalk.inference.scheduler import Scheduler
 from deeptalk.tokens import TokenLayout
+
+# The answer to a spoken turn in which a hearing head heard no word (deeptalk.model.hearing).
+NOTHING_HEARD = "Sorry, I heard nothing. Please say it again."
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,7 @@ class SessionHost(Protocol):
     device: str
     default_voice: str | None
     max_prompt_positions: int
+    scheduler: Scheduler | None  # batches the decode steps of all sessions; None: each decodes alone
 
     def check_voice(self, voice: str | None) -> str | None: ...
     def check_text(self, text: str) -> tuple[int, ...]: ...
@@ -80,6 +85,7 @@ class Session:
         self.voice = engine.default_voice if voice is None else engine.check_voice(voice)
         self._stop = threading.Event()
         self._generator = Generator(engine.model, engine.config.sampling, engine.device)
+        self._decoder = self._generator.decoder  # this session's decoding state, alone or in the scheduler's batch
 
     # ---- control ------------------------------------------------------------------------------------------
     def interrupt(self) -> None:
@@ -108,6 +114,8 @@ class Session:
         t0 = time.perf_counter()
         answer_voice = self.voice if voice is None else self.engine.check_voice(voice)
         user, features = self._user_turn(audio, text)
+        if features and features[user.audio_id][1] == 0:  # a hearing head heard no word: say so, remember nothing
+            return self._nothing_heard(speak, answer_voice)
         prompt = self._prompt([*self.state.turns, user], features)
         self._stop.clear()
         answer: list[int] = []
@@ -115,10 +123,15 @@ class Session:
                               t0=t0, answer=answer)
         return self._remembering(events, user, features, answer)
 
-    def transcribe(self, audio: np.ndarray) -> Iterator[Event]:
-        """ASR: the transcript of 16 kHz mono ``audio`` as text events (history untouched)."""
+    def transcribe(self, audio: np.ndarray, source: str | None = None) -> Iterator[Event]:
+        """ASR: the transcript of 16 kHz mono ``audio`` as text events (history untouched). ``source`` (default
+        ``ServiceConfig.asr_source``): ``lm`` decodes the ASR task; ``ctc`` gives a hearing head's transcript."""
         t0 = time.perf_counter()
+        source = source or self.engine.config.asr_source
         user, features = self._user_turn(audio, None)
+        frames, n_heard = features[user.audio_id]
+        if getattr(self.engine.model, "hears_text", False) and (n_heard == 0 or source == "ctc"):
+            return self._heard_transcript(frames, t0)
         prompt = self._prompt(self.engine.tasks.asr_turns(user), features, task="asr")
         self._stop.clear()
         return self._stream(prompt, speak=False, voice=None, max_steps=self.engine.config.max_asr_steps, t0=t0)
@@ -130,6 +143,25 @@ class Session:
         prompt = self._prompt(self.engine.tasks.tts_turns(self._text_ids(text)), {})
         self._stop.clear()
         return self._stream(prompt, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0)
+
+    def _heard_transcript(self, frames: torch.Tensor, t0: float) -> Iterator[Event]:
+        text = self.engine.tokenizer.decode(self.engine.model.transcribe_heard(frames))
+        if text:
+            yield TextDelta(text)
+        yield Done(text=text, reason="complete", timings=Timings(total_ms=(time.perf_counter() - t0) * 1e3))
+
+    def _nothing_heard(self, speak: bool, voice: str | None) -> Iterator[Event]:
+        """The answer to a spoken turn in which no word was heard (silence, a tone, noise): NOTHING_HEARD as
+        text and, if asked, spoken by the model; the history is untouched."""
+        yield TextDelta(NOTHING_HEARD)
+        done = Done(text=NOTHING_HEARD, reason="complete")
+        if speak and not self.engine.tokenizer.unknown_words(NOTHING_HEARD):  # spoken if the model has the words
+            for event in self.synthesize(NOTHING_HEARD, voice):
+                if isinstance(event, AudioChunk):
+                    yield event
+                elif isinstance(event, Done):
+                    done = Done(text=NOTHING_HEARD, reason=event.reason, timings=event.timings, codes=event.codes)
+        yield done
 
     def _remembering(
         self, events: Iterator[Event], user: TokenizedTurn, features: dict, answer: list[int]
@@ -198,9 +230,18 @@ class Session:
             else torch.Generator(device=eng.device).manual_seed(eng.config.sampling.seed)  # where sampling runs
         )
         code = eng.layout.answer_code(voice) if speak else None
-        for out in self._generator.generate(
-            prompt, speak=speak, answer_code=code, max_steps=max_steps, stop=self._stop, rng=rng
-        ):
+        deadline = time.monotonic() + eng.config.max_answer_seconds
+        if eng.scheduler is not None:
+            steps = eng.scheduler.generate(
+                self._decoder, prompt, speak=speak, answer_code=code, max_steps=max_steps, stop=self._stop, rng=rng,
+                deadline=deadline,
+            )
+        else:
+            steps = self._generator.generate(
+                prompt, speak=speak, answer_code=code, max_steps=max_steps, stop=self._stop, rng=rng,
+                deadline=deadline,
+            )
+        for out in steps:
             timings.steps = out.step + 1
             if out.step == 0:
                 timings.prefill_ms = ms()
@@ -226,7 +267,7 @@ class Session:
                     pending = []
                     if pcm.size:
                         yield self._chunk(pcm, timings, ms)
-        reason = self._generator.state.reason
+        reason = self._decoder.state.reason
         if decoder is not None and reason != "interrupted":
             if pending:
                 pcm = decoder.push(torch.stack(pending, dim=1))

@@ -89,7 +89,7 @@ class AudioDeltaEvent(BaseModel):
 class DoneEvent(BaseModel):
     type: Literal["done"]
     text: str
-    reason: Literal["complete", "max_steps", "interrupted"]
+    reason: Literal["complete", "max_steps", "interrupted", "deadline"]
     timings: Timings
 
 
@@ -98,7 +98,7 @@ AnswerEvent = Annotated[TextDeltaEvent | AudioDeltaEvent | DoneEvent, Field(disc
 
 class Transcript(BaseModel):
     text: str
-    reason: Literal["complete", "max_steps", "interrupted"]
+    reason: Literal["complete", "max_steps", "interrupted", "deadline"]
     timings: Timings
 
 

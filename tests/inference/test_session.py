@@ -80,11 +80,11 @@ def test_interrupt_stops_within_a_step_and_session_stays_usable(greedy_engine, u
     for event in s.respond(audio=user_wav):
         seen.append(event)
         if isinstance(event, TextDelta) or isinstance(event, AudioChunk):
-            steps_at_interrupt = s._generator.state.step
+            steps_at_interrupt = s._decoder.state.step
             s.interrupt()
     done = seen[-1]
     assert isinstance(done, Done) and done.reason == "interrupted"
-    assert s._generator.state.step == steps_at_interrupt  # no decode step after the barge-in
+    assert s._decoder.state.step == steps_at_interrupt  # no decode step after the barge-in
     assert [t.role for t in s.state.turns] == ["user", "assistant"]
     _, again = collect(s.respond(text="hello"))
     assert again.reason in ("complete", "max_steps")
