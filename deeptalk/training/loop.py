@@ -129,15 +129,18 @@ def training_dtype(ds_config: dict[str, Any]) -> torch.dtype:
 
 
 def cast_for_training(module: nn.Module, dtype: torch.dtype, desc: str) -> None:
-    """Give every floating parameter and buffer ``dtype`` (in place: the parameter objects, their gradient hooks
-    and the optimizer groups stay valid). Mixed dtypes fail in the first matmul once DeepSpeed has cast the
-    trainable ones; a bf16 checkpoint trained with bf16 off becomes fp32 (twice the memory), said here."""
-    found = {t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()}
+    """Give every floating parameter ``dtype`` (in place: the parameter objects, their gradient hooks and the
+    optimizer groups stay valid); buffers keep theirs (RoPE's ``inv_freq`` stays fp32: ``cast_parameters``).
+    Mixed dtypes fail in the first matmul once DeepSpeed has cast the trainable ones; a bf16 checkpoint trained
+    with bf16 off becomes fp32 (twice the memory), said here."""
+    from deeptalk.model.backbone import cast_parameters
+
+    found = {p.dtype for p in module.parameters() if p.is_floating_point()}
     if found - {dtype}:
         if dtype == torch.float32:
             log.warning("%s: weights in %s, DeepSpeed bf16 is off (training.bf16 false or no CUDA): training in "
                         "fp32 (2x the memory of bf16)", desc, sorted(str(d) for d in found))
-        module.to(dtype)
+        cast_parameters(module, dtype)
 
 
 def export_weights(program: TrainProgram, module: nn.Module, out_dir: Path) -> None:

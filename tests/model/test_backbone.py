@@ -67,3 +67,40 @@ def test_deepseek_v2_lite_style_checkpoint_loads_unchanged(tmp_path):
         ours = model.backbone.model(inputs_embeds=model.embed_tokens(ids)).last_hidden_state
         ref = original.model(input_ids=ids).last_hidden_state
     assert torch.allclose(ours, ref, atol=1e-5)  # every layer, expert and router weight arrived intact
+
+
+def test_bf16_training_cast_keeps_rope_in_fp32(tmp_path):
+    """The cast the training loop applies for bf16 leaves RoPE's frequency table fp32 (what transformers' loader
+    and DeepSpeed's bf16 engine keep), so long-distance rotations are pretraining's and serving's."""
+    import copy
+
+    from deeptalk.model.backbone import load_backbone
+    from deeptalk.model.config import BackboneConfig
+    from deeptalk.testing.mini_checkpoints import build_deepseek_v2_lite
+    from deeptalk.training.loop import cast_for_training
+
+    path = build_deepseek_v2_lite(tmp_path / "DeepSeek-V2-Lite-Chat")
+    reference = load_backbone(path, BackboneConfig(family="deepseek_v2", checkpoint=str(path))).eval()
+    model = copy.deepcopy(reference)
+    cast_for_training(model, torch.bfloat16, "test")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    for name, buf in reference.named_buffers():
+        assert model.get_buffer(name).dtype == buf.dtype
+        assert torch.equal(model.get_buffer(name), buf), name
+
+    def angles(m):
+        x = torch.zeros(1, 3, 8)
+        return m.model.rotary_emb(x, torch.tensor([[100, 500, 1200]])).angle()  # DeepSeek-V2: complex
+
+    def phase_error(a, b):
+        return (torch.remainder(a - b + torch.pi, 2 * torch.pi) - torch.pi).abs().max()
+
+    assert phase_error(angles(model), angles(reference)) == 0
+    naive = copy.deepcopy(reference).to(torch.bfloat16)  # what casting buffers too would give
+    assert phase_error(angles(naive), angles(reference)) > 0.05  # the check above can see the fault
+
+    ids = torch.randint(0, 400, (1, 512), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = reference(input_ids=ids).logits[0, -64:]
+        got = model(input_ids=ids).logits[0, -64:].float()
+    assert (got - want).norm() / want.norm() < 0.02  # bf16 weights: ~0.005 measured
