@@ -56,6 +56,8 @@ def load_upload(data: bytes, *, max_bytes: int, max_seconds: float, sample_rate:
     if len(data) > max_bytes:
         raise AudioTooLarge(f"the upload has {len(data)} bytes; the limit is {max_bytes}")
     fmt = sniff_format(data)
+    if fmt == "wav":
+        check_wav_chunks(data)
     try:
         info = sf.info(io.BytesIO(data))
         if info.frames <= 0:
@@ -71,7 +73,51 @@ def load_upload(data: bytes, *, max_bytes: int, max_seconds: float, sample_rate:
         raise CorruptAudio(f"the {fmt} file could not be decoded: {_reason(err)}") from err
     if wav.shape[0] == 0:
         raise EmptyAudio(f"the {fmt} file holds no samples")
+    if wav.shape[0] != info.frames:  # e.g. a FLAC whose STREAMINFO counts more samples than its frames hold
+        raise CorruptAudio(
+            f"the {fmt} header declares {info.frames} samples but the file holds {wav.shape[0]}; "
+            "the upload is truncated or its header is wrong"
+        )
     return _finish(wav.mean(axis=1), sr, sample_rate)
+
+
+def check_wav_chunks(data: bytes) -> None:
+    """Refuse a RIFF/WAVE file whose declared sizes disagree with its bytes: libsndfile would silently read
+    what is there (a truncated upload would be answered as if it were the whole question).
+
+    Checks the RIFF size (truncation), every chunk's size against the bytes left, and the data chunk against
+    the frame size of the fmt chunk. RF64 files and streaming writers' "unknown" sizes (0xFFFFFFFF) are left
+    to libsndfile."""
+    if data[:4] != b"RIFF":
+        return
+    riff = int.from_bytes(data[4:8], "little")
+    if riff != 0xFFFFFFFF and riff + 8 > len(data):
+        raise CorruptAudio(
+            f"the WAV header declares {riff + 8} bytes but the upload has {len(data)}; it is truncated"
+        )
+    pos, block_align = 12, None
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        left = len(data) - pos - 8
+        name = chunk.decode("ascii", "replace").strip()
+        if chunk == b"fmt " and size >= 14 and left >= 14:
+            block_align = int.from_bytes(data[pos + 20 : pos + 22], "little")
+        if chunk == b"data":
+            if size == 0xFFFFFFFF:
+                return
+            if size > left:
+                raise CorruptAudio(
+                    f"the WAV data chunk declares {size} bytes but only {left} follow; the upload is truncated"
+                )
+            if block_align and size % block_align:
+                raise CorruptAudio(
+                    f"the WAV data chunk has {size} bytes, not a whole number of {block_align}-byte sample frames"
+                )
+            return
+        if size > left:
+            raise CorruptAudio(f"the WAV chunk {name!r} declares {size} bytes but only {left} follow")
+        pos += 8 + size + (size & 1)
+    raise CorruptAudio("the WAV file has no data chunk")
 
 
 def _reason(err: Exception) -> str:

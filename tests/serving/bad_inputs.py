@@ -71,6 +71,7 @@ CASES = [
     Case("unknown field", "POST", "/chat", 400, {"json": {"text": "hello", "temperature": 3}}),
     Case("empty audio file", "POST", "/chat", 400, _file(b"")),
     Case("corrupt wav", "POST", "/chat", 400, _file(CORRUPT_WAV)),
+    Case("truncated wav", "POST", "/chat", 400, _file(wav_bytes(1.0)[:12000])),
     Case("nan samples", "POST", "/chat", 400, _file(NAN_WAV)),
     Case(
         "mp3 upload",

@@ -52,3 +52,25 @@ def test_pcm16_realtime_audio():
         load_pcm16(b"", 16000, max_seconds=3.0)
     with pytest.raises(AudioTooLarge):
         load_pcm16(pcm * 4, 16000, max_seconds=3.0)
+
+
+def _with_u32(data: bytes, offset: int, value: int) -> bytes:
+    return data[:offset] + value.to_bytes(4, "little") + data[offset + 4 :]
+
+
+def test_container_sizes_that_disagree_with_the_data_are_refused_by_name():
+    wav = wav_bytes(0.5)  # 16-bit mono: RIFF size at 4, data chunk size at 40, 16,000 data bytes
+    with pytest.raises(CorruptAudio, match="declares 16044 bytes but the upload has 8022; it is truncated"):
+        load_upload(wav[: len(wav) // 2], **LIMITS)
+    # RIFF size made consistent, the data chunk still claims more than follows
+    cut = _with_u32(wav[:8044], 4, 8036)
+    with pytest.raises(CorruptAudio, match="data chunk declares 16000 bytes but only 8000 follow"):
+        load_upload(cut, **LIMITS)
+    with pytest.raises(CorruptAudio, match="not a whole number of 2-byte sample frames"):
+        load_upload(_with_u32(wav, 40, 15999), **LIMITS)
+    assert len(load_upload(wav + b"\x00" * 100, **LIMITS)) == 8000  # trailing bytes after the data: accepted
+    flac = wav_bytes(0.5, fmt="FLAC")  # STREAMINFO total samples: 36 bits ending at byte 8 + 18
+    total = int.from_bytes(flac[21:26], "big")
+    lying = flac[:21] + (total + 4000).to_bytes(5, "big") + flac[26:]
+    with pytest.raises(CorruptAudio, match="flac"):  # libsndfile refuses it; no partial decode is answered
+        load_upload(lying, **LIMITS)
