@@ -1,10 +1,11 @@
 """HTTP routes of the speech service: ``POST /chat``, ``/tts``, ``/asr``, ``GET /voices``, ``/info``.
 
 Every route validates before it generates (:mod:`deeptalk.serving.inputs`), so a bad request costs no model
-time and gets its documented status (:data:`deeptalk.serving.errors.ERRORS`); generation runs in worker
-threads, one fresh :class:`~deeptalk.inference.session.Session` per request, at most ``max_concurrency`` at once
-(:class:`~deeptalk.serving.capacity.Capacity`). Answers stream as NDJSON: ``text.delta`` / ``audio.delta``
-events, then one ``done`` with timings.
+time and gets its documented status (:data:`deeptalk.serving.errors.ERRORS`); each request gets a fresh
+:class:`~deeptalk.inference.session.Session`, at most ``max_concurrency`` at once
+(:class:`~deeptalk.serving.capacity.Capacity`), whose decode steps run in the engine's scheduler batch (or alone
+in a worker thread when batching is off). Answers stream as NDJSON: ``text.delta`` / ``audio.delta`` events, then
+one ``done`` with timings.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ class Generation:
 
 def add_http_routes(app: FastAPI, holder: EngineHolder) -> None:
     async def start(engine: Engine, make_events: Callable[[Session], Iterator[Event]]) -> Generation:
-        return await Generation.start(engine, holder.capacity, make_events)
+        return await Generation.start(engine, holder.capacity, lambda s: holder.observe(make_events(s)))
 
     async def accept(request: Request) -> tuple[Engine, ChatRequest]:
         """Every generating route's preamble: the key, the loaded engine, the parsed body."""
@@ -159,5 +160,8 @@ def add_http_routes(app: FastAPI, holder: EngineHolder) -> None:
                 "max_upload_seconds": cfg.max_upload_seconds,
                 "max_text_chars": cfg.max_text_chars,
                 "max_concurrency": cfg.max_concurrency,
+                "max_queue": cfg.max_queue,
+                "max_answer_seconds": cfg.max_answer_seconds,
             },
+            "batching": engine.scheduler is not None,
         }

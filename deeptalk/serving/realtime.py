@@ -1,4 +1,5 @@
-"""WebSocket ``/realtime``: a conversation over one connection, events in the spirit of OpenAI Realtime.
+"""WebSocket ``/realtime`` (also ``/v1/realtime``): a conversation over one connection, events in the spirit of
+OpenAI Realtime.
 
 Client → server (JSON text frames; binary frames are raw PCM16 appended to the input buffer):
 
@@ -23,6 +24,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -31,7 +33,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from deeptalk.inference.engine import Engine
-from deeptalk.inference.events import AudioChunk, Done, TextDelta
+from deeptalk.inference.events import AudioChunk, Done, Event, TextDelta
 from deeptalk.serving.auth import check_api_key
 from deeptalk.serving.capacity import Busy, Capacity, EngineHolder
 from deeptalk.serving.errors import ApiError, map_error
@@ -43,8 +45,14 @@ log = logging.getLogger(__name__)
 class RealtimeConnection:
     """One WebSocket client: its session, input buffer and at most one running response."""
 
-    def __init__(self, ws: WebSocket, engine: Engine, capacity: Capacity):
-        self.ws, self.engine, self.capacity = ws, engine, capacity
+    def __init__(
+        self,
+        ws: WebSocket,
+        engine: Engine,
+        capacity: Capacity,
+        observe: Callable[[Iterator[Event]], Iterator[Event]] = lambda events: events,
+    ):
+        self.ws, self.engine, self.capacity, self.observe = ws, engine, capacity, observe
         self.session = engine.session()
         self.buffer = bytearray()
         self.input_sample_rate = engine.audio_input.sample_rate
@@ -258,7 +266,9 @@ class RealtimeConnection:
                 return
             try:
                 # features + prompt building off the event loop
-                events = await run_in_threadpool(lambda: self.session.respond(**turn, speak=speak, voice=voice))
+                events = await run_in_threadpool(
+                    lambda: self.observe(self.session.respond(**turn, speak=speak, voice=voice))
+                )
                 if self._cancelled:  # cancelled before generation started
                     self.session.interrupt()
                 await self.send({"type": "response.created"})
@@ -299,8 +309,11 @@ class RealtimeConnection:
                 self.task = None
 
 
+# the root path, and the one the OpenAI SDK's realtime client uses with its habitual ``.../v1`` base URL
+REALTIME_PATHS = ("/realtime", "/v1/realtime")
+
+
 def add_realtime_route(app: FastAPI, holder: EngineHolder) -> None:
-    @app.websocket("/realtime")
     async def realtime(ws: WebSocket) -> None:
         try:
             check_api_key(ws.headers, ws.query_params)
@@ -315,4 +328,7 @@ def add_realtime_route(app: FastAPI, holder: EngineHolder) -> None:
             await ws.close(code=1013, reason="the model is still loading")
             return
         await ws.accept()
-        await RealtimeConnection(ws, holder.engine, holder.capacity).run()
+        await RealtimeConnection(ws, holder.engine, holder.capacity, holder.observe).run()
+
+    for path in REALTIME_PATHS:
+        app.add_api_websocket_route(path, realtime)

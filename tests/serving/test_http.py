@@ -188,3 +188,76 @@ def test_realtime_rejects_a_missing_key(client):
         with client.websocket_connect("/realtime"):
             pass
     assert err.value.status_code == 401
+
+
+# ---- the batched service: one scheduler decodes every answer ------------------------------------------------------
+@pytest.fixture
+def batched_holder(engine, request):
+    from dataclasses import replace
+
+    from deeptalk.serving.metrics import service_metrics
+
+    max_steps = getattr(request, "param", engine.config.max_steps)
+    eng = replace(engine, config=replace(engine.config, max_steps=max_steps), scheduler=None)
+    eng.start_scheduler(observer=service_metrics())
+    yield EngineHolder(eng, metrics=service_metrics())
+    eng.scheduler.close()
+
+
+@pytest.fixture
+def batched_client(batched_holder, monkeypatch):
+    monkeypatch.setenv("DEEPTALK_API_KEY", KEY)
+    with TestClient(create_app(batched_holder)) as c:
+        yield c
+
+
+def _sample(name: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def test_batched_service_answers_as_the_unbatched_one_and_reports_metrics(client, batched_client):
+    body = auth(json={"text": "what is the capital of france", "voice": "joe"})
+    steps_before, first_audio_before = _sample("deeptalk_batch_size_count"), _sample("deeptalk_first_audio_seconds_count")
+    alone, batched = events(client.post("/chat", **body)), events(batched_client.post("/chat", **body))
+    strip = lambda evs: [{k: v for k, v in e.items() if k != "timings"} for e in evs]  # noqa: E731
+    assert strip(alone) == strip(batched)
+    assert batched_client.get("/info").json()["batching"] is True
+    assert client.get("/info").json()["batching"] is False
+    assert _sample("deeptalk_batch_size_count") - steps_before == batched[-1]["timings"]["steps"]
+    assert _sample("deeptalk_first_audio_seconds_count") == first_audio_before + 1
+    assert _sample("deeptalk_inter_chunk_seconds_count") > 0
+
+
+@pytest.mark.parametrize("batched_holder", [2000], indirect=True)  # long answers: the cancel lands mid-answer
+def test_realtime_cancel_frees_the_batch_row_at_the_next_step(batched_client, batched_holder):
+    import time
+
+    scheduler, capacity = batched_holder.engine.scheduler, batched_holder.capacity
+    with batched_client.websocket_connect(f"/v1/realtime?api_key={KEY}") as ws:  # the OpenAI SDK's path
+        assert ws.receive_json()["type"] == "session.created"
+        ws.send_json({"type": "conversation.item.create", "item": {"role": "user", "text": "hello"}})
+        assert ws.receive_json()["type"] == "conversation.item.created"
+        ws.send_json({"type": "response.create"})
+        assert ws.receive_json()["type"] == "response.created"
+        while ws.receive_json()["type"] not in ("response.audio.delta", "response.text.delta"):
+            pass
+        assert scheduler.active == 1
+        ws.send_json({"type": "response.cancel"})
+        evs = ws_events(ws)
+        assert evs[-1]["type"] == "response.done" and evs[-1]["response"]["reason"] == "interrupted"
+        assert evs[-1]["response"]["timings"]["steps"] < 2000
+        assert scheduler.active == 0  # the row left the batch before done was sent
+        for _ in range(100):
+            if capacity.active == 0:
+                break
+            time.sleep(0.01)
+        assert capacity.active == 0
+        # the connection and the scheduler serve the next turn
+        ws.send_json({"type": "session.update", "session": {"speak": False}})
+        assert ws.receive_json()["type"] == "session.updated"
+        ws.send_json({"type": "conversation.item.create", "item": {"role": "user", "text": "hello"}})
+        assert ws.receive_json()["type"] == "conversation.item.created"
+        ws.send_json({"type": "response.create"})
+        assert ws_events(ws)[-1]["type"] == "response.done"
