@@ -19,7 +19,8 @@ Tasks (paper.md §3; ``Turn``/``Sample`` in ``schema.py``):
 - ``text`` plain knowledge text for pretraining the tiny/small backbone: every fact of *every* split as
   statements and Q/A in the *training* templates only (split ``train``). It stands for what a real LLM read
   before speech training: held-out facts are known to the base model in text, never seen in speech/QA
-  fine-tuning.
+  fine-tuning. Split ``heldout`` of ``text`` states the held-out facts in the held-out phrasings: never trained
+  on, it is the text perplexity benchmark (``deeptalk.evaluation.heldout``).
 
 Splits and leakage (checked by ``validation.py``):
 - Facts are split train / validation / held-out (``facts.split_facts``); a QA/ASR/TTS sample of split X only
@@ -55,7 +56,7 @@ from tqdm import tqdm
 
 from deeptalk.data.audio_io import rms, sha256_bytes, write_wav
 from deeptalk.data.config import DataConfig
-from deeptalk.data.facts import RELATIONS, Fact, load_facts, poetry_lines, split_facts
+from deeptalk.data.facts import HELDOUT_PHRASINGS, RELATIONS, Fact, load_facts, poetry_lines, split_facts
 from deeptalk.data.schema import SAMPLE_COLUMNS, SPLITS, UTTERANCE_COLUMNS, Sample, Turn
 from deeptalk.data.text_tokenizer import TextTokenizer
 from deeptalk.data.voices import check_speakers, synthesize
@@ -180,23 +181,28 @@ def plan_samples(
             elif task in ("asr", "tts"):
                 items = _cycle(rng, sentences[split], n)
             else:
-                if task == "tqa" and split == "heldout" and n > len(facts_by_split[split]):
-                    raise ValueError(  # held-out questions use one phrasing: a repeated fact repeats the question
+                if task == "tqa" and split == "heldout" and n > len(facts_by_split[split]) * HELDOUT_PHRASINGS:
+                    raise ValueError(  # round r asks every held-out fact in held-out phrasing r: no question twice
                         f"data.counts['tqa'] asks {n} held-out typed questions but there are only "
-                        f"{len(facts_by_split[split])} held-out facts; raise heldout_fraction or max_facts")
+                        f"{len(facts_by_split[split])} held-out facts x {HELDOUT_PHRASINGS} held-out phrasings; "
+                        "raise heldout_fraction or max_facts")
                 items = _cycle(rng, facts_by_split[split], n)
             if n and not items:
                 raise ValueError(f"no facts/sentences for {task}/{split}; raise max_facts or the fractions")
             for i, item in enumerate(items):
-                turns, fact_id = _make_turns(task, split, item, rng, planner, facts_by_split[split])
+                phrasing = i // max(1, len(facts_by_split[split]))  # _cycle's round: each fact once per round
+                turns, fact_id = _make_turns(task, split, item, rng, planner, facts_by_split[split], phrasing)
                 samples.append(Sample(f"{task}-{split}-{i:05d}", task, split, turns, fact_id))
     samples += _text_samples(facts_by_split)
     return samples, sorted(planner.requests.values(), key=lambda r: r.id)
 
 
-def _question(fact: Fact, split: str, rng: random.Random) -> str:
+def _question(fact: Fact, split: str, rng: random.Random, phrasing: int = 0) -> str:
+    """A training phrasing drawn at random, or held-out phrasing ``phrasing`` (0: the spoken questions' one)."""
     rel = RELATIONS[fact.relation]
-    return fact.question(rel.heldout_question if split == "heldout" else rng.choice(rel.train_questions))
+    if split == "heldout":
+        return fact.question(rel.heldout_questions[phrasing % len(rel.heldout_questions)])
+    return fact.question(rng.choice(rel.train_questions))
 
 
 def _answer_sentence(fact: Fact) -> str:
@@ -204,7 +210,7 @@ def _answer_sentence(fact: Fact) -> str:
 
 
 def _make_turns(
-    task: str, split: str, item, rng: random.Random, planner: _Planner, pool: list[Fact]
+    task: str, split: str, item, rng: random.Random, planner: _Planner, pool: list[Fact], phrasing: int = 0
 ) -> tuple[tuple[Turn, ...], str]:
     if task == "asr":
         uid = planner.utterance(rng, item.text, task, split)
@@ -226,7 +232,7 @@ def _make_turns(
             turns.append(Turn("user", q, planner.utterance(rng, q, task, split), True))
             turns.append(Turn("assistant", a, planner.utterance(rng, a, task, split, assistant=True), True))
         return tuple(turns), fact.id
-    q = _question(fact, split, rng)
+    q = _question(fact, split, rng, phrasing if task == "tqa" else 0)
     if task == "tqa":
         return (Turn("user", q), Turn("assistant", fact.short_answer)), fact.id
     if task == "rqa":
@@ -237,7 +243,14 @@ def _make_turns(
 
 
 def _text_samples(facts_by_split: dict[str, list[Fact]]) -> list[Sample]:
-    """Knowledge text of all facts in training phrasings only (see module docstring)."""
+    """Knowledge text of all facts in training phrasings only (see module docstring), then the held-out facts
+    stated in every held-out phrasing (split ``heldout``: the text perplexity benchmark, never trained on),
+    phrasing by phrasing so that the first ``len(held-out facts)`` state each held-out fact once."""
+    held = [
+        Sample(f"text-heldout-{i * len(facts_by_split['heldout']) + j:05d}", "text", "heldout",
+               (Turn("assistant", f.statement(RELATIONS[f.relation].heldout_statements[i])),), f.id)
+        for i in range(HELDOUT_PHRASINGS) for j, f in enumerate(facts_by_split["heldout"])
+    ]
     out: list[Sample] = []
     facts = sorted((f for fs in facts_by_split.values() for f in fs), key=lambda f: f.id)
     for f in facts:
@@ -251,7 +264,7 @@ def _text_samples(facts_by_split: dict[str, list[Fact]]) -> list[Sample]:
         for t in rel.train_questions:
             turns = (Turn("user", f.question(t)), Turn("assistant", f.short_answer))
             out.append(Sample(f"text-train-{len(out):05d}", "text", "train", turns, f.id))
-    return out
+    return out + held
 
 
 # ---- synthesis ------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Sources: the Debian ``bsdgames`` quiz files (capitals, US states, elements, collective nouns, …) and the PyPI
 ``countryinfo`` package, plus generated arithmetic. Every relation has several question and statement
-templates; the **last** template of each kind is the *held-out phrasing*: it is used only by held-out samples,
-never in training text, so evaluation asks about a fact in wording the model never read.
+templates, split into training and *held-out phrasings*: held-out ones are used only by held-out samples, never
+in training text, so evaluation asks about a fact in wording the model never read (``Relation``).
 """
 
 from __future__ import annotations
@@ -130,62 +130,95 @@ def read_quiz_file(path: Path) -> list[list[str]]:
 # ---- relations and templates ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Relation:
-    """Phrasings of one relation (``{s}`` subject, ``{a}`` answer). The last template of each is held out."""
+    """Phrasings of one relation (``{s}`` subject, ``{a}`` answer), split into training and held-out ones.
 
-    questions: tuple[str, ...]
-    statements: tuple[str, ...]
+    Held-out phrasings never occur in training text. The *first* held-out phrasing is the one every held-out
+    spoken question and ASR/TTS sentence uses (:attr:`heldout_question`, :attr:`heldout_statement`); the others
+    only multiply the held-out *text* benchmarks (typed QA rounds, perplexity sentences), so that a drop in text
+    ability is measured on several wordings of each held-out fact. Those extra phrasings recombine words of the
+    training phrasings only (``tests/data/test_facts.py`` checks it): a word the text LM never read has an
+    untrained embedding and would measure the vocabulary, not the knowledge.
+    """
+
+    train_questions: tuple[str, ...]
+    heldout_questions: tuple[str, ...]
+    train_statements: tuple[str, ...]
+    heldout_statements: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if len(self.questions) < 3 or len(self.statements) < 2:
-            raise ValueError("a relation needs ≥ 3 question templates and ≥ 2 statement templates")
+        if len(self.train_questions) < 2 or len(self.train_statements) < 1:
+            raise ValueError("a relation needs >= 2 training question templates and >= 1 training statement template")
+        if not self.heldout_questions or not self.heldout_statements:
+            raise ValueError("a relation needs >= 1 held-out question template and >= 1 held-out statement template")
+        if set(self.heldout_questions) & set(self.train_questions) or set(self.heldout_statements) & set(
+            self.train_statements
+        ):
+            raise ValueError("a held-out template is also a training template")
 
     @property
-    def train_questions(self) -> tuple[str, ...]:
-        return self.questions[:-1]
+    def questions(self) -> tuple[str, ...]:
+        """Every question phrasing, training then held-out."""
+        return self.train_questions + self.heldout_questions
+
+    @property
+    def statements(self) -> tuple[str, ...]:
+        return self.train_statements + self.heldout_statements
 
     @property
     def heldout_question(self) -> str:
-        return self.questions[-1]
-
-    @property
-    def train_statements(self) -> tuple[str, ...]:
-        return self.statements[:-1]
+        return self.heldout_questions[0]
 
     @property
     def heldout_statement(self) -> str:
-        return self.statements[-1]
+        return self.heldout_statements[0]
 
 
 RELATIONS: dict[str, Relation] = {
     "capital": Relation(
+        ("What is the capital of {s}?", "Which city is the capital of {s}?", "Name the capital of {s}."),
         (
-            "What is the capital of {s}?",
-            "Which city is the capital of {s}?",
-            "Name the capital of {s}.",
             "Tell me the capital city of {s}.",
+            "What city is the capital of {s}?",
+            "The capital of {s} is which city?",
+            "In {s}, what is the capital city?",
         ),
-        ("The capital of {s} is {a}.", "{a} is the capital of {s}.", "The capital city of {s} is {a}."),
+        ("The capital of {s} is {a}.", "{a} is the capital of {s}."),
+        (
+            "The capital city of {s} is {a}.",
+            "{a} is the capital city of {s}.",
+            "In {s} the capital is {a}.",
+            "The city of {a} is the capital of {s}.",
+        ),
     ),
     "region": Relation(
+        ("In which region is {s}?", "Which part of the world is {s} in?", "Where in the world is {s}?"),
         (
-            "In which region is {s}?",
-            "Which part of the world is {s} in?",
-            "Where in the world is {s}?",
             "On which continent or region is {s} located?",
+            "What region is {s} in?",
+            "Which region of the world is {s} in?",
+            "In which part of the world is {s}?",
         ),
-        ("{s} is in {a}.", "{s} lies in {a}.", "{s} is located in {a}."),
+        ("{s} is in {a}.", "{s} lies in {a}."),
+        ("{s} is located in {a}.", "{s} is part of {a}.", "{s} is in the region of {a}.", "The region of {s} is {a}."),
     ),
     "state_abbrev": Relation(
         (
             "What is the postal abbreviation of {s}?",
             "How do you abbreviate {s}?",
             "What is the two letter code for {s}?",
-            "Which postal code stands for {s}?",
         ),
         (
-            "The postal abbreviation of {s} is {a}.",
-            "{s} is abbreviated {a}.",
+            "Which postal code stands for {s}?",
+            "How is {s} abbreviated?",
+            "What is the postal code for {s}?",
+            "Which two letter code stands for {s}?",
+        ),
+        ("The postal abbreviation of {s} is {a}.", "{s} is abbreviated {a}."),
+        (
             "The two letter code for {s} is {a}.",
+            "{a} is the postal abbreviation of {s}.",
+            "{a} stands for {s}.",
+            "The postal code for {s} is {a}.",
         ),
     ),
     "state_flower": Relation(
@@ -193,12 +226,19 @@ RELATIONS: dict[str, Relation] = {
             "What is the state flower of {s}?",
             "Which flower is the symbol of {s}?",
             "Name the state flower of {s}.",
-            "Which flower represents the state of {s}?",
         ),
         (
-            "The state flower of {s} is the {a}.",
-            "{s} has the {a} as its state flower.",
+            "Which flower represents the state of {s}?",
+            "What flower is the symbol of {s}?",
+            "Which flower is the state flower of {s}?",
+            "What flower does {s} have as its state flower?",
+        ),
+        ("The state flower of {s} is the {a}.", "{s} has the {a} as its state flower."),
+        (
             "The flower of the state of {s} is the {a}.",
+            "The {a} is the state flower of {s}.",
+            "The {a} is the flower of {s}.",
+            "{s} has the {a} as its flower.",
         ),
     ),
     "element_symbol": Relation(
@@ -206,107 +246,173 @@ RELATIONS: dict[str, Relation] = {
             "What is the chemical symbol for {s}?",
             "Which symbol stands for {s}?",
             "How is {s} written in chemistry?",
-            "What symbol does the element {s} have?",
         ),
-        ("The chemical symbol for {s} is {a}.", "{s} has the symbol {a}.", "The element {s} is written {a}."),
+        (
+            "What symbol does the element {s} have?",
+            "What symbol stands for {s}?",
+            "Which chemical symbol does {s} have?",
+            "In chemistry, how is {s} written?",
+        ),
+        ("The chemical symbol for {s} is {a}.", "{s} has the symbol {a}."),
+        (
+            "The element {s} is written {a}.",
+            "{a} is the chemical symbol for {s}.",
+            "{a} stands for {s}.",
+            "In chemistry {s} is written {a}.",
+        ),
     ),
     "element_number": Relation(
         (
             "What is the atomic number of {s}?",
             "Which atomic number does {s} have?",
             "How many protons does an atom of {s} have?",
-            "What number is {s} in the periodic table?",
         ),
         (
-            "The atomic number of {s} is {a}.",
-            "{s} has atomic number {a}.",
+            "What number is {s} in the periodic table?",
+            "What atomic number does {s} have?",
+            "How many protons does {s} have?",
+            "Which number is the atomic number of {s}?",
+        ),
+        ("The atomic number of {s} is {a}.", "{s} has atomic number {a}."),
+        (
             "{s} is number {a} in the periodic table.",
+            "{a} is the atomic number of {s}.",
+            "An atom of {s} has {a} protons.",
+            "The atomic number of the {s} atom is {a}.",
         ),
     ),
     "collective": Relation(
+        ("What is a group of {s} called?", "What do you call a group of {s}?", "Name a group of {s}."),
         (
-            "What is a group of {s} called?",
-            "What do you call a group of {s}?",
-            "Name a group of {s}.",
             "Which word describes a group of {s}?",
+            "How do you call a group of {s}?",
+            "Which word means a group of {s}?",
+            "What is the word for many {s} together?",
         ),
+        ("A group of {s} is called a {a}.", "Many {s} together make a {a}."),
         (
-            "A group of {s} is called a {a}.",
-            "Many {s} together make a {a}.",
             "The word for a group of {s} is {a}.",
+            "A {a} is a group of {s}.",
+            "A group of {s} is a {a}.",
+            "The word {a} means a group of {s}.",
         ),
     ),
     "baby": Relation(
+        ("What is a baby {s} called?", "What do you call a young {s}?", "Name a baby {s}."),
         (
-            "What is a baby {s} called?",
-            "What do you call a young {s}?",
-            "Name a baby {s}.",
             "Which word means a young {s}?",
+            "What do you call a baby {s}?",
+            "How do you call a young {s}?",
+            "What is the word for a baby {s}?",
         ),
-        ("A baby {s} is called a {a}.", "A young {s} is a {a}.", "The word for a young {s} is {a}."),
+        ("A baby {s} is called a {a}.", "A young {s} is a {a}."),
+        (
+            "The word for a young {s} is {a}.",
+            "A baby {s} is a {a}.",
+            "A young {s} is called a {a}.",
+            "A {a} is a young {s}.",
+        ),
     ),
     "female": Relation(
+        ("What is the female of {s}?", "What is the female form of {s}?", "Name the female of {s}."),
         (
-            "What is the female of {s}?",
-            "What is the female form of {s}?",
-            "Name the female of {s}.",
             "Which word is the female counterpart of {s}?",
+            "What is a female {s} called?",
+            "Which word is the female form of {s}?",
+            "What do you call a female {s}?",
         ),
-        ("The female of {s} is {a}.", "A female {s} is called {a}.", "The female counterpart of {s} is {a}."),
+        ("The female of {s} is {a}.", "A female {s} is called {a}."),
+        (
+            "The female counterpart of {s} is {a}.",
+            "The female form of {s} is {a}.",
+            "{a} is the female of {s}.",
+            "{a} is the female form of {s}.",
+        ),
     ),
     "opposite": Relation(
+        ("What is the opposite of {s}?", "Which word means the opposite of {s}?", "Name the opposite of {s}."),
         (
-            "What is the opposite of {s}?",
-            "Which word means the opposite of {s}?",
-            "Name the opposite of {s}.",
             "What is the antonym of {s}?",
+            "What word means the opposite of {s}?",
+            "Which word is the opposite of {s}?",
+            "What is the word for the opposite of {s}?",
         ),
-        ("The opposite of {s} is {a}.", "{a} is the opposite of {s}.", "The antonym of {s} is {a}."),
+        ("The opposite of {s} is {a}.", "{a} is the opposite of {s}."),
+        (
+            "The antonym of {s} is {a}.",
+            "The word {a} means the opposite of {s}.",
+            "The opposite word of {s} is {a}.",
+            "{a} means the opposite of {s}.",
+        ),
     ),
     "zodiac_next": Relation(
         (
             "Which Chinese year follows the year of the {s}?",
             "What comes after the year of the {s}?",
             "Name the Chinese year after the {s}.",
-            "In the Chinese calendar, what follows the {s}?",
         ),
         (
-            "The year of the {a} follows the year of the {s}.",
-            "After the {s} comes the {a}.",
+            "In the Chinese calendar, what follows the {s}?",
+            "What year follows the year of the {s}?",
+            "Which Chinese year comes after the {s}?",
+            "What follows the year of the {s}?",
+        ),
+        ("The year of the {a} follows the year of the {s}.", "After the {s} comes the {a}."),
+        (
             "In the Chinese calendar the {a} follows the {s}.",
+            "The {a} follows the {s}.",
+            "The year after the {s} is the year of the {a}.",
+            "After the year of the {s} comes the year of the {a}.",
         ),
     ),
     "president_next": Relation(
+        ("Who was president after {s}?", "Who succeeded {s} as president?", "Name the president who followed {s}."),
         (
-            "Who was president after {s}?",
-            "Who succeeded {s} as president?",
-            "Name the president who followed {s}.",
             "Which president came right after {s}?",
+            "Who followed {s} as president?",
+            "Which president followed {s}?",
+            "Who was the president after {s}?",
         ),
+        ("{a} was president after {s}.", "{a} succeeded {s} as president."),
         (
-            "{a} was president after {s}.",
-            "{a} succeeded {s} as president.",
             "The president after {s} was {a}.",
+            "{a} followed {s} as president.",
+            "After {s}, {a} was president.",
+            "After {s} the president was {a}.",
         ),
     ),
     "monarch_next": Relation(
+        ("Who reigned after {s}?", "Who succeeded {s} on the throne?", "Name the monarch who followed {s}."),
         (
-            "Who reigned after {s}?",
-            "Who succeeded {s} on the throne?",
-            "Name the monarch who followed {s}.",
             "Which English monarch came after {s}?",
+            "Which monarch followed {s}?",
+            "Who followed {s} on the throne?",
+            "Who was the monarch after {s}?",
         ),
-        ("{a} reigned after {s}.", "{a} succeeded {s} on the throne.", "The monarch after {s} was {a}."),
+        ("{a} reigned after {s}.", "{a} succeeded {s} on the throne."),
+        (
+            "The monarch after {s} was {a}.",
+            "{a} followed {s} on the throne.",
+            "After {s}, {a} reigned.",
+            "{a} was monarch after {s}.",
+        ),
     ),
     "sum": Relation(
-        ("What is {s}?", "How much is {s}?", "Compute {s}.", "What do you get for {s}?"),
-        ("{s} is {a}.", "{s} equals {a}.", "{s} makes {a}."),
+        ("What is {s}?", "How much is {s}?", "Compute {s}."),
+        ("What do you get for {s}?", "What does {s} make?", "How much does {s} make?", "What number is {s}?"),
+        ("{s} is {a}.", "{s} equals {a}."),
+        ("{s} makes {a}.", "{a} is {s}.", "{a} equals {s}.", "{s} is the number {a}."),
     ),
     "product": Relation(
-        ("What is {s}?", "How much is {s}?", "Compute {s}.", "What do you get for {s}?"),
-        ("{s} is {a}.", "{s} equals {a}.", "{s} makes {a}."),
+        ("What is {s}?", "How much is {s}?", "Compute {s}."),
+        ("What do you get for {s}?", "What does {s} make?", "How much does {s} make?", "What number is {s}?"),
+        ("{s} is {a}.", "{s} equals {a}."),
+        ("{s} makes {a}.", "{a} is {s}.", "{a} equals {s}.", "{s} is the number {a}."),
     ),
 }
+
+# Held-out phrasings per fact that the held-out text benchmarks can draw (every relation has at least this many).
+HELDOUT_PHRASINGS = min(min(len(r.heldout_questions), len(r.heldout_statements)) for r in RELATIONS.values())
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Two tables are validated, each by its own GX Checkpoint that also updates the Da
 - ``samples``: the manifest plus derived columns: ``turns_valid``, ``empty_turn_texts``, ``unknown_words``,
   ``missing_audio_refs``, ``shares_fact_with_heldout`` (a non-``text`` train/validation sample whose
   ``fact_id`` a held-out sample also uses) and ``heldout_phrasing_in_text`` (a held-out user turn whose
-  exact wording occurs in the ``text`` pretraining task).
+  exact wording occurs in the ``text`` pretraining task, split ``train``).
 
 Custom checks are plain pandas columns judged by stock GX expectations, so every failure is reported the same
 way: expectation, column, count and example rows (by id). ``validate_codes`` does the same for codec codes
@@ -173,9 +173,9 @@ def sample_table(samples: pd.DataFrame, utt_ids: set[str], tokenizer) -> pd.Data
         df["shares_fact_with_heldout"] = (
             qa & df["split"].isin(["train", "validation"]) & df["fact_id"].isin(held_facts)
         ).astype(bool)
-        text_texts = {
+        text_texts = {  # the pretraining text (split train; held-out text is the perplexity benchmark)
             x.get("text")
-            for t, is_text in zip(turns, df["task"] == "text", strict=False)
+            for t, is_text in zip(turns, (df["task"] == "text") & (df["split"] == "train"), strict=False)
             if t and is_text
             for x in t
         }

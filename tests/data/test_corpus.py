@@ -91,8 +91,10 @@ def test_task_structure(corpus):
             assert all(t.audio_id is None for t in turns)
         elif row.task == "rqa":
             assert user.audio_id and not answer.speak
-        elif row.task == "text":
-            assert all(t.audio_id is None for t in turns) and row.split == "train"
+        elif row.task == "text":  # pretraining text (train) or the held-out perplexity sentences
+            assert all(t.audio_id is None for t in turns) and row.split in ("train", "heldout")
+            if row.split == "heldout":
+                assert [t.role for t in turns] == ["assistant"]
 
 
 def test_no_heldout_fact_in_training_speech_or_qa(corpus):
@@ -109,10 +111,12 @@ def test_no_heldout_fact_in_training_speech_or_qa(corpus):
 
 def test_text_task_covers_all_facts_in_training_phrasings_only(corpus):
     _, _, samples, facts = corpus
-    text = samples[samples.task == "text"]
+    text = samples[(samples.task == "text") & (samples.split == "train")]
     assert set(text.fact_id) == set(facts.id)  # the backbone knows every fact, held-out ones included
     text_turns = {t["text"] for turns in text.turns for t in json.loads(turns)}
-    heldout = samples[(samples.split == "heldout") & (samples.task != "text")]
+    heldout = samples[samples.split == "heldout"]
+    heldout_text = {t["text"] for turns in heldout[heldout.task == "text"].turns for t in json.loads(turns)}
+    assert heldout_text and not heldout_text & text_turns  # perplexity sentences are never trained on
     for turns in heldout.turns:
         for t in json.loads(turns):
             if t["role"] == "user":
