@@ -10,6 +10,11 @@ import math
 from dataclasses import dataclass
 
 ENCODER_FRAMES_PER_SECOND = 50  # Whisper: 100 mel frames/s, conv stride 2
+# How the acoustic evidence reaches the LM (issue 19; deeptalk.model.hearing):
+#   projector:   projected encoder frames at fixed 12.5 Hz positions (the reference's design)
+#   pseudo_text: a CTC head's heard units, each read as the posterior-weighted mean of text embeddings
+#   ctc_tokens:  the same units read as their argmax tokens (the greedy CTC transcript as text)
+INTERFACES = ("projector", "pseudo_text", "ctc_tokens")
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,24 @@ class AudioInputConfig:
     projector_hidden: int = 256
     encoder_checkpoint: str | None = None  # local HF Whisper dir (relative: to the project root); None = random
     encoder_source: str = "tiny.en"  # what prepare_encoder converts into models/encoder: tiny.en | base | a CT2 dir
+    interface: str = "projector"  # INTERFACES: how the LM reads the audio
+    ctc_temperature: float = 1.0  # pseudo_text: softmax temperature of a heard unit's posterior
+    ctc_dropout: float = 0.1
+    ctc_time_masks: int = 2  # SpecAugment while S1 trains the CTC head: masks per segment ...
+    ctc_time_mask_frames: int = 10  # ... of up to this many 50 Hz encoder frames
+    ctc_channel_masks: int = 2
+    ctc_channel_mask_width: int = 24  # encoder channels
+
+    def __post_init__(self) -> None:
+        if self.interface not in INTERFACES:
+            raise ValueError(f"audio_input.interface {self.interface!r}: choose one of {INTERFACES}")
+        if self.ctc_temperature <= 0:
+            raise ValueError(f"audio_input.ctc_temperature must be > 0, got {self.ctc_temperature}")
+
+    @property
+    def hears_text(self) -> bool:
+        """The LM reads heard units (one position each) rather than fixed-rate projected frames."""
+        return self.interface != "projector"
 
     @property
     def mel_frames(self) -> int:

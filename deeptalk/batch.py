@@ -17,7 +17,8 @@ import torch
 class AudioSegments:
     """User audio placed into sequences: segment n fills ``n_positions[n]`` consecutive positions of
     sequence ``batch_index[n]`` starting at ``start[n]``; at those positions the K audio-stream embeddings
-    are replaced by the projected encoder features (the reference's ``replace_with_whisper_feature``).
+    are replaced by the projected encoder features (the reference's ``replace_with_whisper_feature``), or, with
+    a hearing interface (``deeptalk.model.hearing``), the text-stream embedding by the heard units.
     The frozen encoder's frames are given, not log-mels: they are computed once (the ``encode`` step, or
     ``SpeechLM.encode_speech`` when serving) and the projector reads ``projector_stride`` frames a position."""
 
@@ -25,9 +26,19 @@ class AudioSegments:
     n_positions: torch.Tensor  # [N] long, positions the segment occupies (AudioInputConfig.n_positions)
     batch_index: torch.Tensor  # [N] long
     start: torch.Tensor  # [N] long
+    frame_lengths: torch.Tensor | None = None  # [N] long, each segment's own frames (None: all F)
+    targets: torch.Tensor | None = None  # [N, L] long local text ids of what was said (CTC), 0-padded
+    target_lengths: torch.Tensor | None = None  # [N] long
+
+    def lengths(self) -> torch.Tensor:
+        """Each segment's own number of encoder frames."""
+        if self.frame_lengths is not None:
+            return self.frame_lengths
+        return torch.full((self.frames.shape[0],), self.frames.shape[1], dtype=torch.long)
 
     def to(self, device: torch.device | str) -> AudioSegments:
-        return AudioSegments(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return AudioSegments(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                                for f in fields(self)})
 
 
 @dataclass

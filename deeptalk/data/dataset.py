@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,7 +95,10 @@ class SequenceDataset(Dataset):
         *,
         train: bool | None = None,
         packing: PackingConfig | None = None,
+        positions: Mapping[str, int] | None = None,
     ):
+        """``positions``: positions each user utterance occupies, when a hearing head decides it
+        (``deeptalk.model.hearing.heard_positions``); by default the encoder geometry's (the store's)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         directory = Path(cfg.paths.sequences)
@@ -115,6 +118,7 @@ class SequenceDataset(Dataset):
         self.packing = packing or cfg.packing
         self.layout = load_layout(directory)
         self.store = ProcessedStore(cfg.paths.processed)
+        self.positions: Mapping[str, int] = self.store.n_positions if positions is None else positions
         frames = [pd.read_parquet(sequences_file(directory, split, t)) for t in self.tasks]
         table = (
             pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(SEQUENCE_COLUMNS))
@@ -147,7 +151,7 @@ class SequenceDataset(Dataset):
             sample,
             self.layout,
             self.store.codes,
-            self.store.n_positions,
+            self.positions,
             rng,
             train=self.train,
             config=self.packing,
@@ -197,7 +201,7 @@ def collate(examples: Sequence[Example | PackedSample], layout: TokenLayout) -> 
     input_ids = pad.expand(b, t_max, s).clone()
     labels = torch.full((b, t_max, s), IGNORE_INDEX, dtype=torch.long)
     attention = torch.zeros(b, t_max, dtype=torch.long)
-    frames, n_pos, batch_index, start = [], [], [], []
+    frames, n_pos, batch_index, start, targets = [], [], [], [], []
     for i, ex in enumerate(examples):
         p = ex.packed
         if p.input_ids.ndim != 2 or p.input_ids.shape[1] != s or p.labels.shape != p.input_ids.shape:
@@ -218,13 +222,20 @@ def collate(examples: Sequence[Example | PackedSample], layout: TokenLayout) -> 
             n_pos.append(ref.n_positions)
             batch_index.append(i)
             start.append(ref.start)
+            targets.append(ref.text)
     audio = None
     if frames:
+        target_ids = torch.zeros(len(targets), max(1, max(len(t) for t in targets)), dtype=torch.long)
+        for n, text in enumerate(targets):
+            target_ids[n, : len(text)] = torch.tensor(text, dtype=torch.long)
         audio = AudioSegments(
             frames=pad_frames(frames),
             n_positions=torch.tensor(n_pos, dtype=torch.long),
             batch_index=torch.tensor(batch_index, dtype=torch.long),
             start=torch.tensor(start, dtype=torch.long),
+            frame_lengths=torch.tensor([f.shape[0] for f in frames], dtype=torch.long),
+            targets=target_ids,
+            target_lengths=torch.tensor([len(t) for t in targets], dtype=torch.long),
         )
     return SpeechBatch(input_ids=input_ids, attention_mask=attention, labels=labels, audio=audio)
 

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from deeptalk.data.schema import Sample
+from deeptalk.data.text_tokenizer import SPECIALS as TOKENIZER_SPECIALS
 from deeptalk.presets import preset
 from deeptalk.tokens import IGNORE_INDEX, ChatMarkers, TokenLayout, check_answer_layout
 
@@ -88,9 +89,18 @@ class PackingConfig:
     # role markers the pack step writes into layout.json: "specials" (new USER/ASSISTANT/BOT/EOT rows, the
     # reference's) or "chat_template" (the imported LLM's own chat template: HFTextTokenizer.chat_markers)
     prompt_format: str = "specials"
+    # Spoken QA that inherits typed QA (TASU, arXiv 2511.03310): with a hearing interface the LM reads what a
+    # CTC head heard as text, so a typed question of ``heard_text_tasks`` is packed, with this probability, as
+    # a heard spoken turn (BOA, its words with ``heard_text_wer`` simulated word errors, EOA; answered as AQA).
+    heard_text_prob: float = 0.0
+    heard_text_wer: float = 0.3
+    heard_text_tasks: tuple[str, ...] = ("tqa",)
 
     def __post_init__(self) -> None:
         check_answer_layout(self.answer_layout)
+        if not 0.0 <= self.heard_text_prob <= 1.0 or not 0.0 <= self.heard_text_wer <= 1.0:
+            raise ValueError(f"heard_text_prob / heard_text_wer must lie in [0, 1], got "
+                             f"{self.heard_text_prob} / {self.heard_text_wer}")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose one of {PROMPT_FORMATS}")
         if self.max_length < 8:
@@ -152,11 +162,13 @@ def load_layout(directory: str | Path) -> TokenLayout:
 
 class AudioRef(NamedTuple):
     """A user-audio segment in a packed sequence: features of ``utt_id`` fill ``n_positions`` positions from
-    ``start`` (the first feature position, after ``BOA``)."""
+    ``start`` (the first feature position, after ``BOA``); ``text`` is what was said (the turn's text ids: the
+    CTC target while S1 trains a hearing head; empty when unknown, as for served audio)."""
 
     utt_id: str
     start: int
     n_positions: int
+    text: tuple[int, ...] = ()
 
 
 @dataclass
@@ -237,7 +249,7 @@ def tokenize_sample(
 class _Block(NamedTuple):
     inputs: np.ndarray
     labels: np.ndarray
-    audio: tuple[tuple[str, int, int], ...] = ()  # (utt_id, start relative to the block, n_positions)
+    audio: tuple[AudioRef, ...] = ()  # start relative to the block
 
 
 def _audio_row(layout: TokenLayout, name: str) -> np.ndarray:
@@ -270,10 +282,11 @@ def _text_turn(layout: TokenLayout, marker: str, ids: Sequence[int]) -> _Block:
     return _Block(inputs, _ignored(inputs))
 
 
-def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int) -> _Block:
-    """USER marker, BOA, ``n_positions`` feature positions (AUDIO_PH), EOA (then the marker's closing ids)."""
-    if n_positions < 1:
-        raise ValueError(f"user audio {utt_id!r} must occupy at least one position, got {n_positions}")
+def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int, text: Sequence[int] = ()) -> _Block:
+    """USER marker, BOA, ``n_positions`` feature positions (AUDIO_PH), EOA (then the marker's closing ids).
+    Zero positions is a turn in which a hearing head heard nothing (silence, noise)."""
+    if n_positions < 0:
+        raise ValueError(f"user audio {utt_id!r} cannot occupy {n_positions} positions")
     ph = layout.text_special("AUDIO_PH")
     before, after = layout.marker("USER")
     inputs = np.concatenate(
@@ -285,7 +298,34 @@ def _speech_turn(layout: TokenLayout, utt_id: str, n_positions: int) -> _Block:
             _rows(layout, after),
         ]
     )
-    return _Block(inputs, _ignored(inputs), ((utt_id, len(before) + 1, n_positions),))
+    return _Block(inputs, _ignored(inputs), (AudioRef(utt_id, len(before) + 1, n_positions, tuple(text)),))
+
+
+def _heard_turn(layout: TokenLayout, ids: Sequence[int]) -> _Block:
+    """A spoken user turn as a hearing interface gives it to the LM (``deeptalk.model.hearing``, ``ctc_tokens``):
+    BOA, the heard words on the text stream, EOA — here simulated from a typed turn."""
+    ph = layout.text_special("AUDIO_PH")
+    before, after = layout.marker("USER")
+    inputs = np.concatenate([_rows(layout, before), _rows(layout, [ph], audio="BOA"), _rows(layout, ids),
+                             _rows(layout, [ph], audio="EOA"), _rows(layout, after)])
+    return _Block(inputs, _ignored(inputs))
+
+
+def simulate_word_errors(ids: Sequence[int], wer: float, rng: random.Random, vocab: tuple[int, int]) -> tuple[int, ...]:
+    """``ids`` as a recogniser with word error rate ~``wer`` might hear them: each word is, with probability
+    ``wer``, substituted (1/2), deleted (1/4) or followed by an inserted word (1/4); new words are drawn
+    uniformly from ``range(*vocab)``."""
+    out: list[int] = []
+    for tok in ids:
+        if rng.random() >= wer:
+            out.append(tok)
+            continue
+        op = rng.random()
+        if op < 0.5:
+            out.append(rng.randrange(*vocab))
+        elif op >= 0.75:
+            out.extend((tok, rng.randrange(*vocab)))
+    return tuple(out)
 
 
 def answer_token(task: str, user_spoke: bool, voice: str | None = None, speak: bool = False) -> str:
@@ -471,6 +511,8 @@ def pack_tokenized(
     user_speech = [
         _user_speaks(t, sample.task, rng, config, train) if t.role == "user" else False for t in turns
     ]
+    if train and config.heard_text_prob > 0 and sample.task in config.heard_text_tasks:
+        turns, user_speech = _simulate_heard(turns, user_speech, rng, config, layout)
     blocks = _context_blocks(
         sample.id, turns[:-1], user_speech, layout, n_positions_by_utt, labelled_answers=not spoken_target,
         task=sample.task,
@@ -498,6 +540,19 @@ def pack_tokenized(
         token = answer_token(sample.task, _last_user_spoke(user_speech, turns))
         blocks.append(_text_answer(layout, answer.ids, labelled=True, token=token))
     return _fit(blocks, [t.role for t in turns], sample, config.max_length)
+
+
+def _simulate_heard(turns, user_speech, rng: random.Random, config: PackingConfig, layout: TokenLayout):
+    """Typed user turns drawn to be heard speech: their ids get simulated word errors and no audio, and they
+    count as spoken (``_context_blocks`` packs them with :func:`_heard_turn`)."""
+    turns, user_speech = list(turns), list(user_speech)
+    vocab = (len(TOKENIZER_SPECIALS), layout.text_vocab_size)  # any word, never <pad>/<unk>/<bos>/<eos>
+    for i, turn in enumerate(turns):
+        if turn.role == "user" and not user_speech[i] and rng.random() < config.heard_text_prob:
+            heard = simulate_word_errors(turn.ids, config.heard_text_wer, rng, vocab)
+            turns[i] = TokenizedTurn("user", heard)
+            user_speech[i] = True
+    return tuple(turns), user_speech
 
 
 def pack_prompt(
@@ -554,10 +609,12 @@ def _context_blocks(
         elif turn.role == "assistant":
             token = answer_token(task, _last_user_spoke(user_speech[:i], turns[:i]))
             blocks.append(_text_answer(layout, turn.ids, labelled=labelled_answers, token=token))
+        elif speech_in and turn.audio_id is None:  # simulated heard speech (PackingConfig.heard_text_prob)
+            blocks.append(_heard_turn(layout, turn.ids))
         elif speech_in:
             if turn.audio_id not in n_positions_by_utt:
                 raise ValueError(f"{where}: no input features for utterance {turn.audio_id!r}")
-            blocks.append(_speech_turn(layout, turn.audio_id, int(n_positions_by_utt[turn.audio_id])))
+            blocks.append(_speech_turn(layout, turn.audio_id, int(n_positions_by_utt[turn.audio_id]), turn.ids))
         else:
             blocks.append(_text_turn(layout, "USER", turn.ids))
     return blocks
@@ -616,7 +673,7 @@ def _drop_oldest(
 def _concat(blocks: Sequence[_Block], sample: TokenizedSample) -> PackedSample:
     audio, offset = [], 0
     for block in blocks:
-        audio.extend(AudioRef(utt, offset + start, n) for utt, start, n in block.audio)
+        audio.extend(ref._replace(start=offset + ref.start) for ref in block.audio)
         offset += len(block.inputs)
     return PackedSample(
         input_ids=np.concatenate([b.inputs for b in blocks]),
@@ -633,7 +690,7 @@ def truncate(packed: PackedSample, max_length: int) -> PackedSample:
     if len(packed) <= max_length:
         return packed
     audio = [
-        AudioRef(a.utt_id, a.start, min(a.n_positions, max_length - a.start))
+        a._replace(n_positions=min(a.n_positions, max_length - a.start))
         for a in packed.audio
         if a.start < max_length
     ]

@@ -45,6 +45,7 @@ def build_prompt(
             n_positions=torch.tensor([r.n_positions for r in refs], dtype=torch.long),
             batch_index=torch.zeros(len(refs), dtype=torch.long),
             start=torch.tensor([r.start for r in refs], dtype=torch.long),
+            frame_lengths=torch.tensor([frames_by_utt[r.utt_id].shape[0] for r in refs], dtype=torch.long),
         )
     return Prompt(input_ids=torch.from_numpy(packed.input_ids.copy()), audio=audio)
 

@@ -2,7 +2,8 @@
 
 Per position the input is the mean of the K+1 stream embeddings (reference: ``torch.mean(inputs_embeds,
 dim=2)``); at user-audio feature positions the K audio-stream embeddings are replaced by projected Whisper
-frames. The Whisper encoder is pretrained and frozen: batches carry its frames (computed once by the encode
+frames (``audio_input.interface: projector``), or the text-stream embedding by what a CTC head heard
+(``pseudo_text`` / ``ctc_tokens``, :mod:`deeptalk.model.hearing`): a spoken turn then reads like a typed one. The Whisper encoder is pretrained and frozen: batches carry its frames (computed once by the encode
 step; :meth:`SpeechLM.encode_speech` computes them when serving), so training runs only the projector. One head covers the whole ``TokenLayout``
 (tied to the embedding, or the imported LLM's own head extended: ``BackboneConfig.head``); each stream's logits
 are its slice of it.
@@ -29,6 +30,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from deeptalk.batch import AudioSegments, SpeechBatch
 from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder, encode_trimmed, freeze
+from deeptalk.model.hearing import CTCHead, HeardUnits, hear
 from deeptalk.model.backbone import MoELayer, build_backbone, load_backbone, moe_layers, resize_vocab
 from deeptalk.model.config import LossConfig, SpeechLMConfig
 from deeptalk.model.experts import ExpertSplit, RoutingMode
@@ -59,7 +61,7 @@ class SpeechLM(nn.Module):
         cfg: SpeechLMConfig,
         backbone: PreTrainedModel,
         audio_encoder: WhisperEncoder,
-        projector: AudioProjector,
+        projector: AudioProjector | CTCHead,
         expert_split: ExpertSplit | None = None,
         n_added_experts: int = 0,
     ) -> None:
@@ -101,7 +103,7 @@ class SpeechLM(nn.Module):
         else:
             backbone = build_backbone(cfg.backbone, layout.vocab_size)
         encoder = build_audio_encoder(cfg.audio_input).to(backbone.dtype)
-        projector = AudioProjector(cfg.audio_input, backbone.config.hidden_size).to(backbone.dtype)
+        projector = _audio_interface(cfg, backbone.config.hidden_size).to(backbone.dtype)
         return cls(cfg, backbone, encoder, projector, expert_split=expert_split).eval()
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -132,7 +134,7 @@ class SpeechLM(nn.Module):
         cfg = SpeechLMConfig.from_dict(meta["config"])
         backbone = load_backbone(path / "backbone", cfg.backbone)
         encoder = WhisperEncoder.from_pretrained(path / "audio_encoder", local_files_only=True).to(backbone.dtype)
-        projector = AudioProjector(cfg.audio_input, backbone.config.hidden_size).to(backbone.dtype)
+        projector = _audio_interface(cfg, backbone.config.hidden_size).to(backbone.dtype)
         projector.load_state_dict(load_file(str(path / "projector.safetensors")))
         split = ExpertSplit.from_json(path / SPLIT_FILE) if (path / SPLIT_FILE).exists() else None
         model = cls(cfg, backbone, encoder, projector, expert_split=split, n_added_experts=int(meta["n_added_experts"]))
@@ -253,11 +255,11 @@ class SpeechLM(nn.Module):
 
     def _splice_audio(self, emb: torch.Tensor, audio: AudioSegments) -> torch.Tensor:
         frames = audio.frames
-        if frames.ndim != 3 or frames.shape[-1] != self.projector.fc1.in_features // self.projector.stride:
-            raise ValueError(
-                f"AudioSegments.frames must be [N, F, {self.projector.fc1.in_features // self.projector.stride}] "
-                f"encoder frames, got {tuple(frames.shape)}"
-            )
+        width = self.projector.fc1.in_features // self.projector.stride
+        if frames.ndim != 3 or frames.shape[-1] != width:
+            raise ValueError(f"AudioSegments.frames must be [N, F, {width}] encoder frames, got {tuple(frames.shape)}")
+        if self.hears_text:
+            return self._splice_heard(emb, audio)
         feats = self.projector(frames.to(self.projector.fc1.weight.dtype)).to(emb.dtype)  # [N, P, H]
         n_pos = audio.n_positions.to(emb.device).long()
         if bool((n_pos < 1).any()) or int(n_pos.max()) > feats.shape[1]:
@@ -275,6 +277,75 @@ class SpeechLM(nn.Module):
         emb[rows, pos, :k] = feats[seg, offset].unsqueeze(1).expand(-1, k, -1)
         return emb
 
+    # ---- hearing (audio_input.interface pseudo_text | ctc_tokens) --------------------------------------------
+    @property
+    def hears_text(self) -> bool:
+        return self.cfg.audio_input.hears_text
+
+    def hear(self, frames: torch.Tensor, frame_lengths: torch.Tensor | list[int]) -> list[HeardUnits]:
+        """What the (frozen, eval-mode) CTC head hears in each segment of ``frames`` [N, F, D]."""
+        if not self.hears_text:
+            raise ValueError(f"audio_input.interface {self.cfg.audio_input.interface!r} has no CTC head to hear with")
+        head = self.projector
+        was_training = head.training
+        head.eval()
+        try:
+            with torch.no_grad():
+                return hear(head, frames.to(self.device), [int(n) for n in frame_lengths],
+                            self.cfg.audio_input.ctc_temperature)
+        finally:
+            head.train(was_training)
+
+    def audio_positions(self, frames: torch.Tensor) -> int:
+        """Positions one utterance's encoder frames ``[F, D]`` occupy in a sequence: its heard units, or the
+        encoder geometry's fixed rate for the projector."""
+        if self.hears_text:
+            return len(self.hear(frames[None], [frames.shape[0]])[0])
+        return max(1, frames.shape[0] // self.projector.stride)
+
+    def transcribe_heard(self, frames: torch.Tensor) -> list[int]:
+        """The greedy CTC transcript (local text ids) of one utterance's frames ``[F, D]``."""
+        return self.hear(frames[None], [frames.shape[0]])[0].tokens.tolist()
+
+    def _unit_embeddings(self, units: HeardUnits) -> torch.Tensor:
+        """[m, H]: each heard unit read as text (its token's row, or the posterior-weighted mean of the rows)."""
+        table = self.embed_tokens.weight
+        if self.cfg.audio_input.interface == "ctc_tokens":
+            return table[units.tokens.to(table.device)]
+        post = units.posteriors.to(device=table.device, dtype=table.dtype)
+        return post @ table[: post.shape[1]]
+
+    def _splice_heard(self, emb: torch.Tensor, audio: AudioSegments) -> torch.Tensor:
+        heard = self.hear(audio.frames, audio.lengths())
+        text = self.layout.text_stream
+        emb = emb.clone()
+        for n, units in enumerate(heard):
+            p = int(audio.n_positions[n])
+            if p == 0:
+                continue
+            vecs = self._unit_embeddings(units).to(emb.dtype)
+            if len(units) != p:  # packed with other counts (a cut segment, or a count from other weights)
+                if len(units) < p:
+                    raise ValueError(
+                        f"audio segment {n} was packed with {p} positions but the CTC head hears {len(units)} units: "
+                        "positions must come from this model's hearing (deeptalk.model.hearing.heard_positions)"
+                    )
+                vecs = vecs[:p]
+            row, start = int(audio.batch_index[n]), int(audio.start[n])
+            emb[row, start : start + p, text] = vecs
+        return emb
+
+    def _ctc_loss(self, audio: AudioSegments | None) -> torch.Tensor:
+        """S1's alignment objective with a hearing interface: CTC of what was said (``audio.targets``)."""
+        if audio is None or audio.targets is None or audio.n_positions.numel() == 0:
+            raise ValueError("CTC alignment needs user audio with its transcript (AudioSegments.targets)")
+        has_text = audio.target_lengths > 0
+        if not bool(has_text.any()):
+            raise ValueError("CTC alignment: no segment in the batch has a transcript")
+        idx = torch.nonzero(has_text).squeeze(1)
+        return self.projector.loss(audio.frames[idx], audio.lengths()[idx], audio.targets[idx],
+                                   audio.target_lengths[idx])
+
     def forward(
         self,
         batch: SpeechBatch,
@@ -283,8 +354,12 @@ class SpeechLM(nn.Module):
         output_router_logits: bool = False,
         logits: str = "all",
         text_only: bool = False,
+        align_only: bool = False,
     ) -> SpeechLMOutput:
         """Logits and, when ``batch.labels`` is set, losses.
+
+        ``align_only`` (S1 with a hearing interface): only the CTC head's loss on the batch's user audio; the
+        LM does not run. With the projector interface S1 aligns through the LM loss, so the flag is ignored.
 
         ``logits``: ``"all"`` positions, only the ``"last"`` one (decoding), or ``"none"`` (training: the
         losses are then computed from hidden states at labelled positions only, over each stream's own head
@@ -293,6 +368,9 @@ class SpeechLM(nn.Module):
         With a cache, ``batch`` holds only the new positions and ``attention_mask`` covers either past + new
         positions (HF convention) or just the new ones when nothing is padded.
         """
+        if align_only and self.hears_text:
+            ctc = self._ctc_loss(batch.audio.to(self.device) if batch.audio is not None else None)
+            return SpeechLMOutput(ctc + self._unused_term(exclude=self.projector), {"ctc": ctc.detach()}, None)
         inputs = self.embed(batch, text_only=text_only)
         b, t = inputs.shape[:2]
         past = cache.get_seq_length() if cache is not None else 0
@@ -357,3 +435,33 @@ class SpeechLM(nn.Module):
         if not params:
             return 0.0
         return 0.0 * sum(p.sum() for p in params)
+
+    def _unused_term(self, exclude: nn.Module) -> torch.Tensor | float:
+        """0 × every trainable parameter outside ``exclude`` (the same dummy pass for a loss that skips the LM)."""
+        skip = {id(p) for p in exclude.parameters()}
+        params = [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
+        if not params:
+            return 0.0
+        return 0.0 * sum(p.sum() for p in params)
+
+
+def _audio_interface(cfg: SpeechLMConfig, hidden_size: int) -> AudioProjector | CTCHead:
+    """The trained part of the speech input path (``ParamGroup.PROJECTOR``): a frame projector, or a CTC head
+    over the LM's text vocabulary whose heard units the LM reads as text."""
+    if cfg.audio_input.hears_text:
+        return CTCHead(cfg.audio_input, cfg.layout.text_vocab_size)
+    return AudioProjector(cfg.audio_input, hidden_size)
+
+
+def load_hearing(path: str | Path) -> tuple[CTCHead, float] | None:
+    """The CTC head (and its temperature) of a saved speech LM without loading the backbone, or None when the
+    directory is not a speech LM or its interface is the frame projector."""
+    meta_file = Path(path) / CONFIG_FILE
+    if not meta_file.is_file():
+        return None
+    cfg = SpeechLMConfig.from_dict(json.loads(meta_file.read_text())["config"])
+    if not cfg.audio_input.hears_text:
+        return None
+    head = CTCHead(cfg.audio_input, cfg.layout.text_vocab_size)
+    head.load_state_dict(load_file(str(Path(path) / "projector.safetensors")))
+    return head.float().eval(), cfg.audio_input.ctc_temperature

@@ -75,7 +75,7 @@ def test_spoken_answer_rows_follow_the_delay_pattern():
     assert packed.input_ids[2, :3].tolist() == [L.audio_special("BOA", s) for s in range(3)]
     assert packed.input_ids[5, :3].tolist() == [L.audio_special("EOA", s) for s in range(3)]
     assert packed.input_ids[2:6, ts].tolist() == [L.text_special("AUDIO_PH")] * 4
-    assert packed.audio == [AudioRef("q0", 3, 2)]
+    assert packed.audio == [AudioRef("q0", 3, 2, tuple(TOK.encode(spoken_qa().turns[0].text)))]  # + what was said
     p0 = answer_start(packed.input_ids, L)
     assert p0 == 6
     assert packed.input_ids[p0].tolist() == [L.audio_special("ANS_A", s) for s in range(3)] + [
@@ -220,7 +220,7 @@ def test_too_long_conversations_drop_oldest_turns_then_cut():
     tiny = pack_sample(
         sample, LAYOUT, TOK, codes, n_pos, random.Random(0), train=False, config=PackingConfig(max_length=8)
     )
-    assert len(tiny) == 8 and tiny.audio == [AudioRef("q2", 3, 5)]
+    assert len(tiny) == 8 and [a[:3] for a in tiny.audio] == [("q2", 3, 5)]
 
 
 def test_truncate_drops_segments_past_the_cut():
@@ -362,3 +362,43 @@ def test_pack_prompt_equals_the_training_prefix():
     short = pack_prompt(history, LAYOUT, n_pos, speak=True, max_length=10)
     assert [a.utt_id for a in short.audio] == ["q1"]
     assert len(short) == 1 + 2 + 5 + 1  # BOT, SYSTEM yes, the last spoken question, ASSISTANT row
+
+
+def typed_qa() -> Sample:
+    return Sample(id="t0", task="tqa", split="train",
+                  turns=(Turn("user", "what is the capital of france"), Turn("assistant", "paris")))
+
+
+def test_a_typed_question_drawn_as_heard_speech_reads_like_a_heard_spoken_turn():
+    """TASU: with heard_text_prob 1 a typed question is packed as heard speech (BOA, its words on the text
+    stream, EOA, no audio segment) and answered with the spoken-question token AQA; never at evaluation."""
+    cfg = PackingConfig(heard_text_prob=1.0, heard_text_wer=0.0)
+    heard = pack_sample(typed_qa(), LAYOUT, TOK, {}, {}, random.Random(0), train=True, config=cfg)
+    typed = pack_sample(typed_qa(), LAYOUT, TOK, {}, {}, random.Random(0), train=True)
+    L, ts = LAYOUT, LAYOUT.text_stream
+    words = TOK.encode("what is the capital of france")
+    assert heard.audio == []
+    assert heard.input_ids[2, :3].tolist() == [L.audio_special("BOA", s) for s in range(3)]
+    assert heard.input_ids[3 : 3 + len(words), ts].tolist() == words
+    assert heard.input_ids[3 + len(words), :3].tolist() == [L.audio_special("EOA", s) for s in range(3)]
+    assistant = L.marker("ASSISTANT")[0][-1]
+    opens = [int(np.flatnonzero(p.input_ids[:, ts] == assistant)[-1]) for p in (heard, typed)]
+    assert heard.input_ids[opens[0], 0] == L.audio_special("AQA", 0)
+    assert typed.input_ids[opens[1], 0] == L.audio_special("TQA", 0)
+    assert len(heard) == len(typed) + 2  # BOA and EOA
+    evaluated = pack_sample(typed_qa(), LAYOUT, TOK, {}, {}, random.Random(0), train=False, config=cfg)
+    assert evaluated.input_ids.tolist() == pack_sample(typed_qa(), LAYOUT, TOK, {}, {}, random.Random(0),
+                                                       train=False).input_ids.tolist()
+
+
+def test_simulated_word_errors_happen_at_about_the_asked_rate():
+    from deeptalk.data.packing import simulate_word_errors
+
+    rng = random.Random(0)
+    ids = list(range(10, 20)) * 200
+    heard = simulate_word_errors(ids, 0.3, rng, (4, 50))
+    import jiwer
+
+    rate = jiwer.wer(" ".join(map(str, ids)), " ".join(map(str, heard)))
+    assert 0.25 < rate < 0.35
+    assert simulate_word_errors(ids, 0.0, rng, (4, 50)) == tuple(ids)
