@@ -42,3 +42,5 @@ def test_smoke_runs_the_paper_path_on_two_cpu_ranks(tmp_path):
     assert all(t["steps"] == 2 for t in result["training"].values())
     log = (tmp_path / "project" / "smoke.log").read_text()
     assert "--num_gpus 2" in log and "--module deeptalk.training --stage s2a" in log
+    # by default the paper's DeepSpeed config: ZeRO-2, optimizer offloaded to DeepSpeed's CPU Adam
+    assert printed["zero"] == "zero2_offload" and "DeepSpeed CPU Adam (ZeRO offload)" in log

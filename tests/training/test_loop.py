@@ -107,7 +107,7 @@ def test_deepspeed_config_fills_batch_and_rejects_unknown_names():
     cfg = deepspeed_config(loop, world_size=2, device=torch.device("cpu"))
     assert cfg["train_batch_size"] == 6 and cfg["train_micro_batch_size_per_gpu"] == 3
     assert cfg["bf16"] == {"enabled": False}  # bf16 is a GPU-only switch
-    assert "offload_optimizer" not in cfg["zero_optimization"]
+    assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"  # kept on CPU ranks (test_optimizer)
     with pytest.raises(ValueError, match="not found"):
         deepspeed_config(LoopConfig(steps=1, batch_size=1, lr=1e-3, deepspeed_config="nope"), 1,
                          torch.device("cpu"))
