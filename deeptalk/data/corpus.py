@@ -245,11 +245,14 @@ def _make_turns(
 def _text_samples(facts_by_split: dict[str, list[Fact]]) -> list[Sample]:
     """Knowledge text of all facts in training phrasings only (see module docstring), then the held-out facts
     stated in every held-out phrasing (split ``heldout``: the text perplexity benchmark, never trained on),
-    phrasing by phrasing so that the first ``len(held-out facts)`` state each held-out fact once."""
+    phrasing by phrasing so that the first ``len(held-out facts)`` state each held-out fact once; within a
+    phrasing the facts come in one fixed shuffled order, so any cap on them (by sample id) spans the relations."""
+    facts_held = list(facts_by_split["heldout"])
+    random.Random("text-heldout").shuffle(facts_held)
     held = [
-        Sample(f"text-heldout-{i * len(facts_by_split['heldout']) + j:05d}", "text", "heldout",
+        Sample(f"text-heldout-{i * len(facts_held) + j:05d}", "text", "heldout",
                (Turn("assistant", f.statement(RELATIONS[f.relation].heldout_statements[i])),), f.id)
-        for i in range(HELDOUT_PHRASINGS) for j, f in enumerate(facts_by_split["heldout"])
+        for i in range(HELDOUT_PHRASINGS) for j, f in enumerate(facts_held)
     ]
     out: list[Sample] = []
     facts = sorted((f for fs in facts_by_split.values() for f in fs), key=lambda f: f.id)

@@ -13,9 +13,11 @@ dropped, so a corpus that broke the rule still measures unseen voices only.
   gives as many distinct answers as there are items (``spoken_qa.distinct_answers``).
 - ``asr``: task ``asr`` (spoken sentence → transcript).
 - ``tts``: task ``tts`` sentences (the text the model must speak).
-- ``sentences``: held-out ASR/TTS sentences that state a known fact in the held-out phrasing, for perplexity
-  (formatted like the pretraining ``text`` task). Sentences of other origin (poem lines) are out of the text
-  LM's domain and left out; without a facts manifest (imported corpora) every sentence is kept.
+- ``sentences``: sentences stating a known fact in a held-out phrasing, for perplexity (formatted like the
+  pretraining ``text`` task): the held-out ``text`` samples (every held-out fact in every held-out phrasing, in
+  sample-id order), then held-out ASR/TTS sentences not among them. Sentences of other origin (poem lines) are
+  out of the text LM's domain and left out; without a facts manifest (imported corpora) every sentence is kept.
+  ``sentence_facts`` gives each sentence's fact id ("" if none), which the paired standard errors resample by.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class QAItem:
     references: tuple[str, ...]  # accepted answers (fact answer first, then aliases)
     audio_path: Path | None = None  # spoken question (16 kHz wav), None for text questions
     answer: str = ""  # the corpus's answer text (teacher-forced for the answer perplexity)
+    fact_id: str = ""  # the fact asked about ("" if none): phrasings of one fact are resampled together
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class HeldOut:
     asr: tuple[SpeechItem, ...]
     tts: tuple[str, ...]
     sentences: tuple[str, ...]
+    sentence_facts: tuple[str, ...] = ()  # fact id of each sentence ("" if none), aligned with ``sentences``
 
 
 def _cap(items: Sequence, n: int) -> tuple:
@@ -132,10 +136,15 @@ def load_heldout(
     def heldout_voice(utt_id: str) -> bool:
         return speakers is None or str(utts.loc[utt_id, "speaker"]) in speakers
 
-    text_qa, spoken_qa, asr, tts, sentences = [], [], [], [], []
+    text_qa, spoken_qa, asr, tts = [], [], [], []
+    stated: list[tuple[str, str]] = []  # (sentence, fact id) of held-out text samples
+    spoken_sentences: list[tuple[str, str]] = []  # of in-domain held-out ASR/TTS samples
     in_domain = (lambda fact_id: fact_id in facts.index) if len(facts) else (lambda fact_id: True)
     for row in samples.itertuples(index=False):
         sample = Sample(row.id, row.task, row.split, Sample.parse_turns(row.turns), row.fact_id)
+        if sample.task == "text":
+            stated += [(t.text, sample.fact_id) for t in sample.turns]
+            continue
         users = [t for t in sample.turns if t.role == "user"]
         answers = [t for t in sample.turns if t.role == "assistant"]
         if not users or not answers:
@@ -143,28 +152,32 @@ def load_heldout(
         question, answer = users[-1], answers[-1]
         if sample.task == "tqa":
             text_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
-                                  answer=answer.text))
+                                  answer=answer.text, fact_id=sample.fact_id))
         elif sample.task in ("aqa", "rqa") and question.audio_id is not None and question.speak:
             if not heldout_voice(question.audio_id):
                 continue
             spoken_qa.append(QAItem(sample.id, question.text, _references(sample.fact_id, facts, answer.text),
-                                    audio(question.audio_id), answer.text))
+                                    audio(question.audio_id), answer.text, sample.fact_id))
         elif sample.task == "asr" and question.audio_id is not None:
             if not heldout_voice(question.audio_id):
                 continue
             asr.append(SpeechItem(sample.id, answer.text, audio(question.audio_id)))
             if in_domain(sample.fact_id):
-                sentences.append(answer.text)
+                spoken_sentences.append((answer.text, sample.fact_id))
         elif sample.task == "tts":
             tts.append(answer.text)
             if in_domain(sample.fact_id):
-                sentences.append(answer.text)
+                spoken_sentences.append((answer.text, sample.fact_id))
+    seen = {text for text, _ in stated}
+    sentences = list(dict(stated).items()) + sorted(dict(p for p in spoken_sentences if p[0] not in seen).items())
+    sentences = _cap(sentences, max_sentences)
     held = HeldOut(
         text_qa=_cap(text_qa, max_text_qa),
         spoken_qa=_cap(_one_per_answer(spoken_qa), max_spoken_qa),
         asr=_cap(asr, max_asr),
         tts=_cap(tts, max_tts),
-        sentences=_cap(sorted(set(sentences)), max_sentences),
+        sentences=tuple(text for text, _ in sentences),
+        sentence_facts=tuple(fact_id for _, fact_id in sentences),
     )
     log.info("held-out: %d text QA, %d spoken QA, %d ASR, %d TTS, %d sentences", len(held.text_qa),
              len(held.spoken_qa), len(held.asr), len(held.tts), len(held.sentences))

@@ -43,7 +43,8 @@ def text_ability_of(model_dir: str | Path, cfg: ProjectConfig, held: HeldOut, to
 
     model = SpeechLM.from_pretrained(model_dir).to(resolve_device(cfg.device)).eval()
     model.set_routing(RoutingMode.NONE)  # inference routes over all experts, as in the reference (paper.md §2.2)
-    return evaluate_text_ability(model, tokenizer, held.text_qa, held.sentences, cfg.evaluation.max_answer_tokens)
+    return evaluate_text_ability(model, tokenizer, held.text_qa, held.sentences, cfg.evaluation.max_answer_tokens,
+                                 held.sentence_facts)
 
 
 def base_text_ability(cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> TextAbility:
@@ -54,7 +55,7 @@ def base_text_ability(cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> Text
     data = json.loads(stored.read_text()) if stored.is_file() else {}
     if isinstance(data.get(BASELINE_KEY), dict):
         result = TextAbility.from_dict(data[BASELINE_KEY])
-        if result.benchmark == expected:
+        if result.benchmark == expected and result.items is not None:  # per-item scores: paired errors
             log.info("base text ability from %s", stored)
             return result
         log.info("stored base text ability %s was measured on other items; re-measuring", stored)

@@ -33,11 +33,14 @@ answers at least ``min_base_qa_correct`` held-out questions correctly (``EvalCon
 drop from one or two lucky answers is noise (1/40 → 0/40 would read as a 100 % drop). A benchmark left out is
 reported as ``None`` and logged. Negative values mean the model got better than the base.
 
-**Standard errors** (``*_se``): of an accuracy, ``sqrt(p (1 − p) / n)`` over the questions; of a perplexity, the
-delta method on the per-item ratio estimate of the mean NLL per token (items = held-out answers or sentences);
-of a drop term, both models' errors propagated as independent (conservative: base and model answer the same
-items); of ``drop_pct``, the terms' errors combined as independent. They say how much a figure would move with
-another draw of held-out items of the same kind, not how much it moves with the training seed.
+**Standard errors** (:mod:`deeptalk.evaluation.statistics`): bootstrap over held-out *facts* (a fact's
+questions in several phrasings and its sentences are resampled together), from the per-item scores every
+result keeps (:class:`ItemScores`). ``qa_acc_se``, ``answer_ppl_se``, ``ppl_se``: one model's figure.
+``drop_pct_<score>_se`` and ``drop_pct_se``: **paired** — base and model are scored on the same resample, so
+what both find hard cancels in the drop; ``*_se_unpaired`` propagates the two models' own errors as if they
+were independent samples, for comparison (issue 20 measured it 16-18 points at tiny). They say how much a
+figure would move with another draw of held-out facts of the same kind, not how much it moves with the
+training seed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -59,6 +63,7 @@ from deeptalk.data.dataset import collate
 from deeptalk.data.packing import TokenizedSample, TokenizedTurn, pack_prompt, pack_tokenized
 from deeptalk.evaluation.answers import accuracy, contains_reference, exact_match
 from deeptalk.evaluation.heldout import QAItem
+from deeptalk.evaluation.statistics import cluster_weights, item_clusters, standard_error
 from deeptalk.identity import json_digest
 from deeptalk.inference.config import SamplingConfig
 from deeptalk.inference.generator import Generator, Prompt
@@ -78,6 +83,46 @@ BENCHMARKS = ("qa_acc", "inv_answer_ppl", "inv_ppl")  # the scores averaged by r
 
 
 @dataclass(frozen=True)
+class ItemScores:
+    """Per-item scores behind a :class:`TextAbility`, in item order: what paired standard errors resample.
+    ``*_clusters`` are the fact ids the items ask about or state (an item without one is its own cluster)."""
+
+    qa_correct: tuple[bool, ...]  # reference contained in the greedy answer, per question
+    answer_nll: tuple[float, ...]  # summed NLL of each question's answer (+ EOT)
+    answer_tokens: tuple[int, ...]
+    qa_clusters: tuple[str, ...]
+    text_nll: tuple[float, ...]  # summed NLL of each held-out sentence (+ EOT)
+    text_tokens: tuple[int, ...]
+    text_clusters: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        qa = {len(self.qa_correct), len(self.answer_nll), len(self.answer_tokens), len(self.qa_clusters)}
+        text = {len(self.text_nll), len(self.text_tokens), len(self.text_clusters)}
+        if len(qa) != 1 or len(text) != 1:
+            raise ValueError(f"per-item scores of unequal lengths (QA {sorted(qa)}, sentences {sorted(text)})")
+
+    def scores(self, weights: np.ndarray) -> dict[str, np.ndarray | None]:
+        """:meth:`TextAbility.scores` under bootstrap ``weights`` [replicates, QA items + sentences]."""
+        n_qa = len(self.qa_correct)
+        w_qa, w_text = weights[:, :n_qa], weights[:, n_qa:]
+        with np.errstate(divide="ignore", invalid="ignore"):  # an empty resample gives NaN, dropped by the SE
+            return {
+                "qa_acc": w_qa @ np.asarray(self.qa_correct, float) / w_qa.sum(1),
+                "inv_answer_ppl": _inv_ppl(w_qa, self.answer_nll, self.answer_tokens),
+                "inv_ppl": _inv_ppl(w_text, self.text_nll, self.text_tokens) if self.text_nll else None,
+            }
+
+    def weights(self, seed: int) -> np.ndarray:
+        """Bootstrap weights over the facts (QA items and sentences of one fact drawn together)."""
+        return cluster_weights(item_clusters([*self.qa_clusters, *self.text_clusters], "item:"), seed=seed)
+
+
+def _inv_ppl(weights: np.ndarray, nll: Sequence[float], tokens: Sequence[int]) -> np.ndarray:
+    """``1 / ppl = exp(−ΣNLL / Σtokens)`` per replicate (row of ``weights``)."""
+    return np.exp(-(weights @ np.asarray(nll)) / (weights @ np.asarray(tokens, float)))
+
+
+@dataclass(frozen=True)
 class TextAbility:
     qa_acc: float  # reference contained in the greedy answer (restricted to text vocabulary + EOT)
     qa_exact: float  # normalised answer equals a reference
@@ -91,6 +136,7 @@ class TextAbility:
     qa_acc_se: float | None = None  # standard errors (module docstring); None in results stored before them
     answer_ppl_se: float | None = None
     ppl_se: float | None = None
+    items: ItemScores | None = None  # per-item scores (paired errors); None in results stored before them
 
     def scores(self) -> dict[str, float | None]:
         return {"qa_acc": self.qa_acc, "inv_answer_ppl": 1.0 / self.answer_ppl,
@@ -105,11 +151,14 @@ class TextAbility:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["examples"] = list(self.examples)
+        data["items"] = None if self.items is None else {k: list(v) for k, v in asdict(self.items).items()}
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TextAbility:
-        return cls(**{**data, "examples": tuple(data.get("examples", ()))})
+        items = data.get("items")
+        items = None if items is None else ItemScores(**{k: tuple(v) for k, v in items.items()})
+        return cls(**{**data, "examples": tuple(data.get("examples", ())), "items": items})
 
 
 def benchmark_fingerprint(qa: Sequence[QAItem], sentences: Sequence[str], max_answer_tokens: int) -> str:
@@ -200,17 +249,6 @@ def text_nll(model: Any, packed: Sequence, batch_size: int = 16) -> tuple[float,
     return sum(n for n, _ in items), sum(c for _, c in items)
 
 
-def ppl_standard_error(items: Sequence[tuple[float, int]]) -> float | None:
-    """SE of ``exp(ΣNLL / Σtokens)`` over items ``(nll, tokens)``: ratio estimator + delta method."""
-    m = len(items)
-    if m < 2:
-        return None
-    tokens = sum(c for _, c in items)
-    mean = sum(n for n, _ in items) / tokens
-    var = sum((n - mean * c) ** 2 for n, c in items) / (m - 1)
-    return math.exp(mean) * math.sqrt(var / m) / (tokens / m)
-
-
 @torch.inference_mode()
 def text_nll_items(model: Any, packed: Sequence, batch_size: int = 16) -> list[tuple[float, int]]:
     """``(summed NLL, labelled tokens)`` of every packed sequence (see :func:`text_nll`)."""
@@ -239,12 +277,16 @@ def evaluate_text_ability(
     qa_items: Sequence[QAItem],
     sentences: Sequence[str],
     max_answer_tokens: int = 16,
+    sentence_facts: Sequence[str] = (),
 ) -> TextAbility:
-    """Text QA accuracy and perplexity of ``model`` (a ``SpeechLM``) in text-only mode.
+    """Text QA accuracy and perplexity of ``model`` (a ``SpeechLM``) in text-only mode, with per-item scores.
 
-    The text_pretrain step calls this on the base model to store the baseline; the evaluate step calls it on
-    the trained model (and on the base when no stored baseline matches the same items).
+    ``sentence_facts`` (aligned with ``sentences``; empty: none known) and the items' ``fact_id`` group the items
+    for the standard errors. The text_pretrain step calls this on the base model to store the baseline; the
+    evaluate step calls it on the trained model (and on the base when no stored baseline matches the same items).
     """
+    if sentence_facts and len(sentence_facts) != len(sentences):
+        raise ValueError(f"{len(sentence_facts)} sentence fact ids for {len(sentences)} sentences")
     if not qa_items:
         raise ValueError("text ability needs held-out text questions")
     if not sentences:
@@ -254,11 +296,22 @@ def evaluate_text_ability(
     try:
         contained, exact, answers = text_qa(model, tokenizer, qa_items, max_answer_tokens)
         answer_items = text_nll_items(model, answer_sequences(model.layout, tokenizer, qa_items))
-        text_items = text_nll_items(model, text_sequences(model.layout, tokenizer, sentences)) if sentences else []
+        kept = [i for i, sentence in enumerate(sentences) if tokenizer.encode(sentence)]  # text_sequences' rule
+        text_items = text_nll_items(model, text_sequences(model.layout, tokenizer, sentences)) if kept else []
         answer_nll, n_answer = sum(n for n, _ in answer_items), sum(c for _, c in answer_items)
         nll, n_tokens = sum(n for n, _ in text_items), sum(c for _, c in text_items)
     finally:
         model.train(was_training)
+    if len(text_items) != len(kept) or len(answer_items) != len(qa_items):
+        raise ValueError("a held-out sentence or answer has no labelled text token")
+    facts = list(sentence_facts) or [""] * len(sentences)
+    items = ItemScores(
+        qa_correct=tuple(contained), answer_nll=tuple(n for n, _ in answer_items),
+        answer_tokens=tuple(c for _, c in answer_items), qa_clusters=tuple(q.fact_id for q in qa_items),
+        text_nll=tuple(n for n, _ in text_items), text_tokens=tuple(c for _, c in text_items),
+        text_clusters=tuple(facts[i] for i in kept),
+    )
+    errors = own_standard_errors(items)
     result = TextAbility(
         qa_acc=accuracy(contained),
         qa_exact=accuracy(exact),
@@ -270,23 +323,40 @@ def evaluate_text_ability(
         benchmark=benchmark_fingerprint(qa_items, sentences, max_answer_tokens),
         examples=tuple({"question": q.question, "answer": a, "references": list(q.references), "correct": c}
                        for q, a, c in list(zip(qa_items, answers, contained))[:8]),
-        qa_acc_se=math.sqrt(accuracy(contained) * (1 - accuracy(contained)) / len(contained)),
-        answer_ppl_se=ppl_standard_error(answer_items),
-        ppl_se=ppl_standard_error(text_items),
+        qa_acc_se=errors["qa_acc"],
+        answer_ppl_se=errors["answer_ppl"],
+        ppl_se=errors["ppl"],
+        items=items,
     )
     log.info("text ability: QA %.3f (exact %.3f, n=%d), answer ppl %.3f, text ppl %s over %d tokens",
              result.qa_acc, result.qa_exact, result.n_qa, result.answer_ppl, result.ppl, result.n_tokens)
     return result
 
 
+def own_standard_errors(items: ItemScores, seed: int = 0) -> dict[str, float | None]:
+    """Bootstrap standard errors of one model's QA accuracy, answer perplexity and text perplexity."""
+    scores = items.scores(items.weights(seed))
+    inv_ppl = scores["inv_ppl"]
+    with np.errstate(divide="ignore"):
+        return {"qa_acc": standard_error(scores["qa_acc"]),
+                "answer_ppl": standard_error(1.0 / scores["inv_answer_ppl"]),
+                "ppl": None if inv_ppl is None else standard_error(1.0 / inv_ppl)}
+
+
+def _drop(b: Any, m: Any) -> Any:
+    return (b - m) / b * 100.0
+
+
 def relative_drop_pct(base: TextAbility, model: TextAbility, min_base_qa_correct: int = 5
                       ) -> dict[str, float | None]:
-    """Per-benchmark relative drops (``drop_pct_<score>``) and their mean ``drop_pct`` (see module docstring)."""
+    """Per-benchmark relative drops (``drop_pct_<score>``), their mean ``drop_pct``, and standard errors:
+    ``*_se`` paired (per-item scores of both on the same items; None without them), ``*_se_unpaired`` the two
+    models' own errors propagated as independent (see module docstring)."""
     if base.benchmark and model.benchmark and base.benchmark != model.benchmark:
         raise ValueError(f"text ability results come from different benchmarks ({base.benchmark} vs "
                          f"{model.benchmark}); evaluate both on the same items")
     out: dict[str, float | None] = {}
-    drops, variances = [], []
+    used: list[str] = []
     b, m = base.scores(), model.scores()
     b_se, m_se = base.score_errors(), model.score_errors()
     base_correct = round(base.qa_acc * base.n_qa)
@@ -300,17 +370,36 @@ def relative_drop_pct(base: TextAbility, model: TextAbility, min_base_qa_correct
                         "of the text drop", base_correct, min_base_qa_correct)
             out[f"drop_pct_{name}"] = None
             continue
-        drop = (b[name] - m[name]) / b[name] * 100.0
-        out[f"drop_pct_{name}"] = drop
-        drops.append(drop)
+        out[f"drop_pct_{name}"] = _drop(b[name], m[name])
+        used.append(name)
         # d = 100 (1 − m/b): ∂d/∂m = −100/b, ∂d/∂b = 100 m/b²
-        se = (None if b_se[name] is None or m_se[name] is None
-              else 100.0 * math.hypot(m_se[name] / b[name], m[name] * b_se[name] / b[name] ** 2))
-        out[f"drop_pct_{name}_se"] = se
-        variances.append(se)
-    out["drop_pct"] = sum(drops) / len(drops) if drops else None
-    known = drops and all(v is not None for v in variances)
-    out["drop_pct_se"] = math.sqrt(sum(v * v for v in variances)) / len(drops) if known else None
+        out[f"drop_pct_{name}_se_unpaired"] = (
+            None if b_se[name] is None or m_se[name] is None
+            else 100.0 * math.hypot(m_se[name] / b[name], m[name] * b_se[name] / b[name] ** 2))
+    out["drop_pct"] = sum(out[f"drop_pct_{n}"] for n in used) / len(used) if used else None
+    unpaired = [out[f"drop_pct_{n}_se_unpaired"] for n in used]
+    out["drop_pct_se_unpaired"] = (math.sqrt(sum(v * v for v in unpaired)) / len(used)
+                                   if used and all(v is not None for v in unpaired) else None)
+    out.update(paired_drop_errors(base, model, used))
+    return out
+
+
+def paired_drop_errors(base: TextAbility, model: TextAbility, used: Sequence[str], seed: int = 0
+                       ) -> dict[str, float | None]:
+    """Paired bootstrap standard errors of the drop terms in ``used`` and of their mean: both models scored on
+    the same resamples of held-out facts. None (with a warning) when either result lacks per-item scores."""
+    keys = [f"drop_pct_{n}_se" for n in used] + ["drop_pct_se"]
+    if base.items is None or model.items is None:
+        log.warning("a text ability result has no per-item scores (stored before them): no paired errors")
+        return dict.fromkeys(keys)
+    if (base.items.qa_clusters, base.items.text_clusters) != (model.items.qa_clusters, model.items.text_clusters):
+        raise ValueError("base and model per-item scores are not over the same items")
+    weights = base.items.weights(seed)
+    b, m = base.items.scores(weights), model.items.scores(weights)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = {n: _drop(b[n], m[n]) for n in used}
+    out = {f"drop_pct_{n}_se": standard_error(terms[n]) for n in used}
+    out["drop_pct_se"] = standard_error(np.mean([terms[n] for n in used], axis=0)) if used else None
     return out
 
 
@@ -386,5 +475,5 @@ def text_qa_score(cfg: ProjectConfig, model: Any) -> dict[str, Any]:
 
     held = heldout_for(cfg)
     result = evaluate_text_ability(model, load_tokenizer(cfg), held.text_qa, held.sentences,
-                                   cfg.evaluation.max_answer_tokens)
+                                   cfg.evaluation.max_answer_tokens, held.sentence_facts)
     return result.to_dict()

@@ -99,3 +99,21 @@ def test_one_spoken_question_per_answer_in_heldout_voices(raw):
 def test_speakers_need_a_speaker_column(raw):
     with pytest.raises(ValueError, match="no speaker column"):
         load_heldout(raw, speakers=("flite:rms",))
+
+
+def test_heldout_text_samples_are_the_perplexity_sentences_first(raw):
+    """Issue 20: held-out ``text`` samples (every held-out fact in every held-out phrasing) come first, in id
+    order, each with its fact; an ASR/TTS sentence already among them is not counted twice; train text never."""
+    samples = pd.read_parquet(raw / "samples.parquet")
+    extra = [
+        ("text-heldout-00001", "text", "heldout", "num:4", _turns(("assistant", "Two and two make four.", None, False))),
+        ("text-heldout-00000", "text", "heldout", "cap:france", _turns(("assistant", "Hello there.", None, False))),
+        ("text-train-00000", "text", "train", "num:4", _turns(("assistant", "Two plus two is four.", None, False))),
+    ]
+    pd.concat([samples, pd.DataFrame(extra, columns=samples.columns)]).to_parquet(raw / "samples.parquet")
+    held = load_heldout(raw)
+    assert held.sentences == ("Hello there.", "Two and two make four.")
+    assert held.sentence_facts == ("cap:france", "num:4")
+    assert [q.fact_id for q in held.text_qa] == ["num:4", "cap:france"]
+    capped = load_heldout(raw, max_sentences=1)
+    assert capped.sentences == ("Hello there.",) and capped.sentence_facts == ("cap:france",)

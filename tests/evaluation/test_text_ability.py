@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -13,8 +14,8 @@ from deeptalk.evaluation.text_ability import (
     TextAbility,
     TextOnlyLM,
     evaluate_text_ability,
+    ItemScores,
     greedy_text_answer,
-    ppl_standard_error,
     relative_drop_pct,
     text_nll,
     text_qa,
@@ -150,29 +151,119 @@ def test_evaluate_text_ability_on_a_random_tiny_speech_lm():
     assert result.n_answer_tokens == (5 + 1) + (1 + 1)  # "paris is the capital ." + EOT, "four" + EOT
     assert math.isfinite(result.answer_ppl) and result.answer_ppl > 1.0
     assert TextAbility.from_dict(result.to_dict()) == result
+    assert TextAbility.from_dict(json.loads(json.dumps(result.to_dict()))) == result  # as stored on disk
+    assert result.items.qa_clusters == ("", "") and len(result.items.text_nll) == 2
+    assert sum(result.items.answer_tokens) == result.n_answer_tokens and sum(result.items.text_tokens) == result.n_tokens
+    grouped = evaluate_text_ability(model, TOK, [dataclasses.replace(q, fact_id="f1") for q in items], sentences,
+                                    max_answer_tokens=4, sentence_facts=("f1", "f2"))
+    assert grouped.items.qa_clusters == ("f1", "f1") and grouped.items.text_clusters == ("f1", "f2")
+    with pytest.raises(ValueError, match="sentence fact ids"):
+        evaluate_text_ability(model, TOK, items, sentences, sentence_facts=("f1",))
     assert relative_drop_pct(result, again)["drop_pct_inv_answer_ppl"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="needs held-out"):
         evaluate_text_ability(model, TOK, [], sentences)
     no_sentences = evaluate_text_ability(model, TOK, items, [], max_answer_tokens=4)
-    no_sentences = TextAbility.from_dict({**no_sentences.to_dict(), "benchmark": result.benchmark})
+    no_sentences = TextAbility.from_dict({**no_sentences.to_dict(), "benchmark": result.benchmark, "items": None})
     assert no_sentences.ppl is None and no_sentences.answer_ppl == pytest.approx(result.answer_ppl)
     drops = relative_drop_pct(result, no_sentences)
     assert drops["drop_pct_inv_ppl"] is None and drops["drop_pct"] == pytest.approx(0.0)
 
 
-def test_standard_errors_of_accuracy_perplexity_and_drop():
-    """Issue 11: each figure carries its standard error; more items → smaller error; the drop's error follows."""
-    assert ppl_standard_error([(2.0, 1)]) is None  # one item: no spread to estimate
-    same = [(2.0, 1)] * 10
-    assert ppl_standard_error(same) == pytest.approx(0.0)  # every item at the mean
-    spread = [(1.0, 1), (3.0, 1)] * 5
-    few, many = ppl_standard_error(spread), ppl_standard_error(spread * 10)
-    assert few > many > 0 and few / many == pytest.approx(math.sqrt(10), rel=0.1)  # SE ∝ 1/sqrt(items)
-    base = dataclasses.replace(_ability(0.8, 2.0, 4.0), qa_acc_se=0.04, answer_ppl_se=0.1, ppl_se=0.2)
-    model = dataclasses.replace(_ability(0.6, 2.5, 5.0), qa_acc_se=0.05, answer_ppl_se=0.1, ppl_se=0.2)
-    drops = relative_drop_pct(base, model)
-    # QA term: 100 * hypot(0.05 / 0.8, 0.6 * 0.04 / 0.8²)
-    assert drops["drop_pct_qa_acc_se"] == pytest.approx(100 * math.hypot(0.05 / 0.8, 0.6 * 0.04 / 0.64))
-    terms = [drops[f"drop_pct_{b}_se"] for b in ("qa_acc", "inv_answer_ppl", "inv_ppl")]
-    assert drops["drop_pct_se"] == pytest.approx(math.sqrt(sum(t * t for t in terms)) / 3)
-    assert relative_drop_pct(_ability(0.8, 2.0, 4.0), model)["drop_pct_se"] is None  # unknown stays unknown
+def _items(correct, answer_nll, text_nll, qa_clusters=None, text_clusters=None, tokens=2):
+    return ItemScores(
+        qa_correct=tuple(correct), answer_nll=tuple(answer_nll), answer_tokens=(tokens,) * len(correct),
+        qa_clusters=tuple(qa_clusters or [f"q{i}" for i in range(len(correct))]),
+        text_nll=tuple(text_nll), text_tokens=(tokens,) * len(text_nll),
+        text_clusters=tuple(text_clusters or [f"s{i}" for i in range(len(text_nll))]))
+
+
+def _scored(items: ItemScores, bench="b") -> TextAbility:
+    """A TextAbility whose figures and own errors are those of ``items`` (as evaluate_text_ability makes them)."""
+    from deeptalk.evaluation.text_ability import own_standard_errors
+
+    n_answer, n_text = sum(items.answer_tokens), sum(items.text_tokens)
+    errors = own_standard_errors(items)
+    acc = sum(items.qa_correct) / len(items.qa_correct)
+    return TextAbility(qa_acc=acc, qa_exact=acc, n_qa=len(items.qa_correct),
+                       answer_ppl=math.exp(sum(items.answer_nll) / n_answer), n_answer_tokens=n_answer,
+                       ppl=math.exp(sum(items.text_nll) / n_text), n_tokens=n_text, benchmark=bench,
+                       qa_acc_se=errors["qa_acc"], answer_ppl_se=errors["answer_ppl"], ppl_se=errors["ppl"],
+                       items=items)
+
+
+def _spread_items(n=60, seed=0):
+    """Items of very unequal difficulty: a wide per-item spread that base and model share."""
+    import random
+
+    rng = random.Random(seed)
+    correct = [rng.random() < 0.6 for _ in range(n)]
+    answer = [rng.uniform(0.2, 8.0) for _ in range(n)]
+    text = [rng.uniform(0.5, 12.0) for _ in range(n)]
+    return correct, answer, text
+
+
+def test_paired_errors_cancel_what_base_and_model_share():
+    """Issue 20: the model scores the same items, so a uniform shift has no item noise in its drop; two
+    independent errors would report one anyway."""
+    correct, answer, text = _spread_items()
+    base = _scored(_items(correct, answer, text))
+    shifted = _scored(_items(correct, [a + 0.2 for a in answer], [t + 0.4 for t in text]))  # +0.1 / +0.2 per token
+    drops = relative_drop_pct(base, shifted)
+    assert drops["drop_pct_inv_answer_ppl"] == pytest.approx(100 * (1 - math.exp(-0.1)))
+    assert drops["drop_pct_inv_answer_ppl_se"] == pytest.approx(0.0, abs=1e-9)  # constant in every resample
+    assert drops["drop_pct_inv_ppl_se"] == pytest.approx(0.0, abs=1e-9)
+    assert drops["drop_pct_qa_acc_se"] == pytest.approx(0.0, abs=1e-9)  # same answers right: QA drop 0 always
+    assert drops["drop_pct_se"] == pytest.approx(0.0, abs=1e-9)
+    assert drops["drop_pct_inv_answer_ppl_se_unpaired"] > 5 and drops["drop_pct_se_unpaired"] > 2
+    # a model that forgets some items and not others has a paired error, still below the unpaired one
+    rng_flip = [c and i % 4 != 0 for i, c in enumerate(correct)]
+    noisy = _scored(_items(rng_flip, [a + (1.5 if i % 3 else 0.0) for i, a in enumerate(answer)], text))
+    noisy_drops = relative_drop_pct(base, noisy)
+    for term in ("qa_acc", "inv_answer_ppl"):
+        assert 0 < noisy_drops[f"drop_pct_{term}_se"] < noisy_drops[f"drop_pct_{term}_se_unpaired"]
+    assert relative_drop_pct(base, noisy) == noisy_drops  # fixed bootstrap seed: bit-identical
+
+
+def test_phrasings_of_one_fact_are_resampled_together():
+    """Four phrasings of each fact are not four independent items: with the fact as the cluster the error is
+    that of one item per fact (the same draws of facts), not half of it."""
+    correct, answer, text = _spread_items(n=40)
+    flip = [c and i % 3 != 0 for i, c in enumerate(correct)]
+    worse = [a + (2.0 if i % 2 else 0.0) for i, a in enumerate(answer)]
+    once = relative_drop_pct(_scored(_items(correct, answer, text)), _scored(_items(flip, worse, text)))
+
+    def times4(xs):
+        return [x for x in xs for _ in range(4)]
+
+    facts = times4([f"q{i}" for i in range(40)])
+    sentence_facts = times4([f"s{i}" for i in range(40)])
+    clustered = relative_drop_pct(
+        _scored(_items(times4(correct), times4(answer), times4(text), facts, sentence_facts)),
+        _scored(_items(times4(flip), times4(worse), times4(text), facts, sentence_facts)))
+    assert clustered["drop_pct_se"] == pytest.approx(once["drop_pct_se"])
+    as_items = relative_drop_pct(
+        _scored(_items(times4(correct), times4(answer), times4(text))),
+        _scored(_items(times4(flip), times4(worse), times4(text))))
+    assert as_items["drop_pct_se"] == pytest.approx(once["drop_pct_se"] / 2, rel=0.15)  # 4x items: overstated
+
+
+def test_paired_errors_need_per_item_scores_of_the_same_items():
+    correct, answer, text = _spread_items()
+    base = _scored(_items(correct, answer, text))
+    old = dataclasses.replace(base, items=None)  # a result stored before per-item scores
+    drops = relative_drop_pct(old, base)
+    assert drops["drop_pct_se"] is None and drops["drop_pct_se_unpaired"] is not None
+    other = _scored(_items(correct, answer, text, qa_clusters=[f"x{i}" for i in range(len(correct))]))
+    with pytest.raises(ValueError, match="not over the same items"):
+        relative_drop_pct(base, other)
+    with pytest.raises(ValueError, match="unequal lengths"):
+        ItemScores((True,), (1.0, 2.0), (1,), ("a",), (), (), ())
+    assert relative_drop_pct(_ability(0.8, 2.0, 4.0), _ability(0.6, 2.5, 5.0))["drop_pct_se"] is None
+
+
+def test_own_errors_shrink_with_more_facts():
+    correct, answer, text = _spread_items(n=40)
+    few = _scored(_items(correct, answer, text))
+    many = _scored(_items(correct * 9, answer * 9, text * 9))
+    for name in ("qa_acc_se", "answer_ppl_se", "ppl_se"):
+        assert getattr(few, name) / getattr(many, name) == pytest.approx(3.0, rel=0.15)  # SE ∝ 1/sqrt(facts)
