@@ -41,7 +41,7 @@ from deeptalk.tokens import IGNORE_INDEX, TokenLayout  # noqa: E402
 from deeptalk.training import distributed  # noqa: E402
 from deeptalk.training.loop import LoopConfig, train  # noqa: E402
 from deeptalk.training.runner import SpeechProgram  # noqa: E402
-from deeptalk.training.stages import get_plan  # noqa: E402
+from deeptalk.training.stages import get_stage  # noqa: E402
 
 LOOP = "loop"
 LAYOUT = TokenLayout(text_vocab_size=1023, n_audio_streams=7, codebook_size=4096)
@@ -91,7 +91,7 @@ def measure(shape: str, impl: str, args, dist, workdir: Path) -> float:
     model = SpeechLM.build(SpeechLMConfig(backbone, LAYOUT, cfg.audio_input))
     if impl == LOOP:
         model.backbone.set_experts_implementation(LOOP)
-    spec = get_plan("s3", cfg.training).phases[0]
+    spec = get_stage("s3").phases[0]
     groups = apply_trainable(model, spec.trainable)
     model.train()
     loop = LoopConfig(steps=args.warmup + args.steps, batch_size=args.batch, lr=1e-4, log_every=args.warmup,

@@ -60,16 +60,6 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 CURVE_INTERVALS = 4  # default snapshots over DeepTalk's S2a+S2b+S3 (a curve point costs a full text + ASR evaluation)
 
 
-def chain_parts() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """The registry's default chain cut in three: the data steps (shared by all seeds), the steps shared by every
-    system of a seed (base, S1, split), and DeepTalk's own stages after the split (``s2a``, ``s2b``, ``s3``)."""
-    from deeptalk.steps import BY_NAME, DEFAULT_CHAIN
-
-    first_seed, last_seed = DEFAULT_CHAIN.index("text_pretrain"), DEFAULT_CHAIN.index("profile_experts")
-    stages = tuple(BY_NAME[n].args["stage"] for n in DEFAULT_CHAIN[last_seed + 1:] if "stage" in BY_NAME[n].args)
-    return DEFAULT_CHAIN[:first_seed], DEFAULT_CHAIN[first_seed:last_seed + 1], stages
-
-
 @dataclass(frozen=True)
 class System:
     name: str
@@ -78,13 +68,13 @@ class System:
 
 def systems_for(cfg: ProjectConfig, names: list[str] | None = None) -> list[System]:
     """DeepTalk's chain, then the baselines (``names``, default ``cfg.training.baselines``), each one plan."""
-    from deeptalk.training.config import BASELINES
+    from deeptalk.training.stages import BASELINES, DEEPTALK_STAGES
 
     names = list(cfg.training.baselines) if names is None else names
     unknown = sorted(set(names) - set(BASELINES) - {"deeptalk"})
     if unknown:
         raise ValueError(f"unknown system(s) {unknown}; choose deeptalk or any of {', '.join(BASELINES)}")
-    return [System("deeptalk", chain_parts()[2])] + [System(b, (b,)) for b in names if b != "deeptalk"]
+    return [System("deeptalk", DEEPTALK_STAGES)] + [System(b, (b,)) for b in names if b != "deeptalk"]
 
 
 def default_curve_every(cfg: ProjectConfig) -> int:
@@ -145,15 +135,19 @@ def ensure_step(name: str, cfg: ProjectConfig) -> str:
 
 def prepare_data(cfg: ProjectConfig) -> dict[str, str]:
     """The data chain in the shared workspace (once for all seeds and systems)."""
+    from deeptalk.steps import DATA_STEPS
+
     work = shared_workspace(cfg)
-    return {name: ensure_step(name, work) for name in chain_parts()[0]}
+    return {name: ensure_step(name, work) for name in DATA_STEPS}
 
 
 def prepare_seed(work: ProjectConfig) -> dict[str, str]:
     """The seed's base LLM, S1 and expert split: the starting point every system of the seed shares (no curve
     snapshots: only the systems' speech training is on the curve)."""
+    from deeptalk.steps import SEED_STEPS
+
     start = dataclasses.replace(work, training=dataclasses.replace(work.training, curve_every=0))
-    return {name: ensure_step(name, start) for name in chain_parts()[1]}
+    return {name: ensure_step(name, start) for name in SEED_STEPS}
 
 
 # ---- evaluation ------------------------------------------------------------------------------------------------
@@ -204,9 +198,9 @@ def _eval_code() -> str:
 
 
 def _phases(work: ProjectConfig, system: System) -> list[tuple[Any, Any]]:
-    from deeptalk.training.stages import get_plan
+    from deeptalk.training.stages import get_stage
 
-    plans = [get_plan(stage, work.training) for stage in system.stages]
+    plans = [get_stage(stage) for stage in system.stages]
     return [(plan, spec) for plan in plans for spec in plan.phases]  # phase_dir tells the last phase by identity
 
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from deeptalk.training.stages import BY_NAME
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-PIPELINE_ORDER = ("s1", "s2a", "s2b", "s3")  # DeepTalk's chain first; baselines follow alphabetically
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
@@ -45,7 +46,7 @@ def find_stage_logs(models_dir: str | Path) -> dict[str, Path]:
     stages = models_dir / "stages"
     if stages.is_dir():
         dirs = [p for p in stages.iterdir() if p.is_dir()]
-        rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+        rank = {name: i for i, name in enumerate(BY_NAME)}  # the chain's order; unknown directories after it
         for stage in sorted(dirs, key=lambda p: (rank.get(p.name, len(rank)), p.name)):
             phases = stage / "phases"
             if phases.is_dir():

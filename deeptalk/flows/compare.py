@@ -28,7 +28,7 @@ from deeptalk.evaluation.compare import Comparison  # noqa: E402
 from deeptalk.flows.pipeline import project_dir  # noqa: E402
 from deeptalk.flows.prefect_ui import forward_project_logs  # noqa: E402
 from deeptalk.runtime import setup_threads  # noqa: E402
-from deeptalk.training.config import BASELINES  # noqa: E402
+from deeptalk.training.stages import BASELINES  # noqa: E402
 
 Profile = Literal["tiny", "small", "paper"]
 System = Literal[BASELINES]  # type: ignore[valid-type]

@@ -41,7 +41,8 @@ from deeptalk.evaluation.config import GateThresholds  # noqa: E402
 from deeptalk.evaluation.gates import GATE_METRICS, GateFailed  # noqa: E402
 from deeptalk.flows.exchange import Exchange, data_paths  # noqa: E402
 from deeptalk.flows.prefect_ui import ProgressWatch, forward_project_logs, publish_artifacts  # noqa: E402
-from deeptalk.steps import BASELINES, DEFAULT_CHAIN, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
+from deeptalk.steps import DEFAULT_CHAIN, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
+from deeptalk.training.stages import BASELINES  # noqa: E402
 from deeptalk.steps.dvcfile import RESOLVE_STAGE, dvc_commit  # noqa: E402
 from deeptalk.steps.package import PackageRefused  # noqa: E402
 from deeptalk.steps.record import (  # noqa: E402

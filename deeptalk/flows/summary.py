@@ -11,6 +11,7 @@ from typing import Any
 from deeptalk.config import ProjectConfig
 from deeptalk.console import CONSOLE, step_headline
 from deeptalk.flows.prefect_ui import gate_rows
+from deeptalk.steps import BY_NAME
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def summary_lines(cfg: ProjectConfig, pipeline: dict, service: dict, summary_pat
                   log_path: Path | None) -> list[str]:
     """The closing lines (≤ :data:`MAX_LINES`), from the step summaries, ``reports/gate.json`` and the
     service check."""
-    trained = [name for name in pipeline if name in ("text_pretrain", "align") or name.startswith("train_")]
+    trained = [name for name in pipeline if name in BY_NAME and BY_NAME[name].heavy]
     lines = [f"── DeepTalk {cfg.profile}: {len(pipeline)} steps ──"]
     if trained:
         last = pipeline[trained[-1]]

@@ -4,7 +4,7 @@ They replace the backbone's stock routers at build time (``install_routers``): s
 Parameter object is shared, so checkpoints and optimizers see no difference), same math when unmasked.
 Every routing decision can be streamed to "sinks" (recorders, the aux-loss collector) without forward hooks.
 
-**Gate weights under a mask** (``masked_gate``; a training-stage choice, ``StageSpec.masked_gate``). Inference
+**Gate weights under a mask** (``masked_gate``; a training-stage choice, ``PhaseSpec.masked_gate``). Inference
 never masks (paper.md §2.2, §7), and DeepSeek-V2 does not renormalise the top-k weights (``norm_topk_prob``
 false), so a served expert's weight is its probability in the softmax over *all* experts.
 

@@ -4,8 +4,8 @@ Each step is a module ``deeptalk.steps.<module>`` with ``run(cfg, **args) -> dic
 data it reads (``deps``), what it writes (``outs``) and the config values it reads (``config`` selectors); its
 code is found from its imports. ``deeptalk.steps.record.step_record`` turns that into the step's complete
 dependencies, from which ``dvc.yaml`` (``python -m deeptalk dvc-yaml``) and every skip decision derive. The
-training steps and their order come from the stage plans (``deeptalk.training.stages``); ``DEFAULT_CHAIN`` is
-what a default run computes.
+training steps, their names, outputs and order come from the stage chain (``deeptalk.training.stages.CHAIN``);
+``DEFAULT_CHAIN`` is what a default run computes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 
 from deeptalk.console import CONSOLE, step_line
 from deeptalk.steps.record import RUNNER
-from deeptalk.training.config import ABLATIONS, BASELINES
+from deeptalk.training.stages import BASELINES as BASELINE_STAGES
+from deeptalk.training.stages import BY_NAME as BY_STAGE
+from deeptalk.training.stages import CHAIN, PROFILED_FROM, SHARED, SPLIT_FIXED, SPLIT_PROFILED, SPLIT_RANDOM
+from deeptalk.training.stages import names as stage_names
 
 if TYPE_CHECKING:
     from deeptalk.config import ProjectConfig
@@ -66,46 +69,44 @@ EVALUATED = "models/stages/s3"  # placeholder in deps of judges_model steps: the
 MODEL = ("model", "audio_input", "seed")  # what building or loading the speech LM reads
 
 
-def _stage_dir(stage: str) -> str:
-    return "models/base" if stage in ("base", "text_pretrain") else f"models/stages/{stage}"
-
-
-def _training_steps() -> tuple[StepSpec, ...]:
-    """One step per stage plan of ``deeptalk.training.stages`` (the chain's order, each stage's init model, split
-    source and budgets come from there), with ``profile_experts`` right after ``align``, whose S1 model it
-    profiles; the plans that are ``training.config.BASELINES`` become baseline steps."""
-    from deeptalk.training.config import BASELINES as TRAINING_BASELINES
-    from deeptalk.training.config import TrainingConfig
-    from deeptalk.training.stages import SPLIT_FIXED, SPLIT_PROFILED, SPLIT_RANDOM, stage_plans
-
+def _training_steps(first: bool) -> tuple[StepSpec, ...]:
+    """One step per stage of the chain (``deeptalk.training.stages.CHAIN``: its order, step name, output, init
+    model, split source and budgets come from there), ``profile_experts`` right after the stage it profiles;
+    ``first`` gives the steps up to that one, else the rest. The baselines and ablations become baseline steps."""
     steps: list[StepSpec] = []
-    for name, plan in stage_plans(TrainingConfig.for_profile("tiny")).items():  # the plans' shape, any profile
-        splits = {phase.split for phase in plan.phases}
-        budgets = tuple(f"training.{b}" for b in dict.fromkeys(phase.budget for phase in plan.phases))
-        deps = ("data/sequences", _stage_dir(plan.init_from))
+    for stage in CHAIN:
+        if (CHAIN.index(stage) <= CHAIN.index(BY_STAGE[PROFILED_FROM])) != first:
+            continue
+        if stage.init_from == "new":  # the original LLM: trained from the text corpus, or imported at paper scale
+            steps.append(StepSpec(stage.step, stage.step, ("data/sequences", "data/raw/tokenizer", "models/encoder"),
+                                  (stage.out,), (*MODEL, *(f"training.{b}" for b in stage.budgets), RUNNER),
+                                  heavy=True))
+            continue
+        splits = {phase.split for phase in stage.phases}
+        deps = ("data/sequences", _out(stage.init_from))
         if splits & {SPLIT_PROFILED, SPLIT_RANDOM}:
             deps += ("models/expert_split.json",)
         if SPLIT_FIXED in splits:
             deps += ("reports/profile",)
-        extra = {"fixed": ("training.fixed_split",), "moextend": ("training.moextend_experts",)}.get(name, ())
-        config = (*MODEL, *budgets, RUNNER, *extra)
-        if name == "text_pretrain":
-            steps.append(StepSpec("text_pretrain", "text_pretrain", ("data/sequences", "data/raw/tokenizer",
-                                  "models/encoder"), ("models/base",), config, heavy=True))
-            continue
-        if name == "s1":
-            steps.append(StepSpec("align", "align", deps, ("models/stages/s1",), config, heavy=True))
-            steps.append(StepSpec(
-                "profile_experts", "profile_experts", ("data/sequences", "models/stages/s1"),
-                ("models/expert_split.json", "reports/profile"),
-                (*MODEL, "training.split_rule", "training.min_speech_fraction", "training.max_speech_fraction",
-                 "training.profile_batches"),
-            ))
-            continue
-        steps.append(StepSpec(f"train_{name}", "train_stage", deps, (_stage_dir(name),), config,
-                              args={"stage": name}, heavy=True, baseline=name in TRAINING_BASELINES))
+        extra = ("training.fixed_split",) if SPLIT_FIXED in splits else ()
+        extra += ("training.moextend_experts",) if any(p.add_experts for p in stage.phases) else ()
+        config = (*MODEL, *(f"training.{b}" for b in stage.budgets), RUNNER, *extra)
+        steps.append(StepSpec(stage.step, "train_stage", deps, (stage.out,), config, args={"stage": stage.name},
+                              heavy=True, baseline=stage.name in BASELINE_STAGES))
+    if first:
+        profiled = BY_STAGE[PROFILED_FROM].out
+        steps.append(StepSpec(
+            "profile_experts", "profile_experts", ("data/sequences", profiled),
+            ("models/expert_split.json", "reports/profile"),
+            (*MODEL, "training.split_rule", "training.min_speech_fraction", "training.max_speech_fraction",
+             "training.profile_batches"),
+        ))
     return tuple(steps)
 
+
+def _out(stage: str) -> str:
+    """The directory of ``stage`` (``base`` is the original LLM, the chain's first stage's output)."""
+    return CHAIN[0].out if stage == "base" else BY_STAGE[stage].out
 
 
 STEPS: tuple[StepSpec, ...] = (
@@ -117,7 +118,8 @@ STEPS: tuple[StepSpec, ...] = (
     StepSpec("encode", "encode", ("data/raw", "models/codec", "models/encoder"), ("data/processed",),
              ("audio_input", "codec")),
     StepSpec("pack", "pack", ("data/processed", "data/raw"), ("data/sequences",), ("packing", *MODEL)),
-    *_training_steps(),
+    *_training_steps(first=True),
+    *_training_steps(first=False),
     StepSpec(
         "evaluate", "evaluate",
         ("data/sequences", "data/raw", "models/base", "models/codec", "models/encoder", EVALUATED),
@@ -131,13 +133,11 @@ STEPS: tuple[StepSpec, ...] = (
 )
 
 BY_NAME = {step.name: step for step in STEPS}
-# every trained model by stage name, in chain order (``base`` is text_pretrain's output)
-TRAINED = tuple("base" if s.name == "text_pretrain" else s.outs[0].rpartition("/")[2] for s in STEPS if s.heavy)
-# trained stages by the names the stage plans use (``base`` and ``s1`` are text_pretrain and align)
-STAGE_STEPS = {"base": "text_pretrain", "s1": "align", **{s.args["stage"]: s.name for s in STEPS if "stage" in s.args}}
-BASELINES = tuple(s.args["stage"] for s in STEPS if s.baseline)
+STAGE_STEPS = {"base": CHAIN[0].step, **{stage.name: stage.step for stage in CHAIN}}  # a stage's step by its name
 # what `make run`, the flow's default run and `dvc repro` compute, in order: every step but the baselines
 DEFAULT_CHAIN = tuple(s.name for s in STEPS if not s.baseline)
+DATA_STEPS = DEFAULT_CHAIN[:DEFAULT_CHAIN.index(CHAIN[0].step)]  # before the first training step
+SEED_STEPS = (*(STAGE_STEPS[n] for n in stage_names(SHARED)), "profile_experts")  # every system's start per seed
 
 
 def find_step(name: str, stage: str | None = None) -> StepSpec:

@@ -38,9 +38,9 @@ from deeptalk.training.stages import (
     SPLIT_PROFILED,
     SPLIT_RANDOM,
     DataMix,
-    StagePlan,
-    StageSpec,
-    get_plan,
+    Stage,
+    PhaseSpec,
+    get_stage,
 )
 
 if TYPE_CHECKING:
@@ -54,19 +54,19 @@ SUMMARY_FILE = "train_summary.json"
 
 
 # ---- where things are ------------------------------------------------------------------------------------
-def phase_dir(cfg: ProjectConfig, plan: StagePlan, spec: StageSpec) -> Path:
+def phase_dir(cfg: ProjectConfig, plan: Stage, spec: PhaseSpec) -> Path:
     """Output of a phase: the stage directory for its last phase, ``<stage>/phases/<sub>`` before that."""
     if spec is plan.phases[-1]:
         return cfg.paths.base if plan.name == "text_pretrain" else cfg.paths.stage(plan.name)
     return cfg.paths.stage(plan.name) / "phases" / spec.name.split("/")[-1]
 
 
-def checkpoint_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
+def checkpoint_dir(cfg: ProjectConfig, spec: PhaseSpec) -> Path:
     """Resumable checkpoints live outside the DVC outputs (``dvc repro`` clears outputs before a run)."""
     return cfg.paths.root / "models" / "checkpoints" / spec.name
 
 
-def snapshot_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
+def snapshot_dir(cfg: ProjectConfig, spec: PhaseSpec) -> Path:
     """Weights every ``training.curve_every`` steps (``step000040/``), outside the DVC outputs: compare's curve."""
     return cfg.paths.root / "models" / "snapshots" / spec.name
 
@@ -75,7 +75,7 @@ def profile_dir(cfg: ProjectConfig) -> Path:
     return cfg.paths.reports / "profile"
 
 
-def init_dir(cfg: ProjectConfig, plan: StagePlan, spec: StageSpec) -> Path | None:
+def init_dir(cfg: ProjectConfig, plan: Stage, spec: PhaseSpec) -> Path | None:
     if spec.init_from == "new":
         return None
     if spec.init_from == "base":
@@ -151,7 +151,7 @@ class SpeechProgram:
 
 
 # ---- phases ----------------------------------------------------------------------------------------------
-def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> ExpertSplit | None:
+def resolve_split(spec: PhaseSpec, cfg: ProjectConfig, model: SpeechLM) -> ExpertSplit | None:
     if spec.split == SPLIT_NONE:
         return None
     if spec.split == SPLIT_PROFILED:
@@ -179,7 +179,7 @@ def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> Exper
 
 
 def load_init(
-    spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
+    spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
 ) -> SpeechLM:
     """The phase's starting weights; with ``empty_on``: its architecture in uninitialised storage on that device,
     no weights read (ZeRO-3 ranks other than 0 receive rank 0's values when the loop partitions the model)."""
@@ -210,7 +210,7 @@ def _dir_signature(path: Path | None) -> str:
     return tree_digest(path, exclude=("phases",))[:16]
 
 
-def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
+def fingerprint(spec: PhaseSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
     """What a finished stage output was trained from, so an unchanged stage is not retrained: spec, loop, seed,
     model, the init weights' content and the training code (every module the runner imports and the DeepSpeed
     configs, counted as the state of record counts them): a code change retrains here as it does for DVC and
@@ -224,7 +224,7 @@ def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Pat
     })[:16]
 
 
-def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
+def loop_config(spec: PhaseSpec, cfg: ProjectConfig) -> LoopConfig:
     t = cfg.training
     budget = t.budget(spec.budget)
     return LoopConfig(
@@ -238,7 +238,7 @@ def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
 
 
 def prepare_model(
-    spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
+    spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
 ) -> tuple[SpeechLM, list[dict]]:
     """Init weights → split → routing → trainable groups: every stage choice applied in one place."""
     from deeptalk.model.freezing import apply_trainable
@@ -262,8 +262,8 @@ def prepare_model(
 
 
 def train_phase(
-    spec: StageSpec,
-    plan: StagePlan,
+    spec: PhaseSpec,
+    plan: Stage,
     cfg: ProjectConfig,
     dist: distributed.DistInfo,
     batches: Callable[[int], SpeechBatch],
@@ -304,7 +304,7 @@ def train_phase(
     return {**summary, "out": str(out)}
 
 
-def run_phase(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, dist: distributed.DistInfo) -> dict:
+def run_phase(spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, dist: distributed.DistInfo) -> dict:
     """Train one phase on its data mix from ``cfg.paths.sequences``."""
     from deeptalk.data.dataset import SequenceDataset
     from deeptalk.data.packing import PackingConfig
@@ -319,7 +319,7 @@ def run_phase(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, dist: distri
 
 def run_stage(name: str, cfg: ProjectConfig, local_rank: int | None = None) -> dict:
     """Train every phase of stage ``name``; returns a summary per phase."""
-    plan = get_plan(name, cfg.training)
+    plan = get_stage(name)
     dist = distributed.init(local_rank, device=cfg.device)
     torch.manual_seed(cfg.seed)
     phases = [run_phase(spec, plan, cfg, dist) for spec in plan.phases]

@@ -1,10 +1,13 @@
-"""Stage specs: what each training stage trains, how it routes, on which data (paper.md §3, §5, §9).
+"""The stage chain: every training stage in one ordered table (:data:`CHAIN`), and what each trains, how it
+routes, on which data (paper.md §3, §5, §9).
 
-A *stage* (what ``train_stage`` runs and DVC tracks as ``models/stages/<name>``) is a plan of one or more
-*phases*; each phase is a :class:`StageSpec` that the one runner executes. DeepTalk's own stages have one
-phase each and chain through ``init_from``; a baseline that mirrors the three-phase recipe (``fixed``,
-``moextend``, ``strict``, ``random``, ``plain-staged`` and the S2a ablations) runs its phases in sequence
-inside its own directory.
+Vocabulary (docs/architecture.md): a *step* is a unit of the pipeline (``deeptalk.steps.StepSpec``: a DVC
+stage, a Prefect task); a *stage* (:class:`Stage`) is a trained model: one row of the chain, trained by one step
+into one directory; a *phase* (:class:`PhaseSpec`) is one optimiser run inside a stage, what the one runner
+executes. DeepTalk's own stages have one phase each and chain through ``init_from``; a baseline that mirrors the
+three-phase recipe (``fixed``, ``moextend``, ``strict``, ``random``, ``plain-staged`` and the S2a ablations) runs
+its phases in sequence inside its own directory. The step registry, ``dvc.yaml``, the Prefect flows, ``compare``,
+the GPU smoke script and the training-log report all read the chain from here.
 
 Controls that isolate the cause of a text drop (issue 11): ``plain-staged`` is DeepTalk's exact schedule
 (budgets, learning rates, data mixes in the same order) with no mask and nothing frozen; ``random`` is
@@ -26,7 +29,6 @@ from deeptalk.data.schema import TASKS
 from deeptalk.model.experts import RoutingMode
 from deeptalk.model.freezing import ParamGroup as G
 from deeptalk.model.routers import MASKED_GATES
-from deeptalk.training.config import ABLATION_PARTS, TrainingConfig
 
 # Where a phase's expert split comes from.
 SPLIT_NONE = "none"  # no split (routing unrestricted, no expert-group freezing)
@@ -44,9 +46,17 @@ BACKBONE_ALL = frozenset({
 # paper.md §2.2: in a single-modality phase the routers, shared experts, layer 0, norms and the (tied)
 # embeddings keep training; MoE attention and the other expert group are frozen.
 _SINGLE_MODALITY_SHARED = frozenset({G.ROUTERS, G.SHARED_EXPERTS, G.DENSE_LAYER0, G.NORMS, G.EMBEDDINGS})
-# the S2a ablations: each shared part frozen alone (training.config.ABLATION_PARTS names them)
+# the S2a ablations (``s2a-frozen-<part>``): each shared part frozen alone
 PART_GROUPS = {"embeddings": G.EMBEDDINGS, "shared": G.SHARED_EXPERTS, "routers": G.ROUTERS,
                "layer0": G.DENSE_LAYER0, "norms": G.NORMS}
+ABLATION_PARTS = tuple(PART_GROUPS)
+
+# Which systems use a stage (the chain table's last column).
+SHARED = "shared"  # every system of a seed starts from it (text_pretrain, S1), trained once per seed
+DEEPTALK = "deeptalk"  # DeepTalk's own stages after the expert split
+COMPARED = "compared"  # a baseline of the paper's comparison table
+ABLATION = "ablation"  # isolates one cause (the reference's gate, one shared part frozen in S2a)
+ROLES = (SHARED, DEEPTALK, COMPARED, ABLATION)
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ class DataMix:
 
 
 @dataclass(frozen=True)
-class StageSpec:
+class PhaseSpec:
     name: str  # phase name; also its directory under the stage ("s2a", "fixed/s2b")
     budget: str  # TrainingConfig budget: text_pretrain | s1 | s2a | s2b | s3 | plain
     init_from: str  # "new" (fresh backbone), "base" (cfg.paths.base), a stage name, or an earlier phase
@@ -101,15 +111,32 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
-class StagePlan:
-    """A trained artefact: its phases in order; the last phase's weights are the stage's output."""
+class Stage:
+    """One row of the chain: a trained model, the step that trains it, where it goes, its phases in order (the
+    last phase's weights are the output) and which systems use it."""
 
     name: str
-    phases: tuple[StageSpec, ...] = field(default_factory=tuple)
+    role: str  # one of ROLES
+    step: str = ""  # the pipeline step that trains it (default ``train_<name>``)
+    out: str = ""  # its directory under the project root (default ``models/stages/<name>``)
+    phases: tuple[PhaseSpec, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"stage {self.name}: unknown role {self.role!r}; use one of {ROLES}")
+        if not self.phases:
+            raise ValueError(f"stage {self.name} has no phase")
+        object.__setattr__(self, "step", self.step or f"train_{self.name}")
+        object.__setattr__(self, "out", self.out or f"models/stages/{self.name}")
 
     @property
     def init_from(self) -> str:
         return self.phases[0].init_from
+
+    @property
+    def budgets(self) -> tuple[str, ...]:
+        """The ``training`` budgets its phases train at (``training.<budget>``), in order."""
+        return tuple(dict.fromkeys(phase.budget for phase in self.phases))
 
 
 # ---- data mixes -----------------------------------------------------------------------------------------
@@ -121,28 +148,28 @@ JOINT = DataMix((("aqa", 3.0), ("tts", 1.0), ("rqa", 2.0), ("tqa", 1.0), ("asr",
 
 
 def _s2a(name: str, init: str, split: str, trainable: frozenset[G] | None = None, add: bool = False,
-         gate: str = "served") -> StageSpec:
+         gate: str = "served") -> PhaseSpec:
     if split == SPLIT_ADDED:  # MoExtend freezes the original router with the original experts (paper.md §5)
         default = (_SINGLE_MODALITY_SHARED - {G.ROUTERS}) | {G.ADDED_EXPERTS}
     else:
         default = _SINGLE_MODALITY_SHARED | {G.SPEECH_EXPERTS}
-    return StageSpec(
+    return PhaseSpec(
         name=name, budget="s2a", init_from=init, split=split, routing=RoutingMode.SPEECH_ONLY,
         trainable=trainable or default, data=SPEECH_OUT, add_experts=add, masked_gate=gate,
         description="speech experts: text experts masked (−inf) and frozen, MoE attention frozen",
     )
 
 
-def _s2b(name: str, init: str, trainable: frozenset[G] | None = None, gate: str = "served") -> StageSpec:
-    return StageSpec(
+def _s2b(name: str, init: str, trainable: frozenset[G] | None = None, gate: str = "served") -> PhaseSpec:
+    return PhaseSpec(
         name=name, budget="s2b", init_from=init, split=SPLIT_INHERIT, routing=RoutingMode.TEXT_ONLY,
         trainable=trainable or (_SINGLE_MODALITY_SHARED | {G.TEXT_EXPERTS}), data=TEXT_OUT, masked_gate=gate,
         description="text experts: speech experts masked and frozen, on text-output data (user spoken p=0.7)",
     )
 
 
-def _s3(name: str, init: str, added: bool = False) -> StageSpec:
-    return StageSpec(
+def _s3(name: str, init: str, added: bool = False) -> PhaseSpec:
+    return PhaseSpec(
         name=name, budget="s3", init_from=init, split=SPLIT_INHERIT, routing=RoutingMode.NONE,
         trainable=BACKBONE_ALL | ({G.ADDED_EXPERTS} if added else frozenset()), data=JOINT,
         description="joint: no mask; everything but the audio encoder and projector",
@@ -150,70 +177,79 @@ def _s3(name: str, init: str, added: bool = False) -> StageSpec:
 
 
 def _chain(name: str, split: str = SPLIT_PROFILED, s2a_trainable: frozenset[G] | None = None,
-           gate: str = "served") -> StagePlan:
-    """DeepTalk's S2a → S2b → S3 inside stage ``name`` (a baseline or ablation that varies one choice)."""
-    return StagePlan(name, (_s2a(f"{name}/s2a", "s1", split, trainable=s2a_trainable, gate=gate),
-                            _s2b(f"{name}/s2b", f"{name}/s2a", gate=gate), _s3(f"{name}/s3", f"{name}/s2b")))
+           gate: str = "served") -> tuple[PhaseSpec, ...]:
+    """DeepTalk's S2a → S2b → S3 as the phases of stage ``name`` (a baseline or ablation that varies one choice)."""
+    return (_s2a(f"{name}/s2a", "s1", split, trainable=s2a_trainable, gate=gate),
+            _s2b(f"{name}/s2b", f"{name}/s2a", gate=gate), _s3(f"{name}/s3", f"{name}/s2b"))
 
 
-def _unmasked(name: str, init: str, budget: str, data: DataMix) -> StageSpec:
-    return StageSpec(name=name, budget=budget, init_from=init, split=SPLIT_NONE, routing=RoutingMode.NONE,
+def _unmasked(name: str, init: str, budget: str, data: DataMix) -> PhaseSpec:
+    return PhaseSpec(name=name, budget=budget, init_from=init, split=SPLIT_NONE, routing=RoutingMode.NONE,
                      trainable=BACKBONE_ALL, data=data,
                      description=f"plain-staged: {budget}'s budget and data, no mask, nothing frozen")
 
 
-def stage_plans(training: TrainingConfig) -> dict[str, StagePlan]:
-    """Every named stage, baseline and ablation (``training.baselines`` only says which ones ``compare`` trains
-    by default). The pretrained Whisper encoder is frozen in every stage (paper.md §3), as at paper scale."""
-    plans = {
-        "text_pretrain": StagePlan("text_pretrain", (StageSpec(
-            name="text_pretrain", budget="text_pretrain", init_from="new", split=SPLIT_NONE,
-            routing=RoutingMode.NONE, trainable=BACKBONE_ALL, data=TEXT_LM, text_only_input=True,
-            description="the 'original LLM': a plain text LM with knowledge worth keeping (tiny/small only)",
-        ),)),
-        "s1": StagePlan("s1", (StageSpec(
-            name="s1", budget="s1", init_from="base", split=SPLIT_NONE, routing=RoutingMode.NONE,
-            trainable=frozenset({G.PROJECTOR, G.NEW_EMBEDDING_ROWS}),
-            data=ASR,
-            description="align: projector and new embedding rows; pretrained Whisper encoder and backbone frozen",
-        ),)),
-        "s2a": StagePlan("s2a", (_s2a("s2a", "s1", SPLIT_PROFILED),)),
-        "s2b": StagePlan("s2b", (_s2b("s2b", "s2a"),)),
-        "s3": StagePlan("s3", (_s3("s3", "s2b"),)),
-        "plain": StagePlan("plain", (StageSpec(
-            name="plain", budget="plain", init_from="s1", split=SPLIT_NONE, routing=RoutingMode.NONE,
-            trainable=BACKBONE_ALL, data=JOINT,
-            description="native MLLM baseline: no split, all experts trained jointly from S1",
-        ),)),
-        "fixed": _chain("fixed", SPLIT_FIXED),
-        "moextend": StagePlan("moextend", (
-            _s2a("moextend/s2a", "s1", SPLIT_ADDED, add=True),
-            _s2b("moextend/s2b", "moextend/s2a"),
-            _s3("moextend/s3", "moextend/s2b", added=True),
-        )),
-        # STACK.md "strict": only the expert group and the new embedding/head rows ever train.
-        "strict": StagePlan("strict", (
-            _s2a("strict/s2a", "s1", SPLIT_PROFILED, trainable=frozenset({G.SPEECH_EXPERTS, G.NEW_EMBEDDING_ROWS})),
-            _s2b("strict/s2b", "strict/s2a", trainable=frozenset({G.TEXT_EXPERTS, G.NEW_EMBEDDING_ROWS})),
-        )),
-        "random": _chain("random", SPLIT_RANDOM),
-        # DeepTalk's schedule (S2a, S2b, S3 budgets, lrs and data mixes, in order) with no mask, nothing frozen
-        "plain-staged": StagePlan("plain-staged", (
-            _unmasked("plain-staged/s2a", "s1", "s2a", SPEECH_OUT),
-            _unmasked("plain-staged/s2b", "plain-staged/s2a", "s2b", TEXT_OUT),
-            _unmasked("plain-staged/s3", "plain-staged/s2b", "s3", JOINT),
-        )),
-        # the reference's gate under a mask (renormalised over the allowed experts; deeptalk.model.routers)
-        "renormalised-gate": _chain("renormalised-gate", gate="renormalised"),
-        **{f"s2a-frozen-{part}": _chain(f"s2a-frozen-{part}", s2a_trainable=(
-            _SINGLE_MODALITY_SHARED - {PART_GROUPS[part]}) | {G.SPEECH_EXPERTS}) for part in ABLATION_PARTS},
-    }
-    return plans
+# The chain, in training order: DeepTalk's stages, then the baselines and ablations. The pretrained Whisper
+# encoder is frozen in every stage (paper.md §3), as at paper scale. Columns: name, which systems use it (role),
+# the step that trains it and its directory (defaults train_<name>, models/stages/<name>), its phases.
+CHAIN: tuple[Stage, ...] = (
+    Stage("text_pretrain", SHARED, step="text_pretrain", out="models/base", phases=(PhaseSpec(
+        name="text_pretrain", budget="text_pretrain", init_from="new", split=SPLIT_NONE,
+        routing=RoutingMode.NONE, trainable=BACKBONE_ALL, data=TEXT_LM, text_only_input=True,
+        description="the 'original LLM': a plain text LM with knowledge worth keeping (tiny/small only)",
+    ),)),
+    Stage("s1", SHARED, step="align", phases=(PhaseSpec(
+        name="s1", budget="s1", init_from="base", split=SPLIT_NONE, routing=RoutingMode.NONE,
+        trainable=frozenset({G.PROJECTOR, G.NEW_EMBEDDING_ROWS}),
+        data=ASR,
+        description="align: projector and new embedding rows; pretrained Whisper encoder and backbone frozen",
+    ),)),
+    Stage("s2a", DEEPTALK, phases=(_s2a("s2a", "s1", SPLIT_PROFILED),)),
+    Stage("s2b", DEEPTALK, phases=(_s2b("s2b", "s2a"),)),
+    Stage("s3", DEEPTALK, phases=(_s3("s3", "s2b"),)),
+    Stage("plain", COMPARED, phases=(PhaseSpec(
+        name="plain", budget="plain", init_from="s1", split=SPLIT_NONE, routing=RoutingMode.NONE,
+        trainable=BACKBONE_ALL, data=JOINT,
+        description="native MLLM baseline: no split, all experts trained jointly from S1",
+    ),)),
+    Stage("fixed", COMPARED, phases=_chain("fixed", SPLIT_FIXED)),
+    Stage("moextend", COMPARED, phases=(
+        _s2a("moextend/s2a", "s1", SPLIT_ADDED, add=True),
+        _s2b("moextend/s2b", "moextend/s2a"),
+        _s3("moextend/s3", "moextend/s2b", added=True),
+    )),
+    # STACK.md "strict": only the expert group and the new embedding/head rows ever train.
+    Stage("strict", COMPARED, phases=(
+        _s2a("strict/s2a", "s1", SPLIT_PROFILED, trainable=frozenset({G.SPEECH_EXPERTS, G.NEW_EMBEDDING_ROWS})),
+        _s2b("strict/s2b", "strict/s2a", trainable=frozenset({G.TEXT_EXPERTS, G.NEW_EMBEDDING_ROWS})),
+    )),
+    Stage("random", COMPARED, phases=_chain("random", SPLIT_RANDOM)),
+    # DeepTalk's schedule (S2a, S2b, S3 budgets, lrs and data mixes, in order) with no mask, nothing frozen
+    Stage("plain-staged", COMPARED, phases=(
+        _unmasked("plain-staged/s2a", "s1", "s2a", SPEECH_OUT),
+        _unmasked("plain-staged/s2b", "plain-staged/s2a", "s2b", TEXT_OUT),
+        _unmasked("plain-staged/s3", "plain-staged/s2b", "s3", JOINT),
+    )),
+    # the reference's gate under a mask (renormalised over the allowed experts; deeptalk.model.routers)
+    Stage("renormalised-gate", ABLATION, phases=_chain("renormalised-gate", gate="renormalised")),
+    *(Stage(f"s2a-frozen-{part}", ABLATION, phases=_chain(f"s2a-frozen-{part}", s2a_trainable=(
+        _SINGLE_MODALITY_SHARED - {PART_GROUPS[part]}) | {G.SPEECH_EXPERTS})) for part in ABLATION_PARTS),
+)
+BY_NAME = {stage.name: stage for stage in CHAIN}
+PROFILED_FROM = "s1"  # profile_experts measures the expert load of this stage's model (the split's source)
 
 
+def names(*roles: str) -> tuple[str, ...]:
+    """The chain's stage names with one of ``roles``, in chain order."""
+    return tuple(stage.name for stage in CHAIN if stage.role in roles)
 
-def get_plan(name: str, training: TrainingConfig) -> StagePlan:
-    plans = stage_plans(training)
-    if name not in plans:
-        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(plans)}")
-    return plans[name]
+
+DEEPTALK_STAGES = names(DEEPTALK)  # s2a, s2b, s3
+COMPARED_STAGES = names(COMPARED)  # the comparison table's baselines
+BASELINES = names(COMPARED, ABLATION)  # everything trained only when asked
+
+
+def get_stage(name: str) -> Stage:
+    if name not in BY_NAME:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(BY_NAME)}")
+    return BY_NAME[name]

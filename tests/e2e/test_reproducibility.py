@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deeptalk.steps import BASELINES, DEFAULT_CHAIN
+from deeptalk.steps import DEFAULT_CHAIN
+from deeptalk.training.stages import BASELINES
 from tests.e2e._project import FAST_PARAMS, REPO, run, tree_hashes
 
 SHORT = {"steps": 4, "batch_size": 2}

@@ -5,13 +5,14 @@ unit. Statistics, matching and rendering are also checked on hand-made units."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from deeptalk.config import load_config
 from deeptalk.evaluation import compare
-from deeptalk.training.config import BASELINES
+from deeptalk.training.stages import BASELINES
 
 TINY_MODEL = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "n_routed_experts": 8, "num_experts_per_tok": 2,
               "moe_intermediate_size": 16, "intermediate_size": 64, "kv_lora_rank": 16, "qk_nope_head_dim": 8,
@@ -121,4 +122,7 @@ def test_bad_seeds_and_systems_are_refused(tmp_path):
             compare.Comparison(cfg, seeds)
     with pytest.raises(ValueError, match="unknown system"):
         compare.Comparison(cfg, [0], ["plain", "gpt4"])
+    typo = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, baselines=("plain", "random-4")))
+    with pytest.raises(ValueError, match=r"unknown system\(s\) \['random-4'\]"):  # params.yaml's list, checked first
+        compare.Comparison(typo, [0])
     assert not (tmp_path / "runs").exists() and not (tmp_path / "reports").exists()  # nothing written

@@ -6,7 +6,7 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from deeptalk.flows.compare import deeptalk_compare
-from deeptalk.training.config import BASELINES
+from deeptalk.training.stages import BASELINES
 
 
 def test_every_parameter_has_a_type_and_a_description():

@@ -6,7 +6,7 @@ from prefect.utilities.callables import parameter_schema
 
 from deeptalk.flows.pipeline import MAIN_CHAIN, check_parameters, deeptalk_pipeline, deeptalk_step, step_names
 from deeptalk.steps import find_step
-from deeptalk.training.config import BASELINES
+from deeptalk.training.stages import BASELINES
 
 
 def test_every_parameter_has_a_type_and_a_description():

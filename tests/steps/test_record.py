@@ -42,15 +42,15 @@ def test_a_training_step_records_its_code_and_the_deepspeed_configs():
     assert any(path.startswith("configs/deepspeed/") for path in record.code), "DeepSpeed configs steer training"
 
 
-def test_the_default_chain_is_the_stage_plans_without_baselines():
-    from deeptalk.training.config import BASELINES
-    from deeptalk.training.config import TrainingConfig
-    from deeptalk.training.stages import stage_plans
+def test_the_default_chain_is_the_chain_table_without_baselines():
+    from deeptalk.training.stages import BASELINES, CHAIN, PROFILED_FROM
 
-    trained = [n for n in stage_plans(TrainingConfig.for_profile("tiny")) if n not in BASELINES]
-    names = {"text_pretrain": "text_pretrain", "s1": "align"}
-    assert [s for s in DEFAULT_CHAIN if get_step(s).heavy] == [names.get(n, f"train_{n}") for n in trained]
+    trained = [stage.step for stage in CHAIN if stage.name not in BASELINES]
+    assert [s for s in DEFAULT_CHAIN if get_step(s).heavy] == trained
+    assert DEFAULT_CHAIN.index("profile_experts") == DEFAULT_CHAIN.index(
+        next(s.step for s in CHAIN if s.name == PROFILED_FROM)) + 1
     assert DEFAULT_CHAIN[-2:] == ("evaluate", "package")
+    assert {get_step(f"train_{b}").baseline for b in BASELINES} == {True}
 
 
 # ---- skipping ------------------------------------------------------------------------------------------------
@@ -116,10 +116,10 @@ def test_fingerprint_is_stable_and_names_the_step(tmp_path, monkeypatch):
 def test_the_runners_stage_fingerprint_follows_training_code(tmp_path, monkeypatch):
     """The runner skips retraining a finished stage by its fingerprint: it must see code, as the record does."""
     from deeptalk.training import runner
-    from deeptalk.training.stages import get_plan
+    from deeptalk.training.stages import get_stage
 
     cfg = _cfg(tmp_path)
-    spec = get_plan("s2a", cfg.training).phases[0]
+    spec = get_stage("s2a").phases[0]
     loop = runner.loop_config(spec, cfg)
     before = runner.fingerprint(spec, loop, cfg, None, None)
     real = runner.code_digests

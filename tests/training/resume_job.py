@@ -14,7 +14,7 @@ import torch
 
 from deeptalk.model.experts import ExpertSplit
 from deeptalk.training import distributed, runner
-from deeptalk.training.stages import get_plan
+from deeptalk.training.stages import get_stage
 from tests.training.helpers import LAYOUT, save_tiny_model, synthetic_batches, tiny_cfg
 
 
@@ -45,7 +45,7 @@ def main() -> None:
             time.sleep(600)
         return batches(step)
 
-    plan = get_plan("s2a", cfg.training)
+    plan = get_stage("s2a")
     runner.train_phase(plan.phases[0], plan, cfg, dist, maybe_stall, LAYOUT, "synthetic")
 
 

@@ -11,7 +11,7 @@ import pytest
 from deeptalk.training import runner
 from deeptalk.training.checkpoints import CheckpointManager, hash_share, verify
 from deeptalk.training.config import TrainingConfig
-from deeptalk.training.stages import get_plan
+from deeptalk.training.stages import get_stage
 from tests.training.helpers import tiny_cfg
 
 
@@ -98,7 +98,7 @@ def test_verify_mode_is_checked_and_paper_trusts_write_time_hashes():
 def test_verify_mode_leaves_the_run_fingerprint_alone(tmp_path):
     """Switching how resume checks checkpoints must not orphan them (the fingerprint gates resuming)."""
     cfg = tiny_cfg(tmp_path)
-    spec = get_plan("s2a", cfg.training).phases[0]
+    spec = get_stage("s2a").phases[0]
     loop = runner.loop_config(spec, cfg)
     prints = {runner.fingerprint(spec, dataclasses.replace(loop, verify_checkpoints=mode), cfg, None, None)
               for mode in ("size", "full")}

@@ -10,7 +10,7 @@ from deeptalk import runtime
 from deeptalk.model.experts import ExpertSplit
 from deeptalk.model.speech_lm import SpeechLM
 from deeptalk.training import distributed, runner
-from deeptalk.training.stages import get_plan
+from deeptalk.training.stages import get_stage
 from tests.training.helpers import LAYOUT, save_tiny_model, synthetic_batches, tiny_cfg
 
 
@@ -19,7 +19,7 @@ def _train_s2a(root, seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torc
     cfg = dataclasses.replace(tiny_cfg(root, steps=4), seed=seed)
     start = save_tiny_model(cfg, cfg.paths.stage("s1")).state_dict()
     ExpertSplit([[0, 1, 5], [2, 3, 4, 7]]).to_json(cfg.paths.expert_split)
-    plan = get_plan("s2a", cfg.training)
+    plan = get_stage("s2a")
     torch.manual_seed(cfg.seed)
     runner.train_phase(plan.phases[0], plan, cfg, distributed.init(), synthetic_batches(cfg, seed=seed), LAYOUT,
                        "synthetic")

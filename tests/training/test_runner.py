@@ -10,7 +10,7 @@ import torch
 from deeptalk.model.experts import ExpertSplit
 from deeptalk.model.speech_lm import SpeechLM
 from deeptalk.training import distributed, runner
-from deeptalk.training.stages import get_plan
+from deeptalk.training.stages import get_stage
 from tests.training.helpers import LAYOUT, save_tiny_model, synthetic_batches, tiny_cfg
 
 SPLIT = ExpertSplit([[0, 1, 5], [2, 3, 4, 7]])
@@ -22,7 +22,7 @@ def _experts(model: SpeechLM) -> list[tuple[torch.Tensor, torch.Tensor, torch.Te
 
 
 def _phase(cfg, name):
-    plan = get_plan(name, cfg.training)
+    plan = get_stage(name)
     return runner.train_phase(plan.phases[0], plan, cfg, distributed.init(), synthetic_batches(cfg, seed=3),
                               LAYOUT, "synthetic")
 
@@ -110,9 +110,8 @@ def test_s1_trains_only_new_rows_projector_and_encoder(tmp_path):
 
 def test_every_plan_resolves_budgets_and_inits():
     cfg = tiny_cfg(__import__("pathlib").Path("/nonexistent"))
-    from deeptalk.training.stages import stage_plans
+    from deeptalk.training.stages import BY_NAME as plans
 
-    plans = stage_plans(cfg.training)
     assert set(plans) >= {"text_pretrain", "s1", "s2a", "s2b", "s3", "plain", "fixed", "moextend", "strict"}
     for plan in plans.values():
         for i, spec in enumerate(plan.phases):
@@ -120,12 +119,12 @@ def test_every_plan_resolves_budgets_and_inits():
             if i:
                 assert spec.init_from == plan.phases[i - 1].name
     with pytest.raises(ValueError, match="unknown stage"):
-        get_plan("s4", cfg.training)
+        get_stage("s4")
 
 
 def test_a_changed_split_file_changes_the_settings_fingerprint(tmp_path):
     cfg = tiny_cfg(tmp_path)
-    plan = get_plan("s2a", cfg.training)
+    plan = get_stage("s2a")
     spec = plan.phases[0]
     loop = runner.loop_config(spec, cfg)
     path = tmp_path / "split.json"
