@@ -55,6 +55,7 @@ class GateCheck:
     threshold: float | None  # None: gate disabled
     value: float | None  # None: metric missing
     status: str  # "pass" | "fail" | "skipped"
+    se: float | None = None  # the value's standard error where metrics.json has one (``<path>_se``), for reading
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,9 @@ def check_gates(
             continue
         threshold = getattr(gates, gate)
         op = "<=" if kind == "max" else ">="
-        value = lookup(metrics, path)
+        value, se = lookup(metrics, path), lookup(metrics, f"{path}_se")
         if threshold is None:
-            checks.append(GateCheck(gate, path, op, None, value, "skipped"))
+            checks.append(GateCheck(gate, path, op, None, value, "skipped", se))
             continue
         threshold = float(threshold)
         if value is None:
@@ -137,8 +138,9 @@ def check_gates(
             ok = False
         else:
             ok = value <= threshold if kind == "max" else value >= threshold
-            message = f"{path} = {value:.4g} violates {gate}: must be {op} {threshold:g}"
-        checks.append(GateCheck(gate, path, op, threshold, value, "pass" if ok else "fail"))
+            error = "" if se is None else f" (standard error {se:.2g})"
+            message = f"{path} = {value:.4g}{error} violates {gate}: must be {op} {threshold:g}"
+        checks.append(GateCheck(gate, path, op, threshold, value, "pass" if ok else "fail", se))
         if not ok:
             failures.append(GateFailure(path, value, threshold, message))
     return GateVerdict(passed=not failures, failures=failures, checks=checks)

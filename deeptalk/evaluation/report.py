@@ -108,9 +108,12 @@ def render_report(
                      "<th>threshold</th><th>status</th></tr>")
         for c in verdict.checks:
             threshold = "—" if c.threshold is None else f"{c.op} {c.threshold:g}"
-            parts.append(f"<tr><td>{_e(c.gate)}</td><td><code>{_e(c.metric)}</code></td><td>{_fmt(c.value)}</td>"
+            value = _fmt(c.value) + ("" if c.se is None or c.value is None else f" ± {c.se:.2g}")
+            parts.append(f"<tr><td>{_e(c.gate)}</td><td><code>{_e(c.metric)}</code></td><td>{value}</td>"
                          f"<td>{threshold}</td><td class='{c.status}'>{c.status}</td></tr>")
         parts.append("</table>")
+    if isinstance(metrics.get("text"), Mapping) and "drop_pct" in metrics["text"]:
+        parts.append(text_drop_table(metrics["text"]))
     parts.append("<h2>All metrics</h2><table><tr><th>metric</th><th>value</th></tr>")
     for key, value in flatten(metrics).items():
         parts.append(f"<tr><td><code>{_e(key)}</code></td><td>{_fmt(value)}</td></tr>")
@@ -168,6 +171,36 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+TEXT_PARTS = (  # (label, model figure, base figure, drop term) of metrics["text"]
+    ("text QA accuracy", "qa_acc", "base_qa_acc", "drop_pct_qa_acc"),
+    ("answer perplexity", "answer_ppl", "base_answer_ppl", "drop_pct_inv_answer_ppl"),
+    ("text perplexity", "ppl", "base_ppl", "drop_pct_inv_ppl"),
+)
+
+
+def _pm(text: Mapping[str, Any], key: str) -> str:
+    """``value ± paired SE`` (unpaired SE in brackets) of a drop figure, in points."""
+    value = text.get(key)
+    if value is None:
+        return "<span class='skipped'>not counted</span>"
+    se, unpaired = text.get(f"{key}_se"), text.get(f"{key}_se_unpaired")
+    return (f"{value:.1f}" + ("" if se is None else f" ± {se:.1f}")
+            + ("" if unpaired is None else f" <span class='skipped'>(unpaired ± {unpaired:.1f})</span>"))
+
+
+def text_drop_table(text: Mapping[str, Any]) -> str:
+    """The text drop and its parts (the paper's shape: QA accuracy and perplexities), each drop with its paired
+    standard error over held-out facts and, greyed, the unpaired one."""
+    rows = ["<h2>Text ability vs the base LLM</h2><table><tr><th>part</th><th>model</th><th>base</th>"
+            "<th>drop % ± paired SE</th></tr>"]
+    for label, model, base, drop in TEXT_PARTS:
+        rows.append(f"<tr><td>{label}</td><td>{_fmt(text.get(model))}</td><td>{_fmt(text.get(base))}</td>"
+                    f"<td>{_pm(text, drop)}</td></tr>")
+    rows.append(f"<tr><th>text drop (mean of the counted parts)</th><td></td><td></td><th>{_pm(text, 'drop_pct')}</th>"
+                "</tr></table>")
+    return "".join(rows)
 
 
 def _fmt(value: Any) -> str:

@@ -120,3 +120,13 @@ def test_profiles_have_gates(profile):
         assert cfg.gates.max_text_drop_pct == 5.5 and cfg.gates.max_first_audio_ms == 500.0
     with pytest.raises(ValueError, match="unknown profile"):
         EvalConfig.for_profile("huge")
+
+
+def test_the_text_drop_check_carries_its_standard_error():
+    metrics = json.loads(json.dumps(GOOD))
+    metrics["text"].update(drop_pct=12.25, drop_pct_se=1.5)
+    verdict = check_gates(metrics, _gates())
+    check = next(c for c in verdict.checks if c.gate == "max_text_drop_pct")
+    assert check.se == 1.5 and check.status == "fail"
+    assert "text.drop_pct = 12.25 (standard error 1.5) violates" in verdict.failures[0].message
+    assert next(c for c in check_gates(GOOD, _gates()).checks if c.gate == "max_asr_wer").se is None

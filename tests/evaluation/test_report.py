@@ -42,3 +42,17 @@ def test_report_deterministic_and_escapes():
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": 2.5}}, "e": "x", "f": [1]}) == {"a.b": 1, "a.c.d": 2.5, "e": "x"}
+
+
+def test_report_shows_the_text_drop_parts_with_paired_errors():
+    metrics, verdict, _, _ = _inputs()
+    metrics["text"] = {"drop_pct": 9.0, "drop_pct_se": 1.25, "drop_pct_se_unpaired": 17.0, "qa_acc": 0.5,
+                       "base_qa_acc": 0.6, "drop_pct_qa_acc": 16.7, "drop_pct_qa_acc_se": 2.0,
+                       "drop_pct_qa_acc_se_unpaired": 12.0, "answer_ppl": 3.0, "base_answer_ppl": 2.5,
+                       "drop_pct_inv_answer_ppl": 16.7, "drop_pct_inv_answer_ppl_se": 1.0, "ppl": 20.0,
+                       "base_ppl": 20.0, "drop_pct_inv_ppl": None}
+    page = render_report(metrics=metrics, verdict=check_gates(metrics, GateThresholds(max_text_drop_pct=5.0)))
+    assert "Text ability vs the base LLM" in page
+    assert "9.0 ± 1.2" in page and "(unpaired ± 17.0)" in page  # the drop, paired and unpaired
+    assert "16.7 ± 2.0" in page and "16.7 ± 1.0" in page and "not counted" in page  # its parts
+    assert "<td>9 ± 1.2</td>" in page  # the gate row carries the error too
