@@ -187,6 +187,19 @@ class Scheduler:
         if not self._active:
             return 0
         jobs = self._active
+        try:
+            row = self._decode_step(jobs)
+        except Exception as err:  # every answer of the batch gets the error; the next answers start afresh
+            self._fail_all(err)
+            raise
+        if self.observer is not None:
+            self.observer.on_step(
+                sequences=len(jobs), rows=row, waiting=self.waiting, seconds=time.perf_counter() - t0
+            )
+        return len(jobs)
+
+    def _decode_step(self, jobs: list[_Job]) -> int:
+        """Draw and advance every answer, drop what ended, run the forward pass; returns the rows stepped."""
         drawn = torch.stack([job.decoder.draw(job.logits) for job in jobs]).tolist()  # the one host sync
         keep_rows: list[int] = []
         survivors: list[_Job] = []
@@ -204,16 +217,8 @@ class Scheduler:
             row += n
         self._select(keep_rows, survivors)
         if survivors:
-            try:
-                self._forward()
-            except Exception as err:
-                self._fail_all(err)
-                raise
-        if self.observer is not None:
-            self.observer.on_step(
-                sequences=len(jobs), rows=row, waiting=self.waiting, seconds=time.perf_counter() - t0
-            )
-        return len(jobs)
+            self._forward()
+        return row
 
     # ---- joining and leaving ------------------------------------------------------------------------------
     def _drop_stopped(self) -> None:

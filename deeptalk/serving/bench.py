@@ -13,6 +13,7 @@ import logging
 import shutil
 import subprocess
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,16 @@ def bench_package(
     else:
         torch.manual_seed(cfg.seed)
         layout = layout_for(tokenizer, codec)
-        SpeechLM.build(SpeechLMConfig(cfg.model, layout, cfg.audio_input)).save_pretrained(out / MODEL_DIR)
+        audio_input = cfg.audio_input
+        checkpoint = audio_input.encoder_checkpoint
+        if checkpoint is not None and not (cfg.paths.root / checkpoint / "config.json").exists():
+            # the pipeline has not converted the frozen encoder yet: convert it here, as prepare_encoder does
+            from deeptalk.model.whisper_convert import load_ct2, save_whisper
+
+            save_whisper(load_ct2(audio_input.encoder_source), out / "encoder")
+            audio_input = replace(audio_input, encoder_checkpoint=str(out / "encoder"))
+            parts.append(f"encoder converted from {audio_input.encoder_source}")
+        SpeechLM.build(SpeechLMConfig(cfg.model, layout, audio_input)).save_pretrained(out / MODEL_DIR)
         parts.append(f"RANDOM model with the {cfg.profile} architecture (no {stage_dir} yet)")
     (out / META_FILE).write_text(json.dumps({"profile": cfg.profile, "service": service.to_dict()}, indent=2))
     return out, "; ".join(parts)

@@ -157,3 +157,40 @@ def test_a_bad_prompt_is_refused_before_it_queues(engine):
     with pytest.raises(ValueError, match="prompt ids"):
         scheduler.generate(Decoder(engine.layout, engine.config.sampling), bad, speak=True, max_steps=3)
     assert scheduler.waiting == 0
+
+
+class _Flaky:
+    """The model, except that its embedding fails while ``broken`` is set."""
+
+    def __init__(self, model):
+        self.model, self.broken = model, False
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def embed(self, *args, **kwargs):
+        if self.broken:
+            raise RuntimeError("device lost")
+        return self.model.embed(*args, **kwargs)
+
+
+def test_a_failed_step_fails_the_batch_answers_and_the_next_ones_are_served(engine):
+    flaky = _Flaky(engine.model)
+    scheduler = Scheduler(flaky)
+    _, steps = _submit(scheduler, engine, "hello")
+    scheduler.step()
+    assert next(steps).step == 0
+    flaky.broken = True
+    with pytest.raises(RuntimeError, match="device lost"):
+        scheduler.step()
+    with pytest.raises(RuntimeError, match="device lost"):
+        list(steps)
+    assert scheduler.active == 0
+    flaky.broken = False
+    dec, again = _submit(scheduler, engine, "hello")
+    while scheduler.step():
+        pass
+    assert len(list(again)) == dec.state.steps_taken > 0 and dec.state.reason in ("complete", "max_steps")
