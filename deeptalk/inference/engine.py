@@ -2,8 +2,9 @@
 
 An :class:`Engine` holds the network, codec, tokenizer and feature extractor (all used read-only) and hands
 out :class:`~deeptalk.inference.session.Session` objects, each with its own state. ``Engine.load`` reads a
-packaged model directory (the layout :mod:`deeptalk.steps.package` writes). How many sessions generate at
-once is the server's business (:mod:`deeptalk.serving.capacity`).
+packaged model directory (the layout :mod:`deeptalk.steps.package` writes). ``start_scheduler`` makes every
+session decode in one shared batch (the service does); how many sessions generate at once is the server's
+business (:mod:`deeptalk.serving.capacity`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 ``Session.respond`` turns the generator's decode steps into client events: text deltas as tokens appear,
 audio chunks as soon as the codec's streaming decoder has final samples, then ``Done`` with timings. Each
-session owns its state and its generator; only the network and codec weights are shared (read-only).
+session owns its state, its decoding state and its codec decoder; only the network and codec weights are shared
+(read-only). Its decode steps run alone, or, when the engine has a scheduler (the service), in the scheduler's
+batch together with every other session's (:mod:`deeptalk.inference.scheduler`): the same steps either way.
 """
 
 from __future__ import annotations
