@@ -16,7 +16,7 @@ from deeptalk.config import load_config
 from deeptalk.environment import apply_env_defaults
 from deeptalk.evaluation.engine import load_engine
 from deeptalk.evaluation.heldout import load_heldout
-from deeptalk.evaluation.listening import evaluate_listening
+from deeptalk.evaluation.listening import ctc_wer, evaluate_listening
 from deeptalk.runtime import setup_threads
 
 
@@ -27,6 +27,8 @@ def main() -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--max-asr", type=int, default=0, help="0: every held-out clip")
     parser.add_argument("--max-spoken-qa", type=int, default=0, help="0: every held-out spoken question")
+    parser.add_argument("--ctc-only", action="store_true",
+                        help="only the CTC head's held-out WER (fast: no decoding; e.g. S1 snapshots for a curve)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     apply_env_defaults()
@@ -35,7 +37,11 @@ def main() -> int:
     setup_threads(cfg.threads)
     held = load_heldout(cfg.paths.raw, max_spoken_qa=args.max_spoken_qa, max_asr=args.max_asr,
                         speakers=cfg.data.heldout_speakers)
-    result = evaluate_listening(load_engine(cfg, args.model), held, cfg.evaluation.distinct_questions)
+    engine = load_engine(cfg, args.model)
+    if args.ctc_only:
+        result = {"asr": {"ctc_wer": ctc_wer(engine, held.asr), "n": len(held.asr)}}
+    else:
+        result = evaluate_listening(engine, held, cfg.evaluation.distinct_questions)
     result["model"] = str(args.model)
     text = json.dumps(result, indent=2, default=str)
     if args.out:

@@ -16,6 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from deeptalk.evaluation.asr_eval import evaluate_asr
+from deeptalk.evaluation.asr_scorer import wer
 from deeptalk.evaluation.engine import collect
 from deeptalk.evaluation.heldout import HeldOut, load_audio
 from deeptalk.evaluation.spoken_qa import qa_scores
@@ -40,3 +41,12 @@ def evaluate_listening(engine: Any, held: HeldOut, n_distinct: int = 16) -> dict
     log.info("listening: ASR WER %.3f (n=%d), spoken QA %.3f vs typed %.3f (n=%d), %d distinct of %d",
              asr["wer"], asr["n"], qa["s2t_acc"], qa["typed_acc"], qa["n"], qa["distinct_answers"], qa["n_questions"])
     return result
+
+
+def ctc_wer(engine: Any, items) -> float:
+    """Held-out WER of the CTC head's own greedy transcripts (no decoding: an S1 model suffices)."""
+    hyps = []
+    for item in tqdm(items, desc="CTC", leave=False):
+        frames, _ = engine.encode_audio(load_audio(item.audio_path, engine.audio_input.sample_rate))
+        hyps.append(engine.tokenizer.decode(engine.model.transcribe_heard(frames)))
+    return wer([item.text for item in items], hyps)

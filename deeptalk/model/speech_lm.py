@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.cache_utils import Cache
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from deeptalk.audio_input import AudioInputConfig
 from deeptalk.batch import AudioSegments, SpeechBatch
 from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder, encode_trimmed, freeze
 from deeptalk.model.hearing import CTCHead, HeardUnits, hear
@@ -105,6 +106,17 @@ class SpeechLM(nn.Module):
         encoder = build_audio_encoder(cfg.audio_input).to(backbone.dtype)
         projector = _audio_interface(cfg, backbone.config.hidden_size).to(backbone.dtype)
         return cls(cfg, backbone, encoder, projector, expert_split=expert_split).eval()
+
+    def with_new_audio_interface(self, audio_input: AudioInputConfig) -> SpeechLM:
+        """This model with a freshly initialised audio interface as ``audio_input`` describes it (S1 aligns the
+        interface the profile asks for, whatever the text LLM it starts from was saved with); the frozen encoder
+        is kept and must have the same geometry."""
+        if (audio_input.encoder_dim, audio_input.n_mels) != (self.cfg.audio_input.encoder_dim, self.cfg.audio_input.n_mels):
+            raise ValueError("a new audio interface must read the same encoder (encoder_dim / n_mels differ)")
+        self.cfg = SpeechLMConfig(self.cfg.backbone, self.cfg.layout, audio_input, self.cfg.loss)
+        dtype = self.embed_tokens.weight.dtype
+        self.projector = _audio_interface(self.cfg, self.hidden_size).to(device=self.device, dtype=dtype)
+        return self
 
     def save_pretrained(self, path: str | Path) -> None:
         """Directory with ``speech_lm.json`` (config, layout), ``backbone/`` (HF format), ``audio_encoder/``

@@ -23,12 +23,15 @@ log = logging.getLogger(__name__)
 PROFILE_TASKS = ("asr", "tts", "aqa", "tqa", "rqa")  # speech in, speech out, text out
 
 
-def heldout_batches(cfg: ProjectConfig, n_batches: int, batch_size: int = 8):
-    """The first ``n_batches`` batches of the validation split (all tasks, evaluation packing, fixed order)."""
+def heldout_batches(cfg: ProjectConfig, n_batches: int, batch_size: int = 8, model_dir=None):
+    """The first ``n_batches`` batches of the validation split (all tasks, evaluation packing, fixed order),
+    spoken turns as long as the hearing of the model in ``model_dir`` makes them (if it hears text)."""
     from deeptalk.data.dataset import SequenceDataset, sequences_file
+    from deeptalk.training.runner import heard_positions_for
 
     tasks = [t for t in PROFILE_TASKS if sequences_file(cfg.paths.sequences, "validation", t).exists()]
-    dataset = SequenceDataset(cfg, "validation", tasks, train=False)
+    positions = heard_positions_for(model_dir, cfg) if model_dir is not None else None
+    dataset = SequenceDataset(cfg, "validation", tasks, train=False, positions=positions)
     # interleave tasks so a short run still sees every modality
     by_task = {t: [i for i, x in enumerate(dataset.task_of) if x == t] for t in tasks}
     order = [i for group in zip(*by_task.values()) for i in group] if by_task else []
@@ -44,7 +47,7 @@ def run(cfg: ProjectConfig) -> dict:
 
     t = cfg.training
     model = SpeechLM.from_pretrained(cfg.paths.stage("s1")).to(resolve_device(cfg.device))
-    load = profile_model(model, heldout_batches(cfg, t.profile_batches))
+    load = profile_model(model, heldout_batches(cfg, t.profile_batches, model_dir=cfg.paths.stage("s1")))
     n_fixed = int(t.fixed_split.split(":")[1])
     rules = {t.split_rule, t.fixed_split, f"random:{n_fixed}"}
     splits = {rule: split_from_rule(rule, load, t.min_speech_fraction, t.max_speech_fraction, cfg.seed)

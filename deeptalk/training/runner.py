@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,8 +120,9 @@ class SpeechProgram:
     """Forward + loss of the speech LM, expert-load bookkeeping per modality, HF-style export."""
 
     def __init__(self, model: SpeechLM, batches: Callable[[int], SpeechBatch], device: torch.device,
-                 text_only: bool = False) -> None:
+                 text_only: bool = False, align_only: bool = False) -> None:
         self.model, self.batches, self.device, self.text_only = model, batches, device, text_only
+        self.align_only = align_only and model.hears_text  # CTC on the head; the LM does not run
         layers = model.moe_layers()
         self.layer_ids = [moe.layer_idx for moe in layers]
         self.load = ExpertLoad(len(layers), layers[0].num_experts, int(model.backbone.config.num_experts_per_tok))
@@ -131,6 +132,10 @@ class SpeechProgram:
 
     def forward(self, module: nn.Module, batch: SpeechBatch) -> StepResult:
         batch = batch.to(self.device)
+        if self.align_only:
+            out = module(batch, align_only=True)
+            return StepResult(loss=out.loss, stream_losses={k: float(v) for k, v in out.stream_losses.items()},
+                              tokens=int(batch.audio.lengths().sum()))
         with self.model.record_routing() as recorder:
             out = module(batch, logits="none", text_only=self.text_only)  # losses only: no full-vocab logits
         masks = dict(zip(("speech", "text"), modality_masks(
@@ -198,8 +203,13 @@ def load_init(
     if not (source / "speech_lm.json").is_file():
         raise ValueError(f"{spec.name}: init model {source} is missing; run the stage that writes it first")
     if empty_on is not None:
-        return materialize(empty_like_saved(source), empty_on)
-    return SpeechLM.from_pretrained(source)
+        model = materialize(empty_like_saved(source), empty_on)
+    else:
+        model = SpeechLM.from_pretrained(source)
+    if spec.objective == "align":  # S1 aligns a fresh interface of the profile's kind (seeded: reproducible)
+        torch.manual_seed(cfg.seed)
+        model.with_new_audio_interface(cfg.audio_input)
+    return model
 
 
 def _dir_signature(path: Path | None) -> str:
@@ -293,7 +303,8 @@ def train_phase(
     model, groups = prepare_model(spec, plan, cfg, layout, empty_on=empty_on)
     if model.layout != layout:
         raise ValueError(f"{spec.name}: model layout {model.layout} differs from the data's {layout}")
-    program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input)
+    program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input,
+                            align_only=spec.objective == "align")
     log.info("%s: %s (init %s, routing %s, %d steps)", spec.name, spec.description, source,
              spec.routing.value, loop.steps)
     ckpt = checkpoint_dir(cfg, spec)
@@ -304,14 +315,35 @@ def train_phase(
     return {**summary, "out": str(out)}
 
 
+def heard_positions_for(model_dir: Path | None, cfg: ProjectConfig) -> dict[str, int] | None:
+    """Positions of every stored user utterance as the CTC head of ``model_dir`` hears it (None: the model
+    reads projected frames at the encoder geometry's rate, or there is no speech LM there yet)."""
+    from deeptalk.data.processed import ProcessedStore
+    from deeptalk.model.hearing import heard_positions
+    from deeptalk.model.speech_lm import load_hearing
+
+    loaded = load_hearing(model_dir) if model_dir is not None else None
+    if loaded is None:
+        return None
+    head, temperature = loaded
+    store = ProcessedStore(cfg.paths.processed)
+    positions = heard_positions(head, store.n_positions, store.frames, temperature)
+    empty = sum(1 for n in positions.values() if n == 0)
+    log.info("hearing of %s: %d utterances, %.1f units each on average, %d heard as nothing", model_dir,
+             len(positions), sum(positions.values()) / max(1, len(positions)), empty)
+    return positions
+
+
 def run_phase(spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, dist: distributed.DistInfo) -> dict:
     """Train one phase on its data mix from ``cfg.paths.sequences``."""
     from deeptalk.data.dataset import SequenceDataset
-    from deeptalk.data.packing import PackingConfig
 
     budget = cfg.training.budget(spec.budget)
-    packing = PackingConfig(max_length=budget.max_len, user_speech_prob=spec.data.user_speech_prob)
-    dataset = SequenceDataset(cfg, "train", spec.data.tasks, train=True, packing=packing)
+    # the profile's packing choices, at this phase's length and speech probability
+    packing = replace(cfg.packing, max_length=budget.max_len, user_speech_prob=spec.data.user_speech_prob)
+    source = init_dir(cfg, plan, spec)
+    positions = heard_positions_for(source, cfg) if spec.objective == "lm" else None
+    dataset = SequenceDataset(cfg, "train", spec.data.tasks, train=True, packing=packing, positions=positions)
     batches = MixedBatches(dataset, spec.data, budget.batch_size, seed=cfg.seed * 7919 + dist.rank)
     signature = _dir_signature(Path(cfg.paths.sequences)) + repr(spec.data) + repr(packing)
     return train_phase(spec, plan, cfg, dist, batches, dataset.layout, signature)

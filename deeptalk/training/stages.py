@@ -37,6 +37,9 @@ SPLIT_FIXED = "fixed"  # training.fixed_split applied to the profiled load stati
 SPLIT_ADDED = "added"  # MoExtend: the experts added by add_speech_experts are the speech experts
 SPLIT_INHERIT = "inherit"  # keep the split saved with the init checkpoint
 SPLIT_RANDOM = "random"  # as many speech experts per layer as the profiled split, drawn at random with the seed
+# What a phase minimises: "lm" the stream losses; "align" the audio interface's alignment loss — CTC on the
+# transcript for a hearing head (deeptalk.model.hearing), the LM's own loss for the frame projector.
+OBJECTIVES = ("lm", "align")
 SPLIT_SOURCES = (SPLIT_NONE, SPLIT_PROFILED, SPLIT_FIXED, SPLIT_ADDED, SPLIT_INHERIT, SPLIT_RANDOM)
 
 BACKBONE_ALL = frozenset({
@@ -93,9 +96,12 @@ class PhaseSpec:
     add_experts: bool = False  # MoExtend: add cfg.training.moextend_experts experts per layer first
     text_only_input: bool = False  # embed the text stream alone (the original text LLM; see SpeechLM.embed)
     masked_gate: str = "served"  # top-k weights under a mask: served | renormalised (deeptalk.model.routers)
+    objective: str = "lm"  # lm: the stream losses | align: the audio interface's own alignment (S1; see SpeechLM)
     description: str = ""
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"{self.name}: unknown objective {self.objective!r}; use one of {OBJECTIVES}")
         if self.masked_gate not in MASKED_GATES:
             raise ValueError(f"{self.name}: unknown masked_gate {self.masked_gate!r}; use one of {MASKED_GATES}")
         object.__setattr__(self, "trainable", frozenset(G(g) for g in self.trainable))
@@ -201,8 +207,9 @@ CHAIN: tuple[Stage, ...] = (
     Stage("s1", SHARED, step="align", phases=(PhaseSpec(
         name="s1", budget="s1", init_from="base", split=SPLIT_NONE, routing=RoutingMode.NONE,
         trainable=frozenset({G.PROJECTOR, G.NEW_EMBEDDING_ROWS}),
-        data=ASR,
-        description="align: projector and new embedding rows; pretrained Whisper encoder and backbone frozen",
+        data=ASR, objective="align",
+        description="align: projector and new embedding rows (a hearing head: CTC on the transcript); "
+                    "pretrained Whisper encoder and backbone frozen",
     ),)),
     Stage("s2a", DEEPTALK, phases=(_s2a("s2a", "s1", SPLIT_PROFILED),)),
     Stage("s2b", DEEPTALK, phases=(_s2b("s2b", "s2a"),)),

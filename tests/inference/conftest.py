@@ -53,7 +53,7 @@ def espeak(text: str, path: Path, voice: str = "en-us") -> Path:
     return path
 
 
-def build_package(root: Path, seed: int = 0) -> Path:
+def build_package(root: Path, seed: int = 0, audio: AudioInputConfig = AUDIO) -> Path:
     """Write model/, codec/, tokenizer/ of a tiny random model under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     wavs = [read_wav(espeak(s, root / f"fit{i}.wav")) for i, s in enumerate(SENTENCES)]
@@ -78,7 +78,7 @@ def build_package(root: Path, seed: int = 0) -> Path:
         experts_implementation="eager",
     )
     torch.manual_seed(seed)
-    model = SpeechLM.build(SpeechLMConfig(backbone, layout, AUDIO))
+    model = SpeechLM.build(SpeechLMConfig(backbone, layout, audio))
     model.save_pretrained(root / MODEL_DIR)
     codec.save(root / CODEC_DIR)
     tokenizer.save(root / TOKENIZER_DIR)

@@ -167,3 +167,18 @@ def test_heard_positions_and_saved_head_round_trip(tmp_path):
 def test_unknown_interface_is_an_error():
     with pytest.raises(ValueError, match="interface"):
         dataclasses.replace(AUDIO, interface="ears")
+
+
+def test_s1_replaces_the_base_models_audio_interface_with_the_profiles(tmp_path):
+    """A text LLM saved with the frame projector starts S1 with a fresh CTC head when the profile asks for one
+    (and the frozen encoder is kept), so switching the interface needs no new text pretraining."""
+    base = hearing_model("projector")
+    encoder = {k: v.clone() for k, v in base.audio_encoder.state_dict().items()}
+    torch.manual_seed(0)
+    model = base.with_new_audio_interface(dataclasses.replace(AUDIO, interface="pseudo_text"))
+    assert model.hears_text and model.projector.n_units == LAYOUT.text_vocab_size
+    assert all(torch.equal(v, model.audio_encoder.state_dict()[k]) for k, v in encoder.items())
+    model.save_pretrained(tmp_path / "s1")
+    assert SpeechLM.from_pretrained(tmp_path / "s1").cfg.audio_input.interface == "pseudo_text"
+    with pytest.raises(ValueError, match="same encoder"):
+        model.with_new_audio_interface(dataclasses.replace(AUDIO, encoder_dim=AUDIO.encoder_dim * 2))
