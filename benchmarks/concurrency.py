@@ -35,7 +35,7 @@ from deeptalk.serving.bench import QUESTIONS, bench_package, espeak_wav, percent
 from deeptalk.serving.local_server import LocalServer, store_package_in
 
 MODES = {"batched": True, "per_session": False}
-ALONE_ANSWERS = 3
+ALONE_ANSWERS = 2
 
 
 def chat(client: httpx.Client, url: str, i: int, wavs: list[bytes]) -> dict:
@@ -133,15 +133,14 @@ def decode_only(package: Path, service, levels: list[int]) -> dict:
     kw = {"speak": True, "answer_code": code, "max_steps": service.max_steps}
     for _ in Generator(engine.model, service.sampling, engine.device).generate(prompts[0], **kw):
         pass  # warm-up: first-call allocations are not part of either figure
-    t0 = time.perf_counter()
-    steps = 0
-    for i in range(ALONE_ANSWERS):  # one after another: the rate does not depend on how many wait
-        gen = Generator(engine.model, service.sampling, engine.device)
-        steps += sum(1 for _ in gen.generate(prompts[i % len(prompts)], **kw))
-    alone = steps / (time.perf_counter() - t0)
-    out = {"steps_per_s_alone": alone}
-    print(f"decode only: answer-steps/s one answer at a time {alone:.0f}", flush=True)
-    for n in levels:
+    out = {}
+    for n in levels:  # alone and batched back to back at each level, so a change in load hits both alike
+        t0 = time.perf_counter()
+        steps = 0
+        for i in range(ALONE_ANSWERS):  # one at a time: the rate does not depend on how many wait
+            gen = Generator(engine.model, service.sampling, engine.device)
+            steps += sum(1 for _ in gen.generate(prompts[i % len(prompts)], **kw))
+        alone = steps / (time.perf_counter() - t0)
         scheduler = Scheduler(engine.model, device=engine.device, prefills_per_step=n)
         streams = [
             scheduler.generate(Decoder(engine.layout, service.sampling, engine.device), prompts[i % len(prompts)], **kw)
@@ -151,8 +150,12 @@ def decode_only(package: Path, service, levels: list[int]) -> dict:
         while scheduler.step():
             pass
         batched = sum(sum(1 for _ in s) for s in streams) / (time.perf_counter() - t0)
-        out[n] = {"steps_per_s_batched": batched, "speedup": batched / alone}
-        print(f"decode only N={n:<2}  answer-steps/s batched {batched:.0f}  ({batched / alone:.2f}x)", flush=True)
+        out[n] = {"steps_per_s_alone": alone, "steps_per_s_batched": batched, "speedup": batched / alone}
+        print(
+            f"decode only N={n:<2}  answer-steps/s one answer at a time {alone:.0f}, {n} batched {batched:.0f}"
+            f"  ({batched / alone:.2f}x)",
+            flush=True,
+        )
     return out
 
 
