@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +38,9 @@ from deeptalk.training.stages import (
     SPLIT_PROFILED,
     SPLIT_RANDOM,
     DataMix,
-    StagePlan,
-    StageSpec,
-    get_plan,
+    Stage,
+    PhaseSpec,
+    get_stage,
 )
 
 if TYPE_CHECKING:
@@ -54,19 +54,19 @@ SUMMARY_FILE = "train_summary.json"
 
 
 # ---- where things are ------------------------------------------------------------------------------------
-def phase_dir(cfg: ProjectConfig, plan: StagePlan, spec: StageSpec) -> Path:
+def phase_dir(cfg: ProjectConfig, plan: Stage, spec: PhaseSpec) -> Path:
     """Output of a phase: the stage directory for its last phase, ``<stage>/phases/<sub>`` before that."""
     if spec is plan.phases[-1]:
         return cfg.paths.base if plan.name == "text_pretrain" else cfg.paths.stage(plan.name)
     return cfg.paths.stage(plan.name) / "phases" / spec.name.split("/")[-1]
 
 
-def checkpoint_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
+def checkpoint_dir(cfg: ProjectConfig, spec: PhaseSpec) -> Path:
     """Resumable checkpoints live outside the DVC outputs (``dvc repro`` clears outputs before a run)."""
     return cfg.paths.root / "models" / "checkpoints" / spec.name
 
 
-def snapshot_dir(cfg: ProjectConfig, spec: StageSpec) -> Path:
+def snapshot_dir(cfg: ProjectConfig, spec: PhaseSpec) -> Path:
     """Weights every ``training.curve_every`` steps (``step000040/``), outside the DVC outputs: compare's curve."""
     return cfg.paths.root / "models" / "snapshots" / spec.name
 
@@ -75,7 +75,7 @@ def profile_dir(cfg: ProjectConfig) -> Path:
     return cfg.paths.reports / "profile"
 
 
-def init_dir(cfg: ProjectConfig, plan: StagePlan, spec: StageSpec) -> Path | None:
+def init_dir(cfg: ProjectConfig, plan: Stage, spec: PhaseSpec) -> Path | None:
     if spec.init_from == "new":
         return None
     if spec.init_from == "base":
@@ -120,8 +120,9 @@ class SpeechProgram:
     """Forward + loss of the speech LM, expert-load bookkeeping per modality, HF-style export."""
 
     def __init__(self, model: SpeechLM, batches: Callable[[int], SpeechBatch], device: torch.device,
-                 text_only: bool = False) -> None:
+                 text_only: bool = False, align_only: bool = False) -> None:
         self.model, self.batches, self.device, self.text_only = model, batches, device, text_only
+        self.align_only = align_only and model.hears_text  # CTC on the head; the LM does not run
         layers = model.moe_layers()
         self.layer_ids = [moe.layer_idx for moe in layers]
         self.load = ExpertLoad(len(layers), layers[0].num_experts, int(model.backbone.config.num_experts_per_tok))
@@ -131,6 +132,10 @@ class SpeechProgram:
 
     def forward(self, module: nn.Module, batch: SpeechBatch) -> StepResult:
         batch = batch.to(self.device)
+        if self.align_only:
+            out = module(batch, align_only=True)
+            return StepResult(loss=out.loss, stream_losses={k: float(v) for k, v in out.stream_losses.items()},
+                              tokens=int(batch.audio.lengths().sum()))
         with self.model.record_routing() as recorder:
             out = module(batch, logits="none", text_only=self.text_only)  # losses only: no full-vocab logits
         masks = dict(zip(("speech", "text"), modality_masks(
@@ -151,7 +156,7 @@ class SpeechProgram:
 
 
 # ---- phases ----------------------------------------------------------------------------------------------
-def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> ExpertSplit | None:
+def resolve_split(spec: PhaseSpec, cfg: ProjectConfig, model: SpeechLM) -> ExpertSplit | None:
     if spec.split == SPLIT_NONE:
         return None
     if spec.split == SPLIT_PROFILED:
@@ -179,7 +184,7 @@ def resolve_split(spec: StageSpec, cfg: ProjectConfig, model: SpeechLM) -> Exper
 
 
 def load_init(
-    spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
+    spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
 ) -> SpeechLM:
     """The phase's starting weights; with ``empty_on``: its architecture in uninitialised storage on that device,
     no weights read (ZeRO-3 ranks other than 0 receive rank 0's values when the loop partitions the model)."""
@@ -198,8 +203,13 @@ def load_init(
     if not (source / "speech_lm.json").is_file():
         raise ValueError(f"{spec.name}: init model {source} is missing; run the stage that writes it first")
     if empty_on is not None:
-        return materialize(empty_like_saved(source), empty_on)
-    return SpeechLM.from_pretrained(source)
+        model = materialize(empty_like_saved(source), empty_on)
+    else:
+        model = SpeechLM.from_pretrained(source)
+    if spec.objective == "align":  # S1 aligns a fresh interface of the profile's kind (seeded: reproducible)
+        torch.manual_seed(cfg.seed)
+        model.with_new_audio_interface(cfg.audio_input)
+    return model
 
 
 def _dir_signature(path: Path | None) -> str:
@@ -210,7 +220,7 @@ def _dir_signature(path: Path | None) -> str:
     return tree_digest(path, exclude=("phases",))[:16]
 
 
-def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
+def fingerprint(spec: PhaseSpec, loop: LoopConfig, cfg: ProjectConfig, init: Path | None, extra: Any) -> str:
     """What a finished stage output was trained from, so an unchanged stage is not retrained: spec, loop, seed,
     model, the init weights' content and the training code (every module the runner imports and the DeepSpeed
     configs, counted as the state of record counts them): a code change retrains here as it does for DVC and
@@ -224,7 +234,7 @@ def fingerprint(spec: StageSpec, loop: LoopConfig, cfg: ProjectConfig, init: Pat
     })[:16]
 
 
-def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
+def loop_config(spec: PhaseSpec, cfg: ProjectConfig) -> LoopConfig:
     t = cfg.training
     budget = t.budget(spec.budget)
     return LoopConfig(
@@ -238,7 +248,7 @@ def loop_config(spec: StageSpec, cfg: ProjectConfig) -> LoopConfig:
 
 
 def prepare_model(
-    spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
+    spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, layout, empty_on: torch.device | None = None
 ) -> tuple[SpeechLM, list[dict]]:
     """Init weights → split → routing → trainable groups: every stage choice applied in one place."""
     from deeptalk.model.freezing import apply_trainable
@@ -262,8 +272,8 @@ def prepare_model(
 
 
 def train_phase(
-    spec: StageSpec,
-    plan: StagePlan,
+    spec: PhaseSpec,
+    plan: Stage,
     cfg: ProjectConfig,
     dist: distributed.DistInfo,
     batches: Callable[[int], SpeechBatch],
@@ -297,7 +307,8 @@ def train_phase(
         groups = separate_trainable_experts(model, groups)
     if model.layout != layout:
         raise ValueError(f"{spec.name}: model layout {model.layout} differs from the data's {layout}")
-    program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input)
+    program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input,
+                            align_only=spec.objective == "align")
     log.info("%s: %s (init %s, routing %s, %d steps)", spec.name, spec.description, source,
              spec.routing.value, loop.steps)
     ckpt = checkpoint_dir(cfg, spec)
@@ -308,14 +319,35 @@ def train_phase(
     return {**summary, "out": str(out)}
 
 
-def run_phase(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, dist: distributed.DistInfo) -> dict:
+def heard_positions_for(model_dir: Path | None, cfg: ProjectConfig) -> dict[str, int] | None:
+    """Positions of every stored user utterance as the CTC head of ``model_dir`` hears it (None: the model
+    reads projected frames at the encoder geometry's rate, or there is no speech LM there yet)."""
+    from deeptalk.data.processed import ProcessedStore
+    from deeptalk.model.hearing import heard_positions
+    from deeptalk.model.speech_lm import load_hearing
+
+    loaded = load_hearing(model_dir) if model_dir is not None else None
+    if loaded is None:
+        return None
+    head, temperature = loaded
+    store = ProcessedStore(cfg.paths.processed)
+    positions = heard_positions(head, store.n_positions, store.frames, temperature)
+    empty = sum(1 for n in positions.values() if n == 0)
+    log.info("hearing of %s: %d utterances, %.1f units each on average, %d heard as nothing", model_dir,
+             len(positions), sum(positions.values()) / max(1, len(positions)), empty)
+    return positions
+
+
+def run_phase(spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, dist: distributed.DistInfo) -> dict:
     """Train one phase on its data mix from ``cfg.paths.sequences``."""
     from deeptalk.data.dataset import SequenceDataset
-    from deeptalk.data.packing import PackingConfig
 
     budget = cfg.training.budget(spec.budget)
-    packing = PackingConfig(max_length=budget.max_len, user_speech_prob=spec.data.user_speech_prob)
-    dataset = SequenceDataset(cfg, "train", spec.data.tasks, train=True, packing=packing)
+    # the profile's packing choices, at this phase's length and speech probability
+    packing = replace(cfg.packing, max_length=budget.max_len, user_speech_prob=spec.data.user_speech_prob)
+    source = init_dir(cfg, plan, spec)
+    positions = heard_positions_for(source, cfg) if spec.objective == "lm" else None
+    dataset = SequenceDataset(cfg, "train", spec.data.tasks, train=True, packing=packing, positions=positions)
     batches = MixedBatches(dataset, spec.data, budget.batch_size, seed=cfg.seed * 7919 + dist.rank)
     signature = _dir_signature(Path(cfg.paths.sequences)) + repr(spec.data) + repr(packing)
     return train_phase(spec, plan, cfg, dist, batches, dataset.layout, signature)
@@ -323,7 +355,7 @@ def run_phase(spec: StageSpec, plan: StagePlan, cfg: ProjectConfig, dist: distri
 
 def run_stage(name: str, cfg: ProjectConfig, local_rank: int | None = None) -> dict:
     """Train every phase of stage ``name``; returns a summary per phase."""
-    plan = get_plan(name, cfg.training)
+    plan = get_stage(name)
     dist = distributed.init(local_rank, device=cfg.device)
     torch.manual_seed(cfg.seed)
     phases = [run_phase(spec, plan, cfg, dist) for spec in plan.phases]
