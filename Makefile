@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: setup
-	$(PY) -m deeptalk run --profile tiny
+	$(PY) -m flows run --profile tiny
 
 test: setup
 	$(PY) -m pytest -q
@@ -44,7 +44,7 @@ gpu-smoke: setup
 	$(PY) scripts/gpu_smoke.py $(GPU_SMOKE_ARGS)
 
 ui: setup
-	$(PY) -m deeptalk.flows.deploy
+	$(PY) -m flows ui
 
 clean:
 	rm -rf data models reports .prefect

@@ -1,7 +1,7 @@
-"""Command line: ``python -m deeptalk {step,run,compare,dvc-yaml,resolve-config}``.
+"""The library's command line: ``python -m deeptalk {step,dvc-yaml,resolve-config}``, what ``dvc.yaml`` calls.
 
-``step`` is what ``dvc.yaml`` calls; ``run`` drives the Prefect pipeline flow end to end; ``compare`` trains
-and evaluates DeepTalk against the baselines (the paper's table at small scale).
+The shells have their own: ``python -m flows run`` (``make run``: the Prefect pipeline end to end, then the
+served check) and ``python -m flows compare`` (the paper's comparison); the library never imports them.
 """
 
 from __future__ import annotations
@@ -44,27 +44,6 @@ def _cmd_step(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from deeptalk.flows.pipeline import run_pipeline_and_serve
-
-    return run_pipeline_and_serve(profile=args.profile, params=args.params, verbose=args.verbose)
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from deeptalk.evaluation.compare import run_compare
-    from deeptalk.runtime import setup_threads
-
-    cfg = _config(args)
-    setup_threads(cfg.threads)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
-    result = run_compare(cfg, seeds, systems, curve_every=args.curve_every)
-    print(Path("reports/compare.md").read_text() if Path("reports/compare.md").is_file() else "")
-    print(f"{result['claim']['statement']}\ncompare wall time: {result['wall_s']:.0f} s "
-          f"({len(seeds)} seeds x {len(result['summary'])} systems); reports/compare.{{md,json,html}}")
-    return 0
-
-
 def _cmd_dvc_yaml(args: argparse.Namespace) -> int:
     from deeptalk.steps.dvcfile import render
 
@@ -95,7 +74,14 @@ def _cmd_resolve_config(args: argparse.Namespace) -> int:
     return 0
 
 
+MOVED = ("run", "compare")  # the shells' commands: python -m flows run | compare
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MOVED:
+        raise SystemExit(f"`python -m deeptalk {argv[0]}` is `python -m flows {argv[0]}` now (the Prefect shells "
+                         "live in flows/; `make run` calls it)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     common.add_argument("--profile", default=None, help="tiny | small | paper (default: params.yaml's)")
@@ -109,17 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     step.add_argument("--list", action="store_true", help="list the steps")
     step.add_argument("--json", action="store_true", help="print the step's summary as JSON")
     step.set_defaults(func=_cmd_step)
-    sub.add_parser("run", parents=[common], help="whole pipeline via Prefect, then serve and test").set_defaults(
-        func=_cmd_run
-    )
-    compare = sub.add_parser("compare", parents=[common], help="DeepTalk vs baselines: seeds, curve, matched quality")
-    compare.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default 0,1,2)")
-    compare.add_argument("--systems", default=None,
-                         help="comma-separated baselines/ablations beside deeptalk (default: training.baselines)")
-    compare.add_argument("--curve-every", type=int, default=None,
-                         help="curve snapshot every N steps of a phase (default: training.curve_every, else ~4 "
-                              "per DeepTalk chain)")
-    compare.set_defaults(func=_cmd_compare)
     dvc = sub.add_parser("dvc-yaml", parents=[common],
                          help="print (or --write) dvc.yaml and baselines/dvc.yaml from the step registry")
     dvc.add_argument("--write", action="store_true")

@@ -6,7 +6,7 @@ and ETA). Everything at INFO and above, libraries included, goes to the log file
 where it starts: Great Expectations' "Skipping registering function", httpx's request lines, transformers'
 shard-writing bars, DeepSpeed's accelerator warning, Prefect's state lines.
 
-    setup_console(log_file="reports/run.log")      # python -m deeptalk run
+    setup_console(log_file="reports/run.log")      # python -m flows run
     log.info("train_s2a  95.0 s  loss 2.31 → 1.12", extra=CONSOLE)
 """
 

@@ -7,8 +7,9 @@
 - ``gates``: ``check_gates`` → ``GateVerdict``, ``GateFailed``, ``reports/gate.json``; thresholds per
   profile in ``config.GateThresholds``.
 - ``service_check``: ``judge_service`` scores a served model's answers to held-out spoken questions (the
-  ``make run`` check in ``deeptalk/flows/smoke.py``) against the same gates.
+  ``make run`` check in ``flows/smoke.py``) against the same gates.
 - ``report``: self-contained HTML; ``training_logs``: loss curves and expert loads from training logs.
-- ``compare.run_compare``: ``python -m deeptalk compare``.
+- the comparison's statistics (``comparison_stats``) and report (``comparison_report``); its workspaces and units
+  run in ``flows.comparison`` (``python -m flows compare``).
 - ``asr_scorer``: the offline Whisper scorer and WER (codec package's helper).
 """

@@ -1,6 +1,6 @@
 """Judge a served model by what it answered: the quality half of ``make run``'s service check.
 
-``deeptalk/flows/smoke.py`` sends held-out spoken questions in held-out voices (``heldout.load_heldout`` with
+``flows/smoke.py`` sends held-out spoken questions in held-out voices (``heldout.load_heldout`` with
 ``cfg.data.heldout_speakers``, the first ``EvalConfig.distinct_questions``, each with its own expected answer)
 to the running service: each WAV to ``POST /chat`` (answered as served by default, text and speech) and to
 ``POST /asr``, and the same question typed to ``POST /chat`` with ``speak=false``. It collects one

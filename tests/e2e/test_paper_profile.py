@@ -79,7 +79,7 @@ def test_paper_profile_runs_end_to_end_on_mini_checkpoints(tmp_path, monkeypatch
             "service": {"max_steps": 24},
         }
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
+        out = run(["python", "-m", "flows", "run"], project, extra_env=env, timeout=1500)
         # the flow recorded every step in dvc.lock: DVC finds the paper chain up to date and reproduces nothing
         status = run(["dvc", "status", "dvc.yaml"], project, extra_env=env)
         assert status_stages(status) == {"resolve_config"}, status

@@ -1,4 +1,4 @@
-"""The whole pipeline through its real shells: `python -m deeptalk run` (Prefect flow → packaged bento →
+"""The whole pipeline through its real shells: `python -m flows run` (Prefect flow → packaged bento →
 served over HTTP), then a gate that fails stops packaging and leaves the packaged model untouched."""
 
 import json
@@ -25,7 +25,7 @@ SPOKEN = {"data": {**FAST_PARAMS["data"], "counts": {**FAST_PARAMS["data"]["coun
 def test_run_trains_gates_packages_and_serves(tmp_path):
     project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES, **SPOKEN})
     env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
-    out = run(["python", "-m", "deeptalk", "run"], project, extra_env=env, timeout=1500)
+    out = run(["python", "-m", "flows", "run"], project, extra_env=env, timeout=1500)
     summary = json.loads((project / "reports/run_summary.json").read_text())
     closing = out[out.index("── DeepTalk tiny"):].splitlines()
     assert len(closing) <= 30 and "quality gate PASSED" in "\n".join(closing), out[-3000:]
@@ -44,8 +44,11 @@ def test_run_trains_gates_packages_and_serves(tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["gates"]["max_text_drop_pct"] = -1000.0  # unreachable: the model would have to beat the base 10x
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    failed = run(["python", "-m", "deeptalk.flows.pipeline", "--stages", "evaluate,package"], project, extra_env=env,
+    failed = run(["python", "-m", "flows.pipeline", "--stages", "evaluate,package"], project, extra_env=env,
                  check=False)
     assert "text.drop_pct" in failed and "-1000" in failed, failed[-3000:]
+    verdict = failed[failed.index("QUALITY GATE FAILED"):].strip().splitlines()
+    assert len(verdict) <= 15 and "Traceback" not in failed, failed[-3000:]  # the traceback is in run.log
+    assert verdict[-1].endswith("reports/run.log") and "Traceback" in (project / "reports/run.log").read_text()
     assert json.loads((project / "reports/gate.json").read_text())["passed"] is False
     assert (project / "reports/package.json").read_bytes() == packaged, "a failed gate must not repackage"

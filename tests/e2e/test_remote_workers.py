@@ -107,7 +107,7 @@ def test_a_step_runs_on_a_worker_in_another_directory_and_its_outputs_return_thr
                     pass
                 assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
                 time.sleep(1)
-            subprocess.run([PY, "-c", "from deeptalk.flows.deploy import deploy_all; deploy_all()"], cwd=server_dir,
+            subprocess.run([PY, "-c", "from flows.deploy import deploy_all; deploy_all()"], cwd=server_dir,
                            env=env_a, check=True, capture_output=True, timeout=300)
             worker = [PY, "-m", "prefect", "worker", "start", "--pool"]
             with _process([*worker, "cpu"], server_dir, env_a, tmp_path / "cpu-worker.log"):

@@ -68,7 +68,7 @@ def test_readme_dvc_commands_on_a_fresh_clone_then_the_flow_agrees(tmp_path):
     for command in commands[5:]:
         shell(command, project, env)
 
-    flow = run(["python", "-m", "deeptalk.flows.pipeline"], project, extra_env=env, timeout=1800)
+    flow = run(["python", "-m", "flows.pipeline"], project, extra_env=env, timeout=1800)
     for step in DEFAULT_CHAIN:
         assert re.search(rf"{step}\s+[\d.]+ s\s+Cached", flow), (step, flow[-4000:])
 
@@ -77,7 +77,7 @@ def test_readme_dvc_commands_on_a_fresh_clone_then_the_flow_agrees(tmp_path):
 def test_after_the_flow_dvc_reports_the_chain_up_to_date_and_reproduces_nothing(tmp_path):
     project = fresh_clone(tmp_path / "flow")
     env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
-    run(["python", "-m", "deeptalk.flows.pipeline"], project, extra_env=env, timeout=1800)  # make run's flow
+    run(["python", "-m", "flows.pipeline"], project, extra_env=env, timeout=1800)  # make run's flow
     assert status_stages(shell("dvc status dvc.yaml", project, env)) == {"resolve_config"}
     again = shell("dvc repro", project, env)
     assert ran(again) == {"resolve_config"}, again[-3000:]

@@ -1,11 +1,12 @@
 """The comparison's Prefect flow: typed, described parameters; registered with the UI deployments; bad
-parameters are refused before any work (the units themselves are tested in tests/evaluation/test_compare.py)."""
+parameters are refused before any work (the units themselves are tested in tests/flows/test_comparison.py; its
+deployment in tests/flows/test_deploy.py)."""
 
 import pytest
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
-from deeptalk.flows.compare import deeptalk_compare
+from flows.compare import deeptalk_compare
 from deeptalk.training.stages import BASELINES
 
 
@@ -24,11 +25,3 @@ def test_bad_parameters_are_refused_before_any_work(bad, tmp_path, monkeypatch):
     with pytest.raises(ParameterTypeError):
         deeptalk_compare.validate_parameters(bad)
     assert not (tmp_path / "runs").exists()
-
-
-def test_the_ui_registers_the_comparison():
-    import inspect
-
-    from deeptalk.flows import deploy
-
-    assert "deeptalk_compare" in inspect.getsource(deploy.deploy_all)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from deeptalk.flows.exchange import Exchange, data_paths
+from flows.exchange import Exchange, data_paths
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 

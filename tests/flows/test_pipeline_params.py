@@ -4,7 +4,7 @@ import pytest
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
-from deeptalk.flows.pipeline import MAIN_CHAIN, check_parameters, deeptalk_pipeline, deeptalk_step, step_names
+from flows.pipeline import MAIN_CHAIN, check_parameters, deeptalk_pipeline, deeptalk_step, step_names
 from deeptalk.steps import find_step
 from deeptalk.training.stages import BASELINES
 

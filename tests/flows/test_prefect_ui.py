@@ -5,8 +5,8 @@ import json
 from tqdm import tqdm
 
 from deeptalk.config import load_config
-from deeptalk.flows.prefect_ui import ProgressWatch, active_bars, gate_rows
-from deeptalk.flows.summary import MAX_LINES, summary_lines
+from flows.prefect_ui import ProgressWatch, active_bars, gate_rows
+from flows.summary import MAX_LINES, summary_lines
 
 GATE = {"passed": False, "checks": [
     {"gate": "max_asr_wer", "metric": "asr.wer", "op": "<=", "threshold": 0.5, "value": 0.61234, "status": "fail"},
@@ -71,7 +71,7 @@ def test_closing_summary_is_short_and_says_what_to_do(tmp_path):
 
 
 def test_gate_artifacts_list_each_check(tmp_path, monkeypatch):
-    import deeptalk.flows.prefect_ui as ui
+    import flows.prefect_ui as ui
 
     made = {}
     monkeypatch.setattr(ui, "create_table_artifact", lambda rows, key, description: made.update({key: rows}))

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-import deeptalk.flows.smoke as smoke
+import flows.smoke as smoke
 from deeptalk.config import load_config
 
 ANSWERS = ["paris", "four", "london", "rome", "berlin", "madrid", "tokyo", "cairo", "lima", "oslo", "vienna",

@@ -19,7 +19,7 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from deeptalk.evaluation.gates import GateFailed, check_gates, write_verdict
-from deeptalk.flows.pipeline import deeptalk_pipeline
+from flows.pipeline import deeptalk_pipeline
 from deeptalk.steps.package import PackageRefused, read_gate
 
 REPO = Path(__file__).resolve().parents[2]

@@ -1,11 +1,11 @@
-"""The comparison as a Prefect flow: one task per step of :class:`deeptalk.evaluation.compare.Comparison`.
+"""The comparison as a Prefect flow: one task per step of :class:`flows.comparison.Comparison`.
 
 The data chain, each seed's shared start (base, S1, expert split) and every system × seed unit are their own
 task runs, named after what they compute, so the UI shows which units are done, their wall time and logs; what
-is skipped or reused is decided by the library (the state of record and the unit files), never by Prefect's
+is skipped or reused is decided by the state of record and the unit files (``flows.comparison``), never by Prefect's
 result cache. Reports are rewritten after every unit. Registered by ``make ui`` as ``deeptalk-compare/compare``.
 
-    python -m deeptalk.flows.compare --profile small --seeds 0,1,2
+    python -m flows.compare --profile small --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -24,29 +24,29 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from pydantic import Field  # noqa: E402
 
 from deeptalk.config import load_config  # noqa: E402
-from deeptalk.evaluation.compare import Comparison  # noqa: E402
-from deeptalk.flows.pipeline import project_dir  # noqa: E402
-from deeptalk.flows.prefect_ui import forward_project_logs  # noqa: E402
 from deeptalk.runtime import setup_threads  # noqa: E402
 from deeptalk.training.stages import BASELINES  # noqa: E402
+from flows.comparison import Comparison  # noqa: E402
+from flows.pipeline import project_dir  # noqa: E402
+from flows.prefect_ui import forward_project_logs  # noqa: E402
 
 Profile = Literal["tiny", "small", "paper"]
 System = Literal[BASELINES]  # type: ignore[valid-type]
 
 
-@task(task_run_name="compare-data", cache_policy=NO_CACHE)  # the library decides reuse
+@task(task_run_name="compare-data", cache_policy=NO_CACHE)  # the state of record and the unit files decide reuse
 def data_task(comparison: Comparison) -> dict:
     forward_project_logs()
     return comparison.prepare_data()
 
 
-@task(task_run_name="seed{seed}-base-s1-split", cache_policy=NO_CACHE)  # the library decides reuse
+@task(task_run_name="seed{seed}-base-s1-split", cache_policy=NO_CACHE)  # the state of record and the unit files decide reuse
 def seed_task(comparison: Comparison, seed: int) -> dict:
     forward_project_logs()
     return comparison.prepare_seed(seed)
 
 
-@task(task_run_name="seed{seed}-{system}", cache_policy=NO_CACHE)  # the library decides reuse
+@task(task_run_name="seed{seed}-{system}", cache_policy=NO_CACHE)  # the state of record and the unit files decide reuse
 def unit_task(comparison: Comparison, seed: int, system: str) -> dict:
     forward_project_logs()
     unit = comparison.run_unit(seed, system)

@@ -1,7 +1,7 @@
 """The comparison end to end on a miniature project, nothing replaced: the data chain and each seed's base, S1
 and expert split through the step registry, EVERY baseline and ablation trained for two real steps through the
 runner (DeepSpeed, one process), curve snapshots evaluated, the reports written, and a second run reusing every
-unit. Statistics, matching and rendering are also checked on hand-made units."""
+unit (statistics, matching and rendering on hand-made units: tests/evaluation/test_comparison_stats.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import json
 import pytest
 
 from deeptalk.config import load_config
-from deeptalk.evaluation import compare
+from flows import comparison as compare
 from deeptalk.training.stages import BASELINES
 
 TINY_MODEL = {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "n_routed_experts": 8, "num_experts_per_tok": 2,
@@ -58,7 +58,7 @@ def test_every_system_is_trained_evaluated_and_reported(compared):
     assert list(plain_staged) == ["plain-staged/s2a", "plain-staged/s2b", "plain-staged/s3"]
     assert result["matched"]["target_asr_wer"] is not None
     md = (cfg.paths.reports / "compare.md").read_text()
-    assert "python -m deeptalk compare --profile tiny --seeds 0" in md and "| random |" in md and "(se " in md
+    assert "python -m flows compare --profile tiny --seeds 0" in md and "| random |" in md and "(se " in md
     page = (cfg.paths.reports / "compare.html").read_text()
     assert page.count("<polyline") == 2 * (1 + len(BASELINES)) and "http" not in page.replace(
         "http://www.w3.org/2000/svg", "")
@@ -74,45 +74,6 @@ def test_a_second_run_reuses_every_unit(compared):
     assert set(again["timings"]["seeds"][0]["steps"].values()) == {"cached"}
     for name in ("deeptalk", "plain", "random"):
         assert again["units"][name]["0"] == first["units"][name]["0"]  # the stored unit, not a re-evaluation
-
-
-def _unit(drops, wers, final_drop):
-    curve = [{"phase": "p", "phase_step": i, "steps": 10 * i, "tokens": 0, "drop_pct": d, "qa_acc": 0.5,
-              "answer_ppl": 2.0, "ppl": 9.0, "asr_wer": w} for i, (d, w) in enumerate(zip(drops, wers))]
-    return {"curve": curve, "metrics": {"text": {"drop_pct": final_drop, "drop_pct_se": 1.0}},
-            "train_wall_s": 1.0, "unit_wall_s": 2.0, "trainable_params": {"max": 1, "total_params": 2},
-            "key": {"curve_every": 10}}
-
-
-def test_matched_quality_takes_the_worst_best_wer_and_each_units_first_point_under_it():
-    units = {"deeptalk": {0: _unit([0, 2, 4], [1.0, 0.5, 0.3], 4.0), 1: _unit([0, 1, 3], [1.0, 0.6, 0.4], 3.0)},
-             "plain": {0: _unit([0, 10, 30], [1.0, 0.45, 0.2], 30.0), 1: _unit([0, 12, 20], [1.0, 0.7, 0.5], 20.0)}}
-    matched = compare.matched_quality(units)
-    assert matched["target_asr_wer"] == 0.5  # plain seed 1 never gets below 0.5
-    assert matched["systems"]["deeptalk"]["drop_pct"]["mean"] == pytest.approx((2 + 3) / 2)
-    assert matched["systems"]["plain"]["drop_pct"]["mean"] == pytest.approx((10 + 20) / 2)
-    summary = {"deeptalk": {"text drop %": compare.spread([4.0, 3.0])},
-               "plain": {"text drop %": compare.spread([30.0, 20.0])}}
-    assert compare.claim(summary)["reproduced"] is True and compare.claim(summary)["within_a_third"] is True
-    noisy = {"deeptalk": {"text drop %": compare.spread([4.0, 40.0])}, "plain": summary["plain"]}
-    assert compare.claim(noisy)["reproduced"] is False  # the gap is smaller than the seeds' spread
-    assert compare.claim({"deeptalk": summary["deeptalk"]})["reproduced"] is None
-    one_seed = {"deeptalk": {"text drop %": compare.spread([4.0])}, "plain": {"text drop %": compare.spread([30.0])}}
-    assert compare.claim(one_seed)["reproduced"] is None and "one seed" in compare.claim(one_seed)["statement"]
-
-
-def test_report_renders_spread_errors_and_bands_from_units(tmp_path):
-    cfg = load_config(tmp_path / "params.yaml", profile="tiny", root=tmp_path)
-    units = {"deeptalk": {0: _unit([0, 2, 4], [1.0, 0.5, 0.3], 4.0), 1: _unit([0, 1, 3], [1.0, 0.6, 0.4], 3.0)},
-             "plain": {0: _unit([0, 10, 30], [1.0, 0.45, 0.2], 30.0), 1: _unit([0, 12, 20], [1.0, 0.7, 0.5], 20.0)}}
-    systems = compare.systems_for(cfg, ["plain"])
-    refs = {s: {"base": {"text": {"qa_acc": 0.6}}} for s in (0, 1)}
-    result = compare.report(cfg, [0, 1], systems, units, refs, {"data": {"wall_s": 1.0}, "seeds": {}}, 12.0)
-    md = compare.render_markdown(result)
-    assert "| deeptalk | 3.5 ± 0.7 (se 1.0) |" in md and "| plain | 25.0 ± 7.1 (se 1.0) |" in md
-    assert "ASR WER ≤ 0.500" in md and "reproduces" in md
-    page = compare.render_html(result)
-    assert page.count("<polyline") == 4 and page.count("<polygon") == 4  # 2 plots x 2 systems, seeds as bands
 
 
 def test_bad_seeds_and_systems_are_refused(tmp_path):

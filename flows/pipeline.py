@@ -5,13 +5,13 @@ Each step runs as a Prefect task named after the step. Whether it runs is decide
 (resolved config with presets and run overrides, imported code, data) are today's *and* its outputs on disk are
 byte for byte the ones it wrote, so another run's outputs are never taken for this one's. What ran is then recorded
 in ``dvc.lock`` too (``dvc commit``), so ``dvc status`` agrees with the flow. Training steps can be sent to the
-``gpu`` work pool (see ``deeptalk/flows/deploy.py``). Every parameter is typed and checked before the first step
+``gpu`` work pool (see ``flows/deploy.py``). Every parameter is typed and checked before the first step
 runs. A failed gate fails the flow before packaging; a refusal (gate, package) is never retried.
 
 In the Prefect UI each task run shows the project's own log lines, a live progress artifact while a step runs
 (training: step, loss, ETA), and the gate artifact lists every check with its value and threshold.
 
-    python -m deeptalk.flows.pipeline --stages s2a,s2b,s3 --baselines plain
+    python -m flows.pipeline --stages s2a,s2b,s3 --baselines plain
 """
 
 from __future__ import annotations
@@ -39,10 +39,7 @@ from deeptalk.config import ProjectConfig, load_config  # noqa: E402
 from deeptalk.console import CONSOLE, step_headline, step_line  # noqa: E402
 from deeptalk.evaluation.config import GateThresholds  # noqa: E402
 from deeptalk.evaluation.gates import GATE_METRICS, GateFailed  # noqa: E402
-from deeptalk.flows.exchange import Exchange, data_paths  # noqa: E402
-from deeptalk.flows.prefect_ui import ProgressWatch, forward_project_logs, publish_artifacts  # noqa: E402
 from deeptalk.steps import DEFAULT_CHAIN, STAGE_STEPS, STEPS, StepSpec, get_step  # noqa: E402
-from deeptalk.training.stages import BASELINES  # noqa: E402
 from deeptalk.steps.dvcfile import RESOLVE_STAGE, dvc_commit  # noqa: E402
 from deeptalk.steps.package import PackageRefused  # noqa: E402
 from deeptalk.steps.record import (  # noqa: E402
@@ -55,6 +52,11 @@ from deeptalk.steps.record import (  # noqa: E402
     write_resolved,
 )
 from deeptalk.training.config import SPLIT_RULE  # noqa: E402
+from deeptalk.training.stages import BASELINES  # noqa: E402
+from flows.exchange import Exchange, data_paths  # noqa: E402
+from flows.prefect_ui import ProgressWatch, forward_project_logs, publish_artifacts  # noqa: E402
+from flows.verdicts import EXPECTED, BadParameters, ProjectBusy, hide_expected_tracebacks  # noqa: E402
+from flows.verdicts import report as report_verdict  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +89,10 @@ def step_names(stages: list[str] | None, baselines: list[str] | None) -> list[st
     wanted = {STAGE_STEPS.get(s, s) for s in stages} if stages is not None else {*MAIN_CHAIN, "evaluate", "package"}
     unknown = sorted(wanted - set(STEP_NAMES))
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; choose from {', '.join(STEP_NAMES)} or {', '.join(STAGE_STEPS)}")
+        raise BadParameters(f"unknown stage(s) {unknown}; choose from {', '.join(STEP_NAMES)} or {', '.join(STAGE_STEPS)}")
     bad = sorted(set(baselines or ()) - set(BASELINES))
     if bad:
-        raise ValueError(f"unknown baseline(s) {bad}; choose from {', '.join(BASELINES)}")
+        raise BadParameters(f"unknown baseline(s) {bad}; choose from {', '.join(BASELINES)}")
     chain = [name for name in MAIN_CHAIN if name in wanted]
     chain += [f"train_{b}" for b in (baselines or ()) if f"train_{b}" not in chain]
     chain += [name for name in STEP_NAMES if name in wanted and name not in chain and name not in ("evaluate", "package")]
@@ -197,7 +199,7 @@ def _submit(step: StepSpec, cfg: ProjectConfig, params: str, overrides: dict, gp
 def project_lock(root: Path) -> Iterator[None]:
     """Hold the project's run lock (``.deeptalk/run.lock``) for a pipeline run: every run of a project writes the
     same models, reports and records, so a second concurrent run fails at once instead of mixing outputs. (The UI
-    deployment queues runs instead: concurrency limit 1, ``deeptalk.flows.deploy``.)"""
+    deployment queues runs instead: concurrency limit 1, ``flows.deploy``.)"""
     path = Path(root) / STATE_DIR / "run.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
@@ -205,7 +207,7 @@ def project_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            raise RuntimeError(f"another pipeline run holds {path} ({handle.read().strip() or 'unknown'}); "
+            raise ProjectBusy(f"another pipeline run holds {path} ({handle.read().strip() or 'unknown'}); "
                                "wait for it to end") from None
         handle.seek(0)
         handle.truncate()
@@ -268,7 +270,10 @@ def check_parameters(profile: str, params: str, stages: list[str] | None, split_
     if gates:
         overrides["gates"] = gates
     chain = step_names(stages, baselines)
-    cfg = load_config(params, profile=profile, overrides=overrides)  # validates every section
+    try:
+        cfg = load_config(params, profile=profile, overrides=overrides)  # validates every section
+    except ValueError as err:
+        raise BadParameters(str(err)) from err
     return cfg, overrides, chain
 
 
@@ -343,21 +348,28 @@ def _check_gpu_deployment() -> None:
             client.read_deployment_by_name(GPU_STEP_DEPLOYMENT)
         except Exception as err:  # ObjectNotFound: no deployments registered on this server
             raise ValueError(f"gpu_pool needs the deployment {GPU_STEP_DEPLOYMENT!r} "
-                             f"(python -m deeptalk.flows.deploy registers it)") from err
+                             f"(python -m flows.deploy registers it)") from err
 
 
 def run_pipeline_and_serve(profile: str | None = None, params: str = "params.yaml", verbose: bool = False) -> int:
     """``make run``: the whole flow, then the packaged model served over HTTP and its answers judged (exit 1
-    when a call or a gate of ``deeptalk.flows.smoke`` fails). The console gets one line per step and a
+    when a call or a gate of ``flows.smoke`` fails). The console gets one line per step and a
     summary of at most 30 lines; ``reports/run.log`` the full log, ``reports/run_summary.json`` every number."""
     from deeptalk.console import setup_console
-    from deeptalk.flows.smoke import serve_and_check
-    from deeptalk.flows.summary import print_summary, write_summary
+    from flows.smoke import serve_and_check
+    from flows.summary import print_summary, write_summary
 
-    cfg = load_config(params, profile=profile)
+    try:
+        cfg = load_config(params, profile=profile)
+    except ValueError as err:
+        return report_verdict(BadParameters(str(err)))
     log_file = setup_console(cfg.paths.reports / "run.log", verbose=verbose)
+    hide_expected_tracebacks()
     log.info("DeepTalk %s: pipeline (full log: %s)", cfg.profile, log_file, extra=CONSOLE)
-    summaries = deeptalk_pipeline(profile=cfg.profile, params=params)
+    try:
+        summaries = deeptalk_pipeline(profile=cfg.profile, params=params)
+    except EXPECTED as err:  # a verdict, not a crash: what failed and what to do; the traceback in run.log
+        return report_verdict(err, log_file)
     log.info("serving the packaged model and asking it the held-out questions", extra=CONSOLE)
     result = serve_and_check(cfg)
     path = write_summary(cfg, summaries, result)
@@ -383,12 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="every log line on the terminal")
     args = parser.parse_args(argv)
     split = (lambda text: text.split(",") if text else None)
-    profile = args.profile or load_config(args.params).profile
-    setup_console(load_config(args.params, profile=profile).paths.reports / "run.log", verbose=args.verbose)
-    summaries = deeptalk_pipeline(
-        profile=profile, params=args.params, stages=split(args.stages),
-        baselines=split(args.baselines), split_rule=args.split_rule, gpu_pool=args.gpu_pool,
-    )
+    try:
+        profile = args.profile or load_config(args.params).profile
+        log_file = setup_console(load_config(args.params, profile=profile).paths.reports / "run.log",
+                                 verbose=args.verbose)
+    except ValueError as err:
+        return report_verdict(BadParameters(str(err)))
+    hide_expected_tracebacks()
+    try:
+        summaries = deeptalk_pipeline(
+            profile=profile, params=args.params, stages=split(args.stages),
+            baselines=split(args.baselines), split_rule=args.split_rule, gpu_pool=args.gpu_pool,
+        )
+    except EXPECTED as err:
+        return report_verdict(err, log_file)
     log.info("done: %s", ", ".join(summaries), extra=CONSOLE)
     log.debug("%s", json.dumps(summaries, indent=2, default=str))
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 
 from deeptalk.config import ProjectConfig
 from deeptalk.console import CONSOLE, step_headline
-from deeptalk.flows.prefect_ui import gate_rows
+from flows.prefect_ui import gate_rows
 from deeptalk.steps import BY_NAME
 
 log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ class _InRun(logging.Filter):
 
 def forward_project_logs() -> None:
     """Send the ``deeptalk.*`` records of this process to the Prefect API, so each task run shows the step's
-    own lines. Idempotent; works in ``python -m deeptalk run`` and in a worker alike (where Prefect's logging
+    own lines. Idempotent; works in ``python -m flows run`` and in a worker alike (where Prefect's logging
     setup ran before our code was imported, so ``PREFECT_LOGGING_EXTRA_LOGGERS`` would come too late)."""
     from prefect.logging.handlers import APILogHandler
 

@@ -4,15 +4,17 @@ Two work pools of type ``process``:
 - ``cpu``: the pipeline flow (and light steps) — a worker on this machine serves it;
 - ``gpu``: single heavy steps (``deeptalk-step``), sent there when the pipeline runs with ``gpu_pool=true``.
 
-The deployments name their flows by module (``deeptalk.flows.pipeline.deeptalk_pipeline``): a worker imports
+The deployments name their flows by module (``flows.pipeline.deeptalk_pipeline``): a worker imports
 them from its own installed ``deeptalk`` and runs them in its own project directory (``$DEEPTALK_PROJECT_DIR``),
-nothing of the server's working directory. Runs do not collide: the pipeline deployment has a concurrency limit
+nothing of the server's working directory. The deployments are declared once, in ``prefect.yaml``: ``make ui``
+registers them from there, as ``prefect deploy --all`` does. Runs do not collide: the pipeline deployment has a
+concurrency limit
 of 1 (a second UI run waits in the queue until the first ends), because every run of a project writes the same
 ``models/``, ``reports/`` and state of record; separate workspaces would need their own data and models, which
 defeats resuming. Runs started outside the deployment (``make run``) take the project's run lock instead
-(``deeptalk.flows.pipeline.project_lock``) and fail at once, naming the holder. Step inputs and outputs travel
+(``flows.pipeline.project_lock``) and fail at once, naming the holder. Step inputs and outputs travel
 through the project's DVC remote
-(``deeptalk/flows/exchange.py``). A GPU machine joins by cloning this repo, ``make setup``, configuring the same
+(``flows/exchange.py``). A GPU machine joins by cloning this repo, ``make setup``, configuring the same
 DVC remote (``dvc remote add -d …``, credentials in its environment) and
 
     DEEPTALK_PROJECT_DIR=$PWD PREFECT_API_URL=http://<server>:4200/api .venv/bin/prefect worker start --pool gpu
@@ -50,25 +52,41 @@ def ensure_pools() -> None:
             raise RuntimeError(f"could not create work pool {pool}: {result.stderr.strip()}")
 
 
-PIPELINE_CONCURRENCY = 1  # one pipeline run per project at a time; later UI runs wait in the queue
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"  # the deployments, also for `prefect deploy --all`
+
+
+def deployments(path: Path = PREFECT_YAML) -> list[dict]:
+    """The deployments declared in ``prefect.yaml`` (name, entrypoint as a module path, parameters, work pool,
+    concurrency limit), checked against Prefect's own schema for the file."""
+    import yaml
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    model = PrefectYamlModel.model_validate(yaml.safe_load(path.read_text()))
+    return [d.model_dump(exclude_none=True) for d in model.deployments]
+
+
+def _flow(entrypoint: str):
+    import importlib
+
+    module, _, name = entrypoint.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def deploy_all(profile: str = "tiny") -> list[str]:
-    """Register the pipeline (cpu pool, concurrency limit 1), the single-step flow (gpu pool) and the comparison
-    (cpu pool, limit 1: its units share per-seed workspaces) by module path; returns their ids."""
+    """Register the deployments of ``prefect.yaml`` by module path (what ``prefect deploy --all`` registers), the
+    pipeline's at ``profile``; returns their ids."""
     from prefect.deployments.runner import EntrypointType
-
-    from deeptalk.flows.compare import deeptalk_compare
-    from deeptalk.flows.pipeline import deeptalk_pipeline, deeptalk_step
 
     ensure_pools()
     ids = []
-    for fl, name, pool, parameters, limit in ((deeptalk_pipeline, "deeptalk", "cpu", {"profile": profile}, PIPELINE_CONCURRENCY),
-                                              (deeptalk_step, "gpu", "gpu", {}, None),
-                                              (deeptalk_compare, "compare", "cpu", {"profile": "small"}, 1)):
-        deployment = fl.to_deployment(name=name, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH,
-                                      concurrency_limit=limit)
-        ids.append(str(deployment.apply(work_pool_name=pool)))
+    for spec in deployments():
+        parameters = dict(spec.get("parameters") or {})
+        if spec["entrypoint"] == "flows.pipeline.deeptalk_pipeline":
+            parameters["profile"] = profile
+        deployment = _flow(spec["entrypoint"]).to_deployment(
+            name=spec["name"], description=spec.get("description"), parameters=parameters,
+            entrypoint_type=EntrypointType.MODULE_PATH, concurrency_limit=spec.get("concurrency_limit"))
+        ids.append(str(deployment.apply(work_pool_name=spec["work_pool"]["name"])))
     return ids
 
 
