@@ -57,7 +57,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from deeptalk.data.dataset import collate
 from deeptalk.data.packing import TokenizedSample, TokenizedTurn, pack_prompt, pack_tokenized
@@ -66,7 +65,9 @@ from deeptalk.evaluation.heldout import QAItem
 from deeptalk.evaluation.statistics import cluster_weights, item_clusters, standard_error
 from deeptalk.identity import json_digest
 from deeptalk.inference.config import SamplingConfig
+from deeptalk.batch import SpeechBatch
 from deeptalk.inference.generator import Generator, Prompt
+from deeptalk.inference.sampling import allowed_mask
 from deeptalk.tokens import IGNORE_INDEX, TokenLayout
 
 if TYPE_CHECKING:
@@ -187,6 +188,50 @@ def greedy_text_answer(generator: Generator, layout: TokenLayout, question_ids: 
     return out
 
 
+@torch.inference_mode()
+def greedy_text_answers(model: Any, layout: TokenLayout, questions: Sequence[Sequence[int]], max_tokens: int,
+                        batch_size: int = 64) -> list[list[int]]:
+    """:func:`greedy_text_answer` for many questions at once: the same decoding, one forward per step for a
+    whole batch instead of one per step and question.
+
+    Prompts are right-padded into one batch and every step re-reads the whole prefix (no KV cache); a row's
+    logits at its own last position see only its earlier positions (causal attention), so the padding after
+    it changes nothing, and each row grows at its own length.
+    """
+    eot, pad_t = layout.text_special("EOT"), layout.text_special("PAD_T")
+    text = layout.text_stream
+    pad_row = [layout.audio_special("PAD_A", s) for s in range(layout.n_audio_streams)] + [pad_t]
+    allowed = allowed_mask(layout.stream_size(text), [range(layout.text_vocab_size), eot], model.device)
+    answers: list[list[int]] = []
+    for start in range(0, len(questions), batch_size):
+        prompts = [text_prompt(layout, q).input_ids for q in questions[start : start + batch_size]]
+        lengths = torch.tensor([len(p) for p in prompts])
+        rows = torch.tensor(pad_row).repeat(len(prompts), int(lengths.max()) + max_tokens, 1)
+        for i, p in enumerate(prompts):
+            rows[i, : len(p)] = p
+        out: list[list[int]] = [[] for _ in prompts]
+        live = torch.ones(len(prompts), dtype=torch.bool)
+        for _ in range(max_tokens):
+            width = int(lengths[live].max())
+            mask = (torch.arange(width) < lengths[:, None]).long()
+            batch = SpeechBatch(input_ids=rows[:, :width], attention_mask=mask).to(model.device)
+            logits = model(batch, text_only=True).logits[torch.arange(len(prompts)), (lengths - 1).clamp(max=width - 1)]
+            tokens = (logits[:, layout.stream_slice(text)].float() + allowed).argmax(-1).cpu()
+            for i in live.nonzero().flatten().tolist():
+                tok = int(tokens[i])
+                if tok == eot:
+                    live[i] = False
+                    continue
+                out[i].append(tok)
+                rows[i, lengths[i], text] = tok
+                lengths[i] += 1
+                live[i] = len(out[i]) < max_tokens
+            if not live.any():
+                break
+        answers += out
+    return answers
+
+
 class TextOnlyLM:
     """A speech LM seen as a plain text LM: every forward reads the text stream alone (``text_only=True``)."""
 
@@ -203,13 +248,13 @@ class TextOnlyLM:
 def text_qa(model: Any, tokenizer: Any, items: Sequence[QAItem], max_tokens: int
             ) -> tuple[list[bool], list[bool], list[str]]:
     """(contained flags, exact flags, answers) of greedy text-only answers to ``items``."""
-    generator = Generator(TextOnlyLM(model), GREEDY, model.device)
-    contained, exact, answers = [], [], []
-    for item in tqdm(items, desc="text QA", leave=False):
-        q_ids = tokenizer.encode(item.question)
+    questions = [tokenizer.encode(item.question) for item in items]
+    for item, q_ids in zip(items, questions):
         if not q_ids:
             raise ValueError(f"text QA item {item.id}: the question has no known words")
-        answer = tokenizer.decode(greedy_text_answer(generator, model.layout, q_ids, max_tokens))
+    contained, exact, answers = [], [], []
+    for item, ids in zip(items, greedy_text_answers(model, model.layout, questions, max_tokens)):
+        answer = tokenizer.decode(ids)
         answers.append(answer)
         contained.append(contains_reference(answer, item.references))
         exact.append(exact_match(answer, item.references))
@@ -456,8 +501,6 @@ def source_agreement(model: Any, source: str | Path, texts: Sequence[Sequence[in
 
 def collate_ids(input_ids: torch.Tensor) -> Any:
     """A label-free ``SpeechBatch`` of ``input_ids`` [B, T, S] (no audio, nothing padded)."""
-    from deeptalk.batch import SpeechBatch
-
     return SpeechBatch(input_ids=input_ids, labels=None, attention_mask=torch.ones(input_ids.shape[:2], dtype=torch.long))
 
 

@@ -301,6 +301,10 @@ def train_phase(
         log.info("%s: rank %d builds the model without reading weights (ZeRO-3: rank 0's are broadcast)",
                  spec.name, dist.rank)
     model, groups = prepare_model(spec, plan, cfg, layout, empty_on=empty_on)
+    if zero_stage_of(loop) < 3:  # optimizer state for trainable expert rows only (ZeRO-3 partitions instead)
+        from deeptalk.model.expert_rows import separate_trainable_experts
+
+        groups = separate_trainable_experts(model, groups)
     if model.layout != layout:
         raise ValueError(f"{spec.name}: model layout {model.layout} differs from the data's {layout}")
     program = SpeechProgram(model, batches, dist.device, text_only=spec.text_only_input,

@@ -67,25 +67,25 @@ class _Cache:
 
 @dataclass
 class ScriptedLM:
-    """Answers every question with ``script`` then EOT; audio ids get even larger logits, so only a decoder
+    """Answers every question with ``script`` then EOT (stateless: after script[j] comes script[j+1], after any
+    other token script[0]; the script's tokens are distinct); audio ids get even larger logits, so only a decoder
     restricted to the text vocabulary can produce the script."""
 
     layout: TokenLayout
     script: list[int]
-    calls: int = 0
     training: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __call__(self, batch, cache=None, use_cache=False, logits="all", text_only=False):
         assert text_only, "text ability is measured with the model reading the text stream alone"
         B, T, _ = batch.input_ids.shape
-        step = 0 if cache is None else self.calls
-        self.calls = 1 if cache is None else self.calls + 1
         out = torch.zeros(B, T, self.layout.vocab_size)
         out[..., self.layout.text_block_size:] = 50.0  # audio blocks win an unrestricted argmax
         out[..., self.layout.text_special("PAD_T")] = 40.0  # a text special that is not allowed either
-        tok = self.script[step] if step < len(self.script) else self.layout.text_special("EOT")
-        out[:, -1, tok] = 30.0
+        following = {a: b for a, b in zip(self.script, [*self.script[1:], self.layout.text_special("EOT")])}
+        for b in range(B):
+            for t in range(T):
+                out[b, t, following.get(int(batch.input_ids[b, t, self.layout.text_stream]), self.script[0])] = 30.0
         return type("Out", (), {"logits": out[:, -1:] if logits == "last" else out, "cache": _Cache()})()
 
     def eval(self):
@@ -124,6 +124,23 @@ def test_restricted_decoding_never_emits_audio_ids_on_a_real_model():
     assert int(logits[0, -1].argmax()) >= LAYOUT.text_block_size  # unrestricted decoding would pick audio
     ids = greedy_text_answer(gen, LAYOUT, q, max_tokens=12)
     assert ids and all(0 <= i < LAYOUT.text_vocab_size for i in ids)
+
+
+def test_batched_greedy_answers_equal_one_by_one_answers():
+    """Issue 20: the enlarged QA set is decoded in batches; each answer is the generator's greedy answer."""
+    from deeptalk.evaluation.text_ability import greedy_text_answers
+
+    model = random_model(LAYOUT, seed=6)
+    questions = [TOK.encode(q) for q in ("what is the capital of france", "two plus two", "how many legs does a cat have",
+                                         "cat", "what is the capital of france two plus two is four")]
+    gen = Generator(TextOnlyLM(model), GREEDY)
+    for max_tokens in (1, 5, 12):
+        expected = [greedy_text_answer(gen, LAYOUT, q, max_tokens) for q in questions]
+        assert greedy_text_answers(model, LAYOUT, questions, max_tokens, batch_size=2) == expected
+        assert greedy_text_answers(model, LAYOUT, questions, max_tokens) == expected
+    assert any(len(a) == 12 for a in expected)  # some answers run to the cap, so rows grow unevenly
+    scripted = ScriptedLM(LAYOUT, TOK.encode("paris is the capital"))
+    assert greedy_text_answers(scripted, LAYOUT, questions[:2], 3) == [TOK.encode("paris is the")] * 2
 
 
 def test_text_nll_matches_the_training_loss():
