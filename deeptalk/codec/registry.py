@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from deeptalk.codec.base import Codec
 from deeptalk.codec.config import CODEC_KINDS
 
@@ -31,8 +33,9 @@ def read_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_codec(path: str | Path) -> Codec:
-    """Load any saved codec (``EmbeddedCodec.save`` / ``SnacCodec.save``) from its directory."""
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> Codec:
+    """Load any saved codec (``EmbeddedCodec.save`` / ``SnacCodec.save``) from its directory; SNAC's network
+    runs on ``device`` (the embedded codec's lookup tables stay on the CPU)."""
     meta = read_meta(path)
     if meta["kind"] == "embedded":
         from deeptalk.codec.embedded import EmbeddedCodec
@@ -40,4 +43,4 @@ def load_codec(path: str | Path) -> Codec:
         return EmbeddedCodec.load(path, meta)
     from deeptalk.codec.snac_adapter import SnacCodec
 
-    return SnacCodec.load(path, meta)
+    return SnacCodec.load(path, meta, device=device)

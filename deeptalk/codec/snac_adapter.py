@@ -50,6 +50,9 @@ def save_snac_checkpoint(
 
 
 class SnacCodec(ConfiguredCodec):
+    """SNAC on ``device`` (``from_checkpoint(..., device=)`` / :meth:`to`): waveforms and codes cross as CPU
+    arrays, the network runs where the model is (the 19.8 M-parameter decoder is slow on CPU)."""
+
     kind = "snac"
 
     def __init__(self, model: torch.nn.Module, snac_config: dict, config: CodecConfig) -> None:
@@ -66,11 +69,20 @@ class SnacCodec(ConfiguredCodec):
         if model.attn_window_size and self.config.snac_context_frames * self.config.frames_per_coarse < 1:
             raise ValueError("SNAC with local attention needs context frames")
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> SnacCodec:
+        """Move the network to ``device`` (in place; returned)."""
+        self.model.to(device)
+        return self
+
     # ---- the Codec protocol ---------------------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, wav: np.ndarray, sr: int) -> torch.Tensor:
-        audio = torch.from_numpy(check_wav(wav, sr, self.sample_rate))[None, None]
-        levels = [c[0].numpy() for c in self.model.encode(audio)]
+        audio = torch.from_numpy(check_wav(wav, sr, self.sample_rate))[None, None].to(self.device)
+        levels = [c[0].cpu().numpy() for c in self.model.encode(audio)]
         n_coarse = len(levels[0])
         if n_coarse * self.samples_per_coarse < audio.shape[-1]:
             raise ValueError("SNAC returned fewer frames than the audio needs")  # pragma: no cover
@@ -84,20 +96,23 @@ class SnacCodec(ConfiguredCodec):
         self, rows: np.ndarray, start: int, stop: int, emit: tuple[int, int], seed: int
     ) -> np.ndarray:
         """Decode columns ``[start, stop)`` of ``rows`` and return the samples of columns ``emit``."""
+        device = self.device
         levels = [
-            torch.from_numpy(lv)[None]
+            torch.from_numpy(lv)[None].to(device)
             for lv in rows_to_levels(rows[:, start:stop], self.config.level_strides)
         ]
-        with torch.random.fork_rng(devices=[]):
+        # SNAC's noise blocks draw from the generator of the model's device: seeded per chunk on that device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
-            audio = self.model.decode(levels)[0, 0].numpy()
+            audio = self.model.decode(levels)[0, 0].float().cpu().numpy()
         spc = self.samples_per_coarse
         return audio[(emit[0] - start) * spc : (emit[1] - start) * spc].astype(np.float32)
 
     # ---- persistence ------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | Path, config: CodecConfig | None = None) -> SnacCodec:
-        """Build ``snac.SNAC`` from a local SNAC directory and check its geometry against ``config``."""
+    def from_checkpoint(cls, path: str | Path, config: CodecConfig | None = None,
+                        device: str | torch.device = "cpu") -> SnacCodec:
+        """Build ``snac.SNAC`` from a local SNAC directory on ``device`` and check its geometry against ``config``."""
         from snac import SNAC
 
         path = Path(path)
@@ -126,7 +141,7 @@ class SnacCodec(ConfiguredCodec):
             raise ValueError(
                 f"SNAC weights {path / WEIGHTS_FILE} do not load into the configured model: {err}"
             ) from err
-        codec = cls(model, snac_config, config)
+        codec = cls(model.to(device), snac_config, config)
         want = (config.sample_rate, config.hop, config.level_strides, config.codebook_size)
         got = (codec.sample_rate, codec.config.hop, codec.config.level_strides, codec.codebook_size)
         if want != got:
@@ -137,8 +152,8 @@ class SnacCodec(ConfiguredCodec):
         return codec
 
     @classmethod
-    def load(cls, path: str | Path, meta: dict | None = None) -> SnacCodec:
-        return cls.from_checkpoint(path)
+    def load(cls, path: str | Path, meta: dict | None = None, device: str | torch.device = "cpu") -> SnacCodec:
+        return cls.from_checkpoint(path, device=device)
 
     def save(self, path: str | Path) -> None:
         codec_config = {

@@ -100,23 +100,28 @@ def default_model_dir() -> Path:
 
 
 class WordAligner:
-    """Forced alignment of a known text to its audio with Whisper tiny.en (CPU, int8, deterministic)."""
+    """Forced alignment of a known text to its audio with Whisper tiny.en (CTranslate2: int8 on the CPU, fp16 on
+    CUDA; deterministic on either)."""
 
-    def __init__(self, model_dir: str | Path | None = None, cpu_threads: int = 1) -> None:
+    def __init__(self, model_dir: str | Path | None = None, cpu_threads: int | None = None,
+                 device: str = "cpu") -> None:
+        """``cpu_threads=None`` follows the runtime (``$DEEPTALK_THREADS``, else ``runtime.default_threads()``);
+        ``device``: ``cpu`` or ``cuda`` (the project's device setting)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
 
+        from deeptalk.evaluation.asr_scorer import ctranslate2_placement
+
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         if not (model_dir / "model.bin").is_file():
             raise ValueError(f"no CTranslate2 Whisper model (model.bin) in {model_dir}")
-        self.model = WhisperModel(
-            str(model_dir), device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True
-        )
+        placement = ctranslate2_placement(device, cpu_threads)
+        self.model = WhisperModel(str(model_dir), local_files_only=True, **placement)
         self.tokenizer = Tokenizer(
             self.model.hf_tokenizer, self.model.model.is_multilingual, task="transcribe", language="en"
         )
-        log.info("word aligner: Whisper %s (%d threads)", model_dir, cpu_threads)
+        log.info("word aligner: Whisper %s (%s)", model_dir, placement)
 
     def words(self, wav: np.ndarray, sr: int, text: str) -> list[WordTiming]:
         """Whisper's words of ``text`` (character spans into ``text``) with their times in ``wav``."""

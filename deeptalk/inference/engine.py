@@ -184,7 +184,7 @@ class Engine:
         from deeptalk.model import SpeechLM
 
         model = SpeechLM.from_pretrained(model_dir).to(device).eval()
-        codec = load_codec(codec_dir)
+        codec = load_codec(codec_dir, device=device)
         tokenizer = load_tokenizer(tokenizer_dir)
         audio_input = model.cfg.audio_input
         return cls(

@@ -32,7 +32,9 @@ from deeptalk.data.processed import INDEX_COLUMNS, ProcessedMeta, write_processe
 from deeptalk.data.schema import Sample
 from deeptalk.data.text_tokenizer import load_tokenizer
 from deeptalk.data.validation import validate_codes
-from deeptalk.model.audio_encoder import build_audio_encoder, encode_trimmed, freeze
+from deeptalk.model.audio_encoder import encode_trimmed, frozen_encoder
+from deeptalk.model.backbone import torch_dtype
+from deeptalk.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +65,10 @@ def run(cfg) -> dict:
         )
 
     tokenizer = load_tokenizer(raw / "tokenizer")  # word timings are per text token, as packing tokenises
-    aligner = WordAligner() if targets else None
-    codec = load_codec(cfg.paths.codec)
-    from deeptalk.runtime import resolve_device
-
-    encoder = freeze(build_audio_encoder(cfg.audio_input)).to(resolve_device(cfg.device))  # frames come back on CPU
+    device = resolve_device(cfg.device)  # every model here runs there; arrays come back to the CPU
+    aligner = WordAligner(device=device.type) if targets else None
+    codec = load_codec(cfg.paths.codec, device=device)
+    encoder = frozen_encoder(cfg.audio_input, torch_dtype(cfg.model.dtype), device)  # the served encoder's dtype
     extractor = SpeechFeatureExtractor(cfg.audio_input, lambda mel: encode_trimmed(encoder, mel))
     rows, codes, frames = [], {}, {}
     timings: dict[str, np.ndarray] = {}  # spoken answers: start (s) of each text token (aligned layout)

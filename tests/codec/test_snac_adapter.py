@@ -102,3 +102,18 @@ def test_missing_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(TINY_SNAC))
     with pytest.raises(ValueError, match="pytorch_model.bin"):
         load_codec(tmp_path)
+
+
+def test_snac_runs_on_the_device_it_is_loaded_on_and_hands_back_cpu_arrays(tmp_path):
+    from deeptalk.codec.registry import load_codec
+    from deeptalk.testing.mini_checkpoints import build_snac
+
+    build_snac(tmp_path / "snac")
+    codec = load_codec(tmp_path / "snac", device="cpu")
+    assert codec.device == torch.device("cpu") and codec.to("cpu") is codec
+    wav = (0.1 * np.sin(np.arange(24000) / 7)).astype(np.float32)
+    codes = codec.encode(wav, 24000)
+    assert codes.device.type == "cpu"
+    decoder = codec.decode_stream()
+    audio = np.concatenate([decoder.push(codes), decoder.flush()])
+    assert audio.dtype == np.float32 and audio.size > 0

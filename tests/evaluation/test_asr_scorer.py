@@ -3,6 +3,7 @@ import subprocess
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from deeptalk.evaluation.asr_scorer import AsrScorer, normalize_text, wer
 
@@ -89,3 +90,35 @@ def test_a_transformers_whisper_dir_scores(tmp_path):
     assert isinstance(text, str) and text == scorer.transcribe(wav, 16000)
     value, hyps = scorer.score([(wav, 16000)], ["hello"])
     assert hyps == [text] and value >= 0
+
+
+def test_transformers_scorer_batches_with_a_kv_cache_as_it_decodes_one_clip_without(tmp_path):
+    """Batched, cached greedy decoding gives each clip the tokens of a plain uncached loop over that clip."""
+    from deeptalk.evaluation.asr_scorer import HFWhisperScorer
+    from deeptalk.testing.mini_checkpoints import build_whisper
+
+    build_whisper(tmp_path / "whisper")
+    scorer = HFWhisperScorer(tmp_path / "whisper", device="cpu", batch_size=2)
+    scorer.max_tokens = 12
+    clips = [((0.1 * np.sin(np.arange(n) / p)).astype(np.float32), 16000)
+             for n, p in ((16000, 5), (8000, 3), (24000, 9))]
+
+    def uncached(wav):  # the scorer's decoding rule, one clip, the whole prefix every step
+        feats = scorer.features(wav, sampling_rate=16000, return_tensors="pt").input_features
+        encoded = scorer.model.get_encoder()(feats)
+        ids, out = torch.tensor([scorer.prompt]), []
+        for _ in range(min(scorer.max_tokens, 16 + int(10 * len(wav) / 16000))):
+            logits = scorer.model(encoder_outputs=encoded, decoder_input_ids=ids).logits[0, -1]
+            logits[scorer.eot + 1 :] = -float("inf")
+            nxt = int(logits.argmax())
+            if nxt == scorer.eot:
+                break
+            out.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        return scorer.tokenizer.decode(out).strip()
+
+    with torch.inference_mode():
+        want = [uncached(wav) for wav, _ in clips]
+    assert any(want)  # random weights still produce tokens
+    assert scorer.transcribe_many(clips) == want  # 2 + 1 clips: a full batch and a partial one
+    assert [scorer.transcribe(wav, sr) for wav, sr in clips] == want
