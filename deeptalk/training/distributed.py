@@ -13,12 +13,24 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 
 log = logging.getLogger(__name__)
 
 _REQUIRED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def collective_timeout() -> timedelta:
+    """How long a rank waits in a collective: ``$DEEPSPEED_TIMEOUT`` minutes, else 60.
+
+    DeepSpeed's default, 10 min, is shorter than a paper-scale checkpoint: while the other ranks wait at the
+    barrier after their 23 GB optimizer shard, rank 0 writes the 33 GB export, DeepSpeed's 33 GB module state
+    and its own shard (~89 GB) and hashes them: at 200 MB/s (a network file system) ~7.5 min of writing and
+    ~2-3 min of hashing (README, "Checkpoints").
+    """
+    return timedelta(minutes=int(os.environ.get("DEEPSPEED_TIMEOUT") or 60))
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,10 @@ def init(local_rank: int | None = None, device: str = "auto") -> DistInfo:
     if single and not torch.distributed.is_initialized():
         # One process needs no rendezvous: an in-memory store, so no port is picked now and bound later (a
         # parallel run could take it in between: EADDRINUSE). DeepSpeed adopts the existing group.
-        torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
+        torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1,
+                                             timeout=collective_timeout())
     if not torch.distributed.is_initialized() or not deepspeed.comm.is_initialized():
-        deepspeed.init_distributed(dist_backend=backend)
+        deepspeed.init_distributed(dist_backend=backend, timeout=collective_timeout())
     local = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local)

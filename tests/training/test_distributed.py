@@ -35,3 +35,14 @@ def test_launcher_env_is_kept_and_incomplete_multiprocess_env_rejected(monkeypat
     monkeypatch.delenv("MASTER_PORT")
     with pytest.raises(ValueError, match="use a launcher"):
         distributed.ensure_env()
+
+
+def test_collectives_wait_long_enough_for_a_paper_scale_checkpoint(monkeypatch):
+    from datetime import timedelta
+
+    from deeptalk.training.distributed import collective_timeout
+
+    monkeypatch.delenv("DEEPSPEED_TIMEOUT", raising=False)
+    assert collective_timeout() == timedelta(minutes=60)  # DeepSpeed's 10 min < rank 0's ~10 min checkpoint write
+    monkeypatch.setenv("DEEPSPEED_TIMEOUT", "90")
+    assert collective_timeout() == timedelta(minutes=90)
