@@ -100,22 +100,31 @@ def test_interrupt_before_the_first_event_is_not_lost(engine):
     assert again.reason in ("complete", "max_steps") and again.timings.steps > 0
 
 
-def test_interrupt_from_another_thread(engine):
+def test_interrupt_from_another_thread(engine, user_wav):
+    """Barge-in from another thread stops a spoken answer at its next decode step: the answer is paused at its
+    first event while the interrupt arrives, then ends ``interrupted`` well before the same answer uninterrupted."""
     s = engine.session()
-    started = threading.Event()
-
-    def consume(out):
-        for e in s.respond(text="two plus two"):
-            started.set()
-            out.append(e)
-
+    first, resume = threading.Event(), threading.Event()
     out: list = []
-    th = threading.Thread(target=consume, args=(out,))
+
+    def consume():
+        for e in s.respond(audio=user_wav):
+            out.append(e)
+            if len(out) == 1:
+                first.set()
+                resume.wait(30)  # the generator is suspended here while the other thread interrupts
+
+    th = threading.Thread(target=consume)
     th.start()
-    started.wait(10)
+    assert first.wait(60), "no first event"
     s.interrupt()
-    th.join(30)
-    assert isinstance(out[-1], Done) and out[-1].reason in ("interrupted", "complete", "max_steps")
+    resume.set()
+    th.join(60)
+    assert not th.is_alive() and isinstance(out[-1], Done) and out[-1].reason == "interrupted"
+    _, full = collect(engine.session().respond(audio=user_wav))  # the same answer (seeded sampling), not stopped
+    assert full.reason in ("complete", "max_steps") and out[-1].timings.steps < full.timings.steps
+    _, again = collect(s.respond(text="hello"))  # the interrupted session still answers
+    assert again.reason in ("complete", "max_steps")
 
 
 def test_voices_and_bad_input(engine, user_wav):
@@ -175,6 +184,33 @@ def test_concurrent_sessions_give_the_same_answers_as_sequential_ones(greedy_eng
     assert results == sequential
 
 
-def test_warmup_runs_the_audio_path_and_leaves_no_state(engine):
-    seconds = engine.warmup(rounds=1)
-    assert seconds > 0
+def test_warmup_runs_the_audio_path_and_leaves_no_state(engine, user_wav, monkeypatch):
+    """Warm-up answers spoken input until the first audio chunk (encoder, prefill, decode steps, codec decoder),
+    stops there, and leaves nothing behind: the next answer is the one a fresh engine gives."""
+    before = collect(engine.session().respond(audio=user_wav))[1]
+    seen: list = []
+    asked: list = []
+    make_session = engine.session
+
+    def spying_session(*args, **kwargs):
+        session = make_session(*args, **kwargs)
+        respond = session.respond
+
+        def recorded(*a, **kw):
+            asked.append(kw)
+            for event in respond(*a, **kw):
+                seen.append(event)
+                yield event
+
+        session.respond = recorded
+        return session
+
+    monkeypatch.setattr(engine, "session", spying_session)
+    assert engine.warmup(rounds=2) > 0
+    monkeypatch.undo()
+    assert len(asked) == 2 and all(kw.get("audio") is not None for kw in asked), "spoken input each round"
+    assert [e.reason for e in seen if isinstance(e, Done)] == ["interrupted", "interrupted"]
+    assert sum(isinstance(e, AudioChunk) for e in seen) == 2, "each round stops at its first audio chunk"
+    after = collect(engine.session().respond(audio=user_wav))[1]
+    assert after.text == before.text and after.reason == before.reason
+    np.testing.assert_array_equal(after.codes, before.codes)
