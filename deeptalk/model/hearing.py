@@ -140,29 +140,27 @@ def collapse(logits: torch.Tensor, temperature: float) -> HeardUnits:
 
 
 def hear(head: CTCHead, frames: torch.Tensor, frame_lengths: Iterable[int], temperature: float) -> list[HeardUnits]:
-    """Heard units of each segment of ``frames`` [N, F, D] (only its first ``frame_lengths[n]`` frames count)."""
-    logits = head(frames)
+    """Heard units of each segment of ``frames`` [N, F, D] (only its first ``frame_lengths[n]`` frames count).
+
+    Each segment runs alone on its own frames: a batched matmul may round differently with other shapes, and a
+    near tie between blank and a word would then change how many units (positions) the segment gets."""
     out = []
     for n, length in enumerate(frame_lengths):
-        out.append(collapse(logits[n, : max(1, int(length) // head.stride)], temperature))
+        length = max(head.stride, int(length))
+        out.append(collapse(head(frames[n : n + 1, :length])[0], temperature))
     return out
 
 
 @torch.no_grad()
 def heard_positions(head: CTCHead, utts: Iterable[str], frames_of: Callable[[str], np.ndarray | torch.Tensor],
-                    temperature: float, batch_size: int = 64) -> dict[str, int]:
+                    temperature: float) -> dict[str, int]:
     """``utt_id → number of heard units``: how many positions packing gives each utterance's turn."""
     was_training = head.training
     head.eval()
     out: dict[str, int] = {}
     utts = sorted(utts)
-    for i in range(0, len(utts), batch_size):
-        chunk = utts[i : i + batch_size]
-        frames = [torch.as_tensor(frames_of(u), dtype=torch.float32) for u in chunk]
-        padded = frames[0].new_zeros(len(frames), max(f.shape[0] for f in frames), frames[0].shape[1])
-        for j, f in enumerate(frames):
-            padded[j, : f.shape[0]] = f
-        for u, units in zip(chunk, hear(head, padded, [f.shape[0] for f in frames], temperature), strict=True):
-            out[u] = len(units)
+    for u in utts:
+        frames = torch.as_tensor(frames_of(u), dtype=torch.float32)
+        out[u] = len(hear(head, frames[None], [frames.shape[0]], temperature)[0])
     head.train(was_training)
     return out

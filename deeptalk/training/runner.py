@@ -343,13 +343,14 @@ def run_phase(spec: PhaseSpec, plan: Stage, cfg: ProjectConfig, dist: distribute
     from deeptalk.data.dataset import SequenceDataset
 
     budget = cfg.training.budget(spec.budget)
+    data = spec.data_for(cfg.audio_input.hears_text)
     # the profile's packing choices, at this phase's length and speech probability
-    packing = replace(cfg.packing, max_length=budget.max_len, user_speech_prob=spec.data.user_speech_prob)
+    packing = replace(cfg.packing, max_length=budget.max_len, user_speech_prob=data.user_speech_prob)
     source = init_dir(cfg, plan, spec)
     positions = heard_positions_for(source, cfg) if spec.objective == "lm" else None
-    dataset = SequenceDataset(cfg, "train", spec.data.tasks, train=True, packing=packing, positions=positions)
-    batches = MixedBatches(dataset, spec.data, budget.batch_size, seed=cfg.seed * 7919 + dist.rank)
-    signature = _dir_signature(Path(cfg.paths.sequences)) + repr(spec.data) + repr(packing)
+    dataset = SequenceDataset(cfg, "train", data.tasks, train=True, packing=packing, positions=positions)
+    batches = MixedBatches(dataset, data, budget.batch_size, seed=cfg.seed * 7919 + dist.rank)
+    signature = _dir_signature(Path(cfg.paths.sequences)) + repr(data) + repr(packing)
     return train_phase(spec, plan, cfg, dist, batches, dataset.layout, signature)
 
 

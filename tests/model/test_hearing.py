@@ -158,7 +158,7 @@ def test_heard_positions_and_saved_head_round_trip(tmp_path):
     head, temperature = load_hearing(tmp_path / "m")
     g = torch.Generator().manual_seed(0)
     clips = {f"u{i}": torch.randn(4 * (i + 2), AUDIO.encoder_dim, generator=g) for i in range(5)}
-    counts = heard_positions(head, clips, clips.__getitem__, temperature, batch_size=2)
+    counts = heard_positions(head, clips, clips.__getitem__, temperature)
     loaded = SpeechLM.from_pretrained(tmp_path / "m")
     assert counts == {u: loaded.audio_positions(f) for u, f in clips.items()}
     assert load_hearing(tmp_path / "nothing") is None

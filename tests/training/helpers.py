@@ -22,8 +22,10 @@ def tiny_cfg(root: Path, steps: int = 4, checkpoint_every: int = 2):
         moe_intermediate_size=16, intermediate_size=64, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
         v_head_dim=8, max_position_embeddings=256,
     )
+    # the frame projector: synthetic_batches give each user-audio segment the encoder geometry's positions
     audio = dataclasses.replace(cfg.audio_input, max_seconds=1.0, encoder_layers=1, encoder_dim=32,
-                                encoder_heads=2, encoder_ffn_dim=64, projector_hidden=32, encoder_checkpoint=None)
+                                encoder_heads=2, encoder_ffn_dim=64, projector_hidden=32, encoder_checkpoint=None,
+                                interface="projector")
     budget = StageBudget(steps=steps, batch_size=2, lr=5e-3, max_len=32)
     training = dataclasses.replace(
         cfg.training, text_pretrain=budget, s1=budget, s2a=budget, s2b=budget, s3=budget, plain=budget,
