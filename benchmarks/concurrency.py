@@ -195,12 +195,13 @@ def main() -> None:
         report["source"] = source
         print(f"model: {source}")
         report["decode_only"] = decode_only(package, service, args.levels)
-        store_package_in(package, tmp / "bentoml")
+        for mode in MODES:  # one BentoML home each: a server clears its home's Prometheus files when it starts
+            store_package_in(package, tmp / f"bentoml-{mode}")
         wavs = [espeak_wav(q, tmp / f"q{i}.wav").read_bytes() for i, q in enumerate(QUESTIONS)]
         urls = {
             mode: servers.enter_context(
                 LocalServer(
-                    bentoml_home=tmp / "bentoml",
+                    bentoml_home=tmp / f"bentoml-{mode}",
                     env={"DEEPTALK_SERVICE": json.dumps({"batching": batching})},
                     log_path=tmp / f"serve-{mode}.log",
                 )
