@@ -10,7 +10,7 @@ APT_PACKAGES := espeak-ng flite bsdgames wamerican chromium
 # DeepSpeed in-process (no entry point applies the defaults): its CPU ops stay built in the venv.
 export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 
-.PHONY: setup system-deps run test test-fast bench gpu-smoke ui clean
+.PHONY: setup system-deps run test test-fast test-container container bench gpu-smoke ui clean
 
 setup: system-deps $(STAMP)
 
@@ -34,6 +34,16 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The service image of a packaged model (default deeptalk:latest, stored by `make run`; MODEL=deeptalk:<version>
+# for another): podman here (installed with apt when missing), Docker where its daemon runs. README "The service
+# as a container".
+container: setup
+	PY=$(PY) containers/build.sh $(MODEL)
+
+# Builds the image of a tiny random packaged model, runs it and talks to it over HTTP (CI runs it after `make test`).
+test-container: setup
+	$(PY) -m pytest -q -m container tests/e2e/test_container.py
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
