@@ -146,6 +146,14 @@ class Session:
         self._stop.clear()
         return self._stream(prompt, speak=True, voice=voice, max_steps=self.engine.config.max_steps, t0=t0)
 
+    def heard_text(self, audio: np.ndarray) -> str:
+        """What the model's CTC head hears in 16 kHz mono ``audio`` (no decoding: cheap enough to run while the
+        user is still speaking); ValueError for a model that reads projected frames."""
+        if not getattr(self.engine.model, "hears_text", False):
+            raise ValueError("this model has no CTC head (audio_input.interface projector): nothing to transcribe early")
+        frames, _ = self.engine.encode_audio(audio)
+        return self.engine.tokenizer.decode(self.engine.model.transcribe_heard(frames))
+
     def _heard_transcript(self, frames: torch.Tensor, t0: float) -> Iterator[Event]:
         text = self.engine.tokenizer.decode(self.engine.model.transcribe_heard(frames))
         if text:

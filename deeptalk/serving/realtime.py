@@ -11,6 +11,9 @@ Client → server (JSON text frames; binary frames are raw PCM16 appended to the
 - ``response.cancel``: barge-in, the running answer stops within one decode step
 
 Server → client: ``session.created``, ``session.updated``, ``input_audio_buffer.committed``,
+``conversation.item.input_audio_transcription.delta`` ``{"delta", "transcript"}`` while audio arrives (every
+``PARTIAL_SECONDS`` of new input, for a model with a CTC head: what it has heard so far; a later transcript may
+revise an earlier one, ``delta`` is set only when it extends it) and ``...completed`` ``{"transcript"}`` on commit,
 ``conversation.item.created``, ``response.created``, ``response.text.delta`` ``{"delta"}``,
 ``response.audio.delta`` ``{"delta": base64 PCM, "sample_rate", "format"}``, ``response.done``
 ``{"response": {"text", "reason", "timings"}}``, and ``error`` ``{"error": {"code", "message"}}``. Errors
@@ -41,6 +44,8 @@ from deeptalk.serving.uploads import AudioInputError, load_pcm16
 
 log = logging.getLogger(__name__)
 
+PARTIAL_SECONDS = 0.5  # new input audio between two partial transcripts while the user speaks
+
 
 class RealtimeConnection:
     """One WebSocket client: its session, input buffer and at most one running response."""
@@ -61,6 +66,10 @@ class RealtimeConnection:
         self.task: asyncio.Task | None = None
         self._cancelled = False  # response.cancel seen for the current response
         self._send_lock = asyncio.Lock()
+        self.hears = bool(getattr(engine.model, "hears_text", False))
+        self._heard = ""  # the last partial transcript sent for the current input buffer
+        self._heard_at = 0  # buffer bytes it covered
+        self._hearing: asyncio.Task | None = None
 
     async def send(self, event: dict) -> None:
         async with self._send_lock:
@@ -123,6 +132,7 @@ class RealtimeConnection:
             await self._commit()
         elif kind == "input_audio_buffer.clear":
             self.buffer.clear()
+            self._reset_hearing()
             await self.send({"type": "input_audio_buffer.cleared"})
         elif kind == "conversation.item.create":
             await self._text_item(event.get("item"))
@@ -143,12 +153,40 @@ class RealtimeConnection:
         limit = self.engine.config.max_upload_seconds * self.input_sample_rate * 2
         if len(self.buffer) + len(data) > limit:
             self.buffer.clear()
+            self._reset_hearing()
             await self.error(
                 "too_large",
                 f"input audio exceeds {self.engine.config.max_upload_seconds} s; the buffer was cleared",
             )
             return
         self.buffer.extend(data)
+        new_bytes = len(self.buffer) - self._heard_at
+        if self.hears and new_bytes >= PARTIAL_SECONDS * self.input_sample_rate * 2 and (
+            self._hearing is None or self._hearing.done()
+        ):
+            self._heard_at = len(self.buffer)
+            self._hearing = asyncio.create_task(self._partial_transcript(bytes(self.buffer)))
+
+    async def _transcribe(self, pcm: bytes) -> str | None:
+        """What the CTC head hears in ``pcm`` (in a worker thread); None when the audio cannot be read."""
+        try:
+            wav = load_pcm16(pcm, self.input_sample_rate, max_seconds=self.engine.config.max_upload_seconds,
+                             sample_rate=self.engine.audio_input.sample_rate)
+        except AudioInputError:
+            return None
+        return await asyncio.to_thread(self.session.heard_text, wav)
+
+    async def _partial_transcript(self, pcm: bytes) -> None:
+        text = await self._transcribe(pcm)
+        if text is None or text == self._heard:
+            return
+        delta = text[len(self._heard):] if text.startswith(self._heard) else None
+        self._heard = text
+        await self.send({"type": "conversation.item.input_audio_transcription.delta", "delta": delta,
+                         "transcript": text})
+
+    def _reset_hearing(self) -> None:
+        self._heard, self._heard_at = "", 0
 
     async def _commit(self) -> bool:
         cfg = self.engine.config
@@ -160,12 +198,19 @@ class RealtimeConnection:
                 sample_rate=self.engine.audio_input.sample_rate,
             )
         except AudioInputError as err:
+            self._reset_hearing()
             await self.error(err.code, str(err))
             return False
         finally:
             self.buffer.clear()
         self.pending = {"audio": wav}
         await self.send({"type": "input_audio_buffer.committed", "seconds": round(len(wav) / 16000, 3)})
+        if self.hears:
+            if self._hearing is not None:
+                await asyncio.gather(self._hearing, return_exceptions=True)  # partials arrive before the final one
+            transcript = await asyncio.to_thread(self.session.heard_text, wav)
+            await self.send({"type": "conversation.item.input_audio_transcription.completed", "transcript": transcript})
+        self._reset_hearing()
         return True
 
     async def _text_item(self, item: Any) -> None:

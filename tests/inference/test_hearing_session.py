@@ -93,3 +93,37 @@ def test_a_deaf_model_fails_the_listening_gates(deaf, tmp_path):
     verdict = check_gates(metrics, GateThresholds.for_profile("tiny"), only=["max_asr_wer", "min_distinct_answers"])
     assert not verdict.passed
     assert {f.metric for f in verdict.failures} == {"asr.wer", "spoken_qa.distinct_answers"}
+
+
+def test_realtime_streams_what_is_heard_while_the_user_speaks(hearing, user_wav, monkeypatch):
+    """The WebSocket sends partial transcripts as audio arrives and the final one on commit, equal to /asr's."""
+    import base64
+
+    from starlette.testclient import TestClient
+
+    from deeptalk.serving.app import create_app
+    from deeptalk.serving.capacity import EngineHolder
+
+    monkeypatch.setenv("DEEPTALK_API_KEY", "k")
+    pcm = (np.clip(user_wav, -1, 1) * 32767).astype("<i2").tobytes()
+    with TestClient(create_app(EngineHolder(hearing), static_dir="static")) as client:
+        with client.websocket_connect("/realtime?api_key=k") as ws:
+            assert ws.receive_json()["type"] == "session.created"
+            def append(chunk: bytes) -> None:
+                ws.send_json({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
+
+            append(pcm[:8000])
+            append(pcm[8000:16000])  # 0.5 s in: the user is still speaking, and a partial transcript arrives
+            partial = ws.receive_json()
+            assert partial["type"] == "conversation.item.input_audio_transcription.delta"
+            assert partial["transcript"] == "paris" and partial["delta"] == "paris"
+            for i in range(16000, len(pcm), 8000):
+                append(pcm[i : i + 8000])
+            ws.send_json({"type": "input_audio_buffer.commit"})
+            events = []
+            while not events or events[-1]["type"] != "conversation.item.input_audio_transcription.completed":
+                events.append(ws.receive_json())
+    assert "input_audio_buffer.committed" in [e["type"] for e in events]
+    assert events[-1]["transcript"] == "paris"
+    assert events[-1]["transcript"] == collect(hearing.session().transcribe(user_wav, source="ctc"),
+                                               hearing.codec.sample_rate).text
