@@ -66,7 +66,8 @@ def encode_trimmed(encoder: WhisperEncoder, mel: torch.Tensor) -> torch.Tensor:
     return encoder.layer_norm(x)[0]
 
 
-def frozen_encoder(cfg: AudioInputConfig, dtype: torch.dtype, device: str | torch.device = "cpu") -> WhisperEncoder:
+def frozen_encoder(cfg: AudioInputConfig, dtype: torch.dtype,
+                   device: str | torch.device = "cpu") -> WhisperEncoder:
     """The frozen encoder as the encode step runs it: in the speech LM's dtype (``model.dtype``), which is the
     dtype ``SpeechLM`` gives its encoder, so stored training frames and served frames are the same computation
     (fp32 stored frames beside a bf16 served encoder was a train/serve skew)."""
