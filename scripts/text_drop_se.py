@@ -89,7 +89,8 @@ def size_table(results: dict[str, TextAbility], seconds: dict[str, dict], base_n
     for name, model in results.items():
         if name == base_name:
             continue
-        per_item = {part: seconds[name][part] / seconds[name][f"{part.removesuffix('_cpu')}_items"]
+        items = {"qa": "qa_items", "sentences": "sentence_items"}
+        per_item = {part: seconds[name][part] / seconds[name][items[part.removesuffix("_cpu")]]
                     for part in ("qa", "sentences", "qa_cpu", "sentences_cpu")}
         for n_qa, n_text in sizes:
             drops = relative_drop_pct(subset(base, n_qa, n_text), subset(model, n_qa, n_text), min_base_qa_correct)
