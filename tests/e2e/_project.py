@@ -40,6 +40,24 @@ def clone_project(dest: Path, params_update: dict | None = None) -> Path:
     return dest
 
 
+def repo_project(dest: Path, params_update: dict | None = None) -> Path:
+    """:func:`clone_project` made a git repository of its own (DVC records ``dvc.lock`` in one) with the
+    checkout's ``.venv`` linked in, as ``make setup`` would leave it: the README's commands run there as written,
+    on the working tree's code."""
+    clone_project(dest, params_update)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    return dest
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a trained project (outputs, state of record, DVC cache): a test that changes it leaves the
+    shared one as it was. Content digests make the copy as current as the original."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
 def env_for(project: Path) -> dict:
     return {
         **os.environ,

@@ -1,31 +1,18 @@
-"""The whole pipeline through its real shells: `python -m flows run` (Prefect flow → packaged bento →
-served over HTTP), then a gate that fails stops packaging and leaves the packaged model untouched."""
+"""The whole pipeline through its real shells: `python -m flows run` (Prefect flow → packaged bento → served
+over HTTP; the session's shared trained project, tests/e2e/conftest.py), then a gate that fails stops packaging,
+leaves the packaged model untouched and reads as a short verdict."""
 
 import json
 
 import pytest
 import yaml
 
-from tests.e2e._project import FAST_PARAMS, clone_project, run
-
-SHORT = {"steps": 12, "batch_size": 4}
-SPEAKS = {"steps": 60, "batch_size": 8}  # enough that the model emits codes before EOA (the check needs /tts audio)
-FAST_TRAINING = {"training": {**{stage: SHORT for stage in ("text_pretrain", "s1", "s2b", "plain")},
-                              "s2a": SPEAKS, "s3": SPEAKS}}
-# a 12-step model is not judged on quality here: the gates are wide open, then one is made unreachable
-OPEN_GATES = {"gates": {"max_text_drop_pct": 1e6, "max_asr_wer": 1e6, "max_tts_wer": 1e6,
-                        "max_first_audio_ms": 1e7, "max_rtf": 1e6, "min_spoken_over_typed": None,
-                        "min_distinct_answers": None, "max_speech_wer_own_text": None}}
-# the service check asks at least 10 held-out spoken questions, one per expected answer
-SPOKEN = {"data": {**FAST_PARAMS["data"], "counts": {**FAST_PARAMS["data"]["counts"], "aqa": [10, 2, 12]}},
-          "evaluation": {"distinct_questions": 10}}
+from tests.e2e._project import copy_project, run
 
 
 @pytest.mark.slow
-def test_run_trains_gates_packages_and_serves(tmp_path):
-    project = clone_project(tmp_path / "p", {**FAST_PARAMS, **FAST_TRAINING, **OPEN_GATES, **SPOKEN})
-    env = {"BENTOML_HOME": str(tmp_path / "bentoml")}
-    out = run(["python", "-m", "flows", "run"], project, extra_env=env, timeout=1500)
+def test_run_trains_gates_packages_and_serves(trained_project, tmp_path):
+    project, out, env = trained_project
     summary = json.loads((project / "reports/run_summary.json").read_text())
     closing = out[out.index("── DeepTalk tiny"):].splitlines()
     assert len(closing) <= 30 and "quality gate PASSED" in "\n".join(closing), out[-3000:]
@@ -41,6 +28,7 @@ def test_run_trains_gates_packages_and_serves(tmp_path):
     assert json.loads((project / "reports/gate.json").read_text())["passed"] is True
     packaged = (project / "reports/package.json").read_bytes()
 
+    project = copy_project(project, tmp_path / "strict")  # the shared project stays as the flow left it
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["gates"]["max_text_drop_pct"] = -1000.0  # unreachable: the model would have to beat the base 10x
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
