@@ -11,6 +11,8 @@ from typing import Any
 METRICS = (  # (name, path in a unit's metrics, format, path of its standard error)
     ("text drop %", ("text", "drop_pct"), "{:.1f}", ("text", "drop_pct_se")),
     ("QA drop %", ("text", "drop_pct_qa_acc"), "{:.1f}", ("text", "drop_pct_qa_acc_se")),
+    ("answer ppl drop %", ("text", "drop_pct_inv_answer_ppl"), "{:.1f}", ("text", "drop_pct_inv_answer_ppl_se")),
+    ("text ppl drop %", ("text", "drop_pct_inv_ppl"), "{:.1f}", ("text", "drop_pct_inv_ppl_se")),
     ("text QA acc", ("text", "qa_acc"), "{:.3f}", ("text", "qa_acc_se")),
     ("answer ppl", ("text", "answer_ppl"), "{:.2f}", ("text", "answer_ppl_se")),
     ("text ppl", ("text", "ppl"), "{:.1f}", ("text", "ppl_se")),

@@ -47,3 +47,14 @@ def test_report_renders_spread_errors_and_bands_from_units():
     assert "ASR WER ≤ 0.500" in md and "reproduces" in md
     page = report.render_html(result)
     assert page.count("<polyline") == 4 and page.count("<polygon") == 4  # 2 plots x 2 systems, seeds as bands
+
+
+def test_summary_carries_every_part_of_the_drop_with_its_paired_error():
+    """Issue 20: the table reports the drop's parts (QA accuracy, answer and text perplexity), each with the
+    held-out benchmark's paired standard error."""
+    unit = _unit([0], [1.0], 4.0)
+    unit["metrics"]["text"].update(drop_pct_inv_answer_ppl=12.0, drop_pct_inv_answer_ppl_se=0.5,
+                                   drop_pct_inv_ppl=-3.0, drop_pct_inv_ppl_se=2.5)
+    row = summarise(["deeptalk"], {"deeptalk": {0: unit}}, {})["summary"]["deeptalk"]
+    assert row["answer ppl drop %"]["mean"] == 12.0 and row["answer ppl drop %"]["se"] == 0.5
+    assert row["text ppl drop %"]["mean"] == -3.0 and row["text ppl drop %"]["se"] == 2.5
