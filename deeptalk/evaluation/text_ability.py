@@ -192,7 +192,8 @@ def greedy_text_answer(generator: Generator, layout: TokenLayout, question_ids: 
 def greedy_text_answers(model: Any, layout: TokenLayout, questions: Sequence[Sequence[int]], max_tokens: int,
                         batch_size: int = 64) -> list[list[int]]:
     """:func:`greedy_text_answer` for many questions at once: the same decoding, one forward per step for a
-    whole batch instead of one per step and question.
+    whole batch instead of one per step and question (on the tiny CPU model about as costly as one by one,
+    ``benchmarks/text_qa_decoding.py``: the saved calls are spent re-reading prefixes; larger models gain).
 
     Prompts are right-padded into one batch and every step re-reads the whole prefix (no KV cache); a row's
     logits at its own last position see only its earlier positions (causal attention), so the padding after
