@@ -25,6 +25,7 @@ from deeptalk.evaluation.gates import GateVerdict, check_gates
 from deeptalk.evaluation.spoken_qa import qa_scores
 
 SERVICE_GATES = ("min_spoken_qa_s2t", "min_spoken_over_typed", "min_distinct_answers", "max_asr_wer")
+LISTENING_METRICS = ("asr.wer", "spoken_qa.distinct_answers", "spoken_qa.s2t_over_typed", "spoken_qa.s2t_acc")
 MIN_QUESTIONS = 10  # fewer held-out spoken questions cannot show that the served model tells inputs apart
 N_EXAMPLES = 3
 
@@ -54,6 +55,7 @@ class ServiceJudgement:
         """Human-readable: example answers, then the verdict naming each failed metric and threshold."""
         out = [f"  {e['question']!r} → {e['answer']!r} ({'correct' if e['correct'] else 'wrong'})"
                for e in self.examples]
+        out.append(self.listening())
         if self.passed:
             out.append("served model check passed: " + ", ".join(
                 f"{c.metric} = {c.value:.4g} ({c.op} {c.threshold:g})" for c in self.verdict.checks
@@ -62,8 +64,22 @@ class ServiceJudgement:
             out += ["served model check FAILED: " + f.message for f in self.verdict.failures]
         return out
 
+    @property
+    def listens(self) -> bool | None:
+        """Whether the served model listens, by the listening gates that are on (held-out voices: the
+        transcripts' WER and distinct answers to distinct spoken questions); None when no such gate is on."""
+        checks = [c for c in self.verdict.checks if c.metric in LISTENING_METRICS and c.status != "skipped"]
+        return None if not checks else all(c.status == "pass" for c in checks)
+
+    def listening(self) -> str:
+        sqa, asr = self.metrics["spoken_qa"], self.metrics["asr"]
+        heard = (f"held-out voices: transcript WER {asr['wer']:.2f}, {sqa['distinct_answers']} distinct answers to "
+                 f"{sqa['n_questions']} questions, spoken {sqa['s2t_acc']:.2f} vs typed {sqa['typed_acc']:.2f} correct")
+        verdict = {True: "the model listens", False: "the model does NOT listen", None: "listening not gated"}
+        return f"{verdict[self.listens]} ({heard})"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "metrics": self.metrics, "examples": self.examples,
+        return {"passed": self.passed, "listens": self.listens, "metrics": self.metrics, "examples": self.examples,
                 "gates": self.verdict.to_dict()}
 
 

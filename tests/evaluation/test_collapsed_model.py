@@ -120,6 +120,7 @@ def test_service_check_passes_a_model_that_answers():
         "question": "question number 0", "answer": "The answer is paris.", "references": ["paris"],
         "correct": True}
     assert judgement.lines()[-1].startswith("served model check passed: spoken_qa.s2t_over_typed = 1")
+    assert judgement.listens is True and judgement.lines()[-2].startswith("the model listens (held-out voices")
 
 
 def test_service_check_fails_a_collapsed_service():
@@ -135,6 +136,9 @@ def test_service_check_fails_a_collapsed_service():
     assert ("served model check FAILED: spoken_qa.distinct_answers = 1 violates min_distinct_answers: "
             "must be >= 16") in lines
     assert not judge_service(collapsed, TINY, N).passed
+    assert judgement.listens is False and any(line.startswith("the model does NOT listen") for line in lines)
+    deaf = judge_service(_served(lambda i, a: "Sorry, I heard nothing.", lambda i, a: a, lambda i: ""), TINY, N)
+    assert deaf.listens is False and not deaf.passed  # empty transcripts, one answer: the tiny bars see it
 
 
 def test_service_check_fails_a_deaf_service_and_needs_ten_questions():
