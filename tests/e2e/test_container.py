@@ -30,7 +30,9 @@ from tests.inference.conftest import QUESTIONS, SERVICE, build_package, espeak
 from tests.serving.bad_inputs import CASES, with_key
 
 BUILD_TIMEOUT_S = 1800  # ~6 min on 2 quiet cores; the build is CPU-bound (bytecode) and shares them with others
-pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(BUILD_TIMEOUT_S + 600)]
+READY_TIMEOUT_S = 600  # load + warm-up: seconds on quiet cores, minutes when other jobs hold them
+TIMEOUT_S = BUILD_TIMEOUT_S + READY_TIMEOUT_S + 300
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(TIMEOUT_S)]
 REPO = Path(__file__).resolve().parents[2]
 KEY = "container-key"
 HEADERS = {"authorization": f"Bearer {KEY}"}
@@ -116,7 +118,7 @@ def served(tool, image):
     ).stdout.strip()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             state = tool("inspect", "--format", "{{.State.Status}}", container).stdout.strip()
             if state != "running":
@@ -127,7 +129,7 @@ def served(tool, image):
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"not ready in 300 s: {logs(tool, container)}")
+                pytest.fail(f"not ready in {READY_TIMEOUT_S} s: {logs(tool, container)}")
             time.sleep(1)
         yield Served(url, container, image, tool)
     finally:
@@ -161,14 +163,13 @@ def test_runs_as_a_non_root_user_with_the_cpu_torch(served):
 def test_reports_health_and_readiness_for_an_orchestrator(served):
     assert httpx.get(f"{served.url}/livez").status_code == 200
     assert httpx.get(f"{served.url}/readyz").status_code == 200
-    check = served.tool("inspect", "--format", "{{json .Config.Healthcheck}}", served.image).stdout
-    assert "/readyz" in check
+    assert "/readyz" in served.tool("image", "inspect", served.image).stdout  # its HEALTHCHECK (Docker format)
     if served.tool.name == "podman":  # runs the image's own HEALTHCHECK command inside the container
         assert served.tool("healthcheck", "run", served.container, check=False).returncode == 0
 
 
 def test_reads_its_settings_from_the_environment(served):
-    assert httpx.get(f"{served.url}/info").status_code == 401  # DEEPTALK_API_KEY
+    assert httpx.post(f"{served.url}/chat", json={"text": QUESTIONS[0]}, timeout=60).status_code == 401  # API key
     info = httpx.get(f"{served.url}/info", headers=HEADERS).json()
     assert info["limits"]["max_concurrency"] == MAX_CONCURRENCY  # DEEPTALK_SERVICE
 
