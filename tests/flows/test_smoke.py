@@ -109,7 +109,7 @@ def test_a_collapsed_service_is_not_ok(cfg, monkeypatch):
     assert failed["spoken_qa.distinct_answers"] == 1  # the tiny bars: a collapsed service fails them
     assert failed["asr.wer"] > cfg.evaluation.gates.max_asr_wer
     assert ("served model check FAILED: spoken_qa.distinct_answers = 1 violates min_distinct_answers: "
-            "must be >= 6") in result["summary"]
+            "must be >= 12") in result["summary"]
 
 
 def test_too_few_heldout_questions_is_an_error(cfg, monkeypatch):

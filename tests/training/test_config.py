@@ -21,8 +21,6 @@ def test_bad_values_raise():
     t = TrainingConfig.for_profile("tiny")
     with pytest.raises(ValueError, match="split rule"):
         dataclasses.replace(t, split_rule="top:3")
-    with pytest.raises(ValueError, match="unknown baseline"):
-        dataclasses.replace(t, baselines=("plain", "lora"))
     with pytest.raises(ValueError, match="min_speech_fraction"):
         dataclasses.replace(t, min_speech_fraction=0.6, max_speech_fraction=0.5)
     with pytest.raises(ValueError, match="positive"):
