@@ -31,8 +31,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("gpu_smoke")
 
-DATA_STEPS = ("generate_data", "validate_data", "fit_codec", "prepare_encoder", "encode", "pack", "text_pretrain")
-STAGES = ("s1", "s2a", "s2b", "s3")  # profile_experts runs between s1 and s2a
+sys.path.insert(0, str(REPO))  # run from a checkout: `python scripts/gpu_smoke.py`
+from deeptalk.steps import DATA_STEPS, STAGE_STEPS  # noqa: E402
+from deeptalk.training.stages import BY_NAME, CHAIN, DEEPTALK_STAGES, PROFILED_FROM  # noqa: E402
+
+# the default chain from the chain table: data steps and the original LLM as steps, then S1 (profiled for the
+# expert split) and DeepTalk's stages through the deepspeed launcher, as a GPU user runs them
+FIRST_STEPS = (*DATA_STEPS, STAGE_STEPS[CHAIN[0].name])
+STAGES = (PROFILED_FROM, *DEEPTALK_STAGES)
 
 
 def _env() -> dict[str, str]:
@@ -118,7 +124,7 @@ def smoke(workdir: Path, device: str, ranks: int, steps: int, batch: int, zero: 
     zero = load_config(project / "params.yaml").training.deepspeed_config  # the one the stages run
     timings = {"build_s": round(time.perf_counter() - t0, 1)}
     params = ["--params", str(project / "params.yaml")]
-    for step in DATA_STEPS:
+    for step in FIRST_STEPS:
         timings[f"{step}_s"] = round(_run([sys.executable, "-m", "deeptalk", "step", step, *params], project, 900), 1)
     launcher = str(Path(sys.executable).parent / "deepspeed")
     training: dict[str, dict] = {}
@@ -126,9 +132,9 @@ def smoke(workdir: Path, device: str, ranks: int, steps: int, batch: int, zero: 
         cmd = [launcher, "--num_gpus", str(ranks), "--master_port", str(_free_port()), "--module",
                "deeptalk.training", "--stage", stage, *params]
         timings[f"train_{stage}_s"] = round(_run(cmd, project, 900), 1)
-        summary = json.loads((project / "models" / "stages" / stage / "train_summary.json").read_text())
+        summary = json.loads((project / BY_NAME[stage].out / "train_summary.json").read_text())
         training[stage] = {k: summary[k] for k in ("steps", "tokens", "tokens_per_s", "wall_s") if k in summary}
-        if stage == "s1":
+        if stage == PROFILED_FROM:
             timings["profile_experts_s"] = round(
                 _run([sys.executable, "-m", "deeptalk", "step", "profile_experts", *params], project, 900), 1)
     os.environ.update({k: v for k, v in _env().items() if k in ("HF_HUB_OFFLINE",)})
