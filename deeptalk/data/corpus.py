@@ -57,13 +57,12 @@ from tqdm import tqdm
 from deeptalk.data.audio_io import rms, sha256_bytes, write_wav
 from deeptalk.data.config import DataConfig
 from deeptalk.data.facts import HELDOUT_PHRASINGS, RELATIONS, Fact, load_facts, poetry_lines, split_facts
-from deeptalk.data.schema import SAMPLE_COLUMNS, SPLITS, UTTERANCE_COLUMNS, Sample, Turn
+from deeptalk.data.schema import SAMPLE_COLUMNS, SPLITS, TTS_PROMPT, UTTERANCE_COLUMNS, Sample, Turn
 from deeptalk.data.text_tokenizer import TextTokenizer
 from deeptalk.data.voices import check_speakers, synthesize
 
 log = logging.getLogger(__name__)
 
-TTS_PROMPT = "Repeat the sentence inside the brackets without any explanation. [{text}]"
 FACT_COLUMNS = {
     "id": "string",
     "relation": "string",

@@ -11,6 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+# How the corpus asks for TTS (a typed "repeat" turn answered in speech); the service asks the same way, so it
+# lives here, light enough for the service to import without the corpus generator (pandas, tqdm).
+TTS_PROMPT = "Repeat the sentence inside the brackets without any explanation. [{text}]"
+
 TASKS = ("asr", "tts", "aqa", "tqa", "rqa", "text")  # paper.md §3 task families + plain LM text
 SPLITS = ("train", "validation", "heldout")
 ROLES = ("system", "user", "assistant")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from deeptalk.batch import AudioSegments, pad_frames
-from deeptalk.data.corpus import TTS_PROMPT
+from deeptalk.data.schema import TTS_PROMPT
 from deeptalk.data.packing import TokenizedTurn, pack_prompt
 from deeptalk.inference.generator import Prompt
 from deeptalk.tokens import TokenLayout
