@@ -45,8 +45,7 @@ def evaluate_listening(engine: Any, held: HeldOut, n_distinct: int = 16) -> dict
 
 def ctc_wer(engine: Any, items) -> float:
     """Held-out WER of the CTC head's own greedy transcripts (no decoding: an S1 model suffices)."""
-    hyps = []
-    for item in tqdm(items, desc="CTC", leave=False):
-        frames, _ = engine.encode_audio(load_audio(item.audio_path, engine.audio_input.sample_rate))
-        hyps.append(engine.tokenizer.decode(engine.model.transcribe_heard(frames)))
+    session = engine.session()
+    hyps = [session.heard_text(load_audio(item.audio_path, engine.audio_input.sample_rate))
+            for item in tqdm(items, desc="CTC", leave=False)]
     return wer([item.text for item in items], hyps)

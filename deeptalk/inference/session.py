@@ -152,10 +152,13 @@ class Session:
         if not getattr(self.engine.model, "hears_text", False):
             raise ValueError("this model has no CTC head (audio_input.interface projector): nothing to transcribe early")
         frames, _ = self.engine.encode_audio(audio)
+        return self._heard(frames)
+
+    def _heard(self, frames: torch.Tensor) -> str:
         return self.engine.tokenizer.decode(self.engine.model.transcribe_heard(frames))
 
     def _heard_transcript(self, frames: torch.Tensor, t0: float) -> Iterator[Event]:
-        text = self.engine.tokenizer.decode(self.engine.model.transcribe_heard(frames))
+        text = self._heard(frames)
         if text:
             yield TextDelta(text)
         yield Done(text=text, reason="complete", timings=Timings(total_ms=(time.perf_counter() - t0) * 1e3))

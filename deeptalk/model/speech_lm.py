@@ -309,11 +309,9 @@ class SpeechLM(nn.Module):
             head.train(was_training)
 
     def audio_positions(self, frames: torch.Tensor) -> int:
-        """Positions one utterance's encoder frames ``[F, D]`` occupy in a sequence: its heard units, or the
-        encoder geometry's fixed rate for the projector."""
-        if self.hears_text:
-            return len(self.hear(frames[None], [frames.shape[0]])[0])
-        return max(1, frames.shape[0] // self.projector.stride)
+        """Positions one utterance's encoder frames ``[F, D]`` occupy in a sequence when the LM reads heard
+        units (the projector's come from the encoder geometry, ``AudioInputConfig.n_positions``)."""
+        return len(self.hear(frames[None], [frames.shape[0]])[0])
 
     def transcribe_heard(self, frames: torch.Tensor) -> list[int]:
         """The greedy CTC transcript (local text ids) of one utterance's frames ``[F, D]``."""
