@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 CONSOLE = {"console": True}  # extra= of a record meant for the terminal
-PROJECT = "deeptalk"
+PROJECT_LOGGERS = ("deeptalk", "flows")  # the library and its Prefect shells (top-level flows/)
 # libraries whose INFO lines are noise for a reader; their warnings go to the log file only (DeepSpeed
 # re-attaches its own stdout handler when imported, so it is filtered rather than levelled)
 # (Prefect's own INFO lines stay at INFO: they are the task-run logs of the UI; the console filter keeps them
@@ -37,7 +37,7 @@ class ConsoleFilter(logging.Filter):
             return True
         if record.levelno >= logging.ERROR:
             return True
-        return record.levelno >= logging.WARNING and record.name.split(".")[0] == PROJECT
+        return record.levelno >= logging.WARNING and record.name.split(".")[0] in PROJECT_LOGGERS
 
 
 class _ToFileOnly(logging.Filter):

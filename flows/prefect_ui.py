@@ -1,7 +1,8 @@
 """What the Prefect UI shows of a run: the project's log lines in each task run, live progress while a step
 runs, and the gate verdict as an artifact.
 
-The library never imports Prefect. Its loggers (``deeptalk.*``) are forwarded to the API here, and progress
+The library never imports Prefect. The project's loggers (``deeptalk.*``, and ``flows.*`` of these shells: the
+file exchange of a step on another machine) are forwarded to the API here, and progress
 is read from the progress bars the library already draws (tqdm: training shows step, loss and ETA; codec
 fitting its iterations): :func:`active_bars` turns them into plain data, :class:`ProgressWatch` publishes them.
 """
@@ -23,10 +24,9 @@ from prefect.artifacts import (
 )
 
 from deeptalk.config import ProjectConfig
+from deeptalk.console import PROJECT_LOGGERS
 
 log = logging.getLogger(__name__)
-
-PROJECT_LOGGER = "deeptalk"
 
 
 class _InRun(logging.Filter):
@@ -41,18 +41,20 @@ class _InRun(logging.Filter):
 
 
 def forward_project_logs() -> None:
-    """Send the ``deeptalk.*`` records of this process to the Prefect API, so each task run shows the step's
-    own lines. Idempotent; works in ``python -m flows run`` and in a worker alike (where Prefect's logging
-    setup ran before our code was imported, so ``PREFECT_LOGGING_EXTRA_LOGGERS`` would come too late)."""
+    """Send the project's records (``deeptalk.*``, ``flows.*``) of this process to the Prefect API, so each task
+    run shows the step's own lines. Idempotent; works in ``python -m flows run`` and in a worker alike (where
+    Prefect's logging setup ran before our code was imported, so ``PREFECT_LOGGING_EXTRA_LOGGERS`` would come too
+    late)."""
     from prefect.logging.handlers import APILogHandler
 
-    logger = logging.getLogger(PROJECT_LOGGER)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)  # a worker's root logger is at WARNING
-    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
-        handler = APILogHandler()
-        handler.addFilter(_InRun())
-        logger.addHandler(handler)
+    for name in PROJECT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)  # a worker's root logger is at WARNING
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            handler = APILogHandler()
+            handler.addFilter(_InRun())
+            logger.addHandler(handler)
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,13 @@ def test_console_shows_reader_lines_and_the_file_keeps_the_rest(tmp_path, capsys
     logging.getLogger("deeptalk.steps").info("step generate_data: start")
     logging.getLogger("deeptalk.steps").info("  generate_data  1.0 s  9 utterances", extra=CONSOLE)
     logging.getLogger("deeptalk.training").warning("a project warning")
+    logging.getLogger("flows.exchange").warning("a shell's warning")
     logging.getLogger("DeepSpeed").warning("Setting accelerator to CPU.")
     logging.getLogger("DeepSpeed").error("a DeepSpeed error")
     logging.getLogger("DeepSpeed").removeHandler(spy)
     captured = capsys.readouterr()
-    assert captured.err.splitlines() == ["  generate_data  1.0 s  9 utterances", "a project warning"]
+    assert captured.err.splitlines() == ["  generate_data  1.0 s  9 utterances", "a project warning",
+                                     "a shell's warning"]
     assert reached_deepspeed_handlers == ["a DeepSpeed error"]  # its terminal handler: errors only
     text = log_file.read_text()
     assert "Skipping registering" not in text and "HTTP Request" not in text  # silenced at the source
