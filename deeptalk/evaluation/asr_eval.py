@@ -21,7 +21,7 @@ def evaluate_asr(engine: Any, items: Sequence[SpeechItem]) -> dict[str, Any]:
     """``{"wer", "n", "examples"}``; an empty transcript counts as deleting every reference word."""
     if not items:
         raise ValueError("ASR evaluation needs at least one held-out spoken sentence")
-    hears = bool(getattr(getattr(engine, "model", None), "hears_text", False))  # a CTC head to compare with
+    hears = engine.hears_text  # a CTC head to compare with
     sources = ("lm", "ctc") if hears else ("lm",)
     hyps: dict[str, list[str]] = {s: [] for s in sources}
     for item in tqdm(items, desc="ASR", leave=False):

@@ -101,6 +101,12 @@ class Engine:
         return self.scheduler
 
     @property
+    def hears_text(self) -> bool:
+        """The model reads a CTC head's heard units (``audio_input.interface`` ctc_tokens/pseudo_text): it can
+        transcribe without decoding and tell silence from speech."""
+        return self.audio_input.hears_text
+
+    @property
     def voices(self) -> tuple[str, ...]:
         return self.layout.voices
 

@@ -45,6 +45,7 @@ class SessionHost(Protocol):
     default_voice: str | None
     max_prompt_positions: int
     scheduler: Scheduler | None  # batches the decode steps of all sessions; None: each decodes alone
+    hears_text: bool  # the model has a CTC head (Engine.hears_text)
 
     def check_voice(self, voice: str | None) -> str | None: ...
     def check_text(self, text: str) -> tuple[int, ...]: ...
@@ -132,7 +133,7 @@ class Session:
         source = source or self.engine.config.asr_source
         user, features = self._user_turn(audio, None)
         frames, n_heard = features[user.audio_id]
-        if getattr(self.engine.model, "hears_text", False) and (n_heard == 0 or source == "ctc"):
+        if self.engine.hears_text and (n_heard == 0 or source == "ctc"):
             return self._heard_transcript(frames, t0)
         prompt = self._prompt(self.engine.tasks.asr_turns(user), features, task="asr")
         self._stop.clear()
@@ -149,7 +150,7 @@ class Session:
     def heard_text(self, audio: np.ndarray) -> str:
         """What the model's CTC head hears in 16 kHz mono ``audio`` (no decoding: cheap enough to run while the
         user is still speaking); ValueError for a model that reads projected frames."""
-        if not getattr(self.engine.model, "hears_text", False):
+        if not self.engine.hears_text:
             raise ValueError("this model has no CTC head (audio_input.interface projector): nothing to transcribe early")
         frames, _ = self.engine.encode_audio(audio)
         return self._heard(frames)

@@ -66,7 +66,7 @@ class RealtimeConnection:
         self.task: asyncio.Task | None = None
         self._cancelled = False  # response.cancel seen for the current response
         self._send_lock = asyncio.Lock()
-        self.hears = bool(getattr(engine.model, "hears_text", False))
+        self.hears = engine.hears_text
         self._heard = ""  # the last partial transcript sent for the current input buffer
         self._heard_at = 0  # buffer bytes it covered
         self._hearing: asyncio.Task | None = None

@@ -74,6 +74,7 @@ class FakeEngine:
     script: dict
     audio_input: object = field(default_factory=lambda: type("A", (), {"sample_rate": 16000})())
     codec: object = field(default_factory=lambda: type("C", (), {"sample_rate": SR})())
+    hears_text: bool = False  # no CTC head: the LM's transcript only
 
     def session(self):
         return FakeSession(self.script)
