@@ -29,11 +29,13 @@ $(STAMP): pyproject.toml
 run: setup
 	$(PY) -m flows run --profile tiny
 
+# Two pytest-xdist workers (each test runs on one torch thread), a test file per unit of work: tests/conftest.py.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 # The service image of a packaged model (default deeptalk:latest, stored by `make run`; MODEL=deeptalk:<version>
 # for another): podman here (installed with apt when missing), Docker where its daemon runs. README "The service

@@ -1,6 +1,7 @@
-"""One tiny project trained by `python -m flows run` and shared by the end-to-end tests that need a trained,
-packaged and served project (session-scoped: the whole chain runs once per test session). A test that changes
-the project works on a copy (``tests.e2e._project.copy_project``)."""
+"""One tiny project trained by `python -m flows run` and shared by the tests of a trained, packaged and served
+project (session-scoped: the whole chain runs once per test session). They live in one file,
+tests/e2e/test_pipeline.py, so one test worker runs them all (``make test``: pytest-xdist, ``--dist loadfile``).
+A test that changes the project works on a copy (``tests.e2e._project.copy_project``)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ import json
 import pytest
 import yaml
 
-from tests.e2e._project import copy_project, run
+from tests.e2e._project import copy_project, repo_project, run, tree_hashes
+from tests.e2e.conftest import SHARED_PARAMS
+from tests.e2e.test_reproducibility import DETERMINISTIC_OUTS, ran, shell, status_stages
 
 
 @pytest.mark.slow
@@ -40,3 +42,17 @@ def test_run_trains_gates_packages_and_serves(trained_project, tmp_path):
     assert verdict[-1].endswith("reports/run.log") and "Traceback" in (project / "reports/run.log").read_text()
     assert json.loads((project / "reports/gate.json").read_text())["passed"] is False
     assert (project / "reports/package.json").read_bytes() == packaged, "a failed gate must not repackage"
+
+
+@pytest.mark.slow
+def test_after_the_flow_dvc_reports_the_chain_up_to_date_and_reproduces_nothing(trained_project, tmp_path):
+    """The project trained by `python -m flows run` (tests/e2e/conftest.py): DVC agrees it is current,
+    and a DVC-only project with the same parameters computes byte-identical data."""
+    project, _, env = trained_project
+    assert status_stages(shell("dvc status dvc.yaml", project, env)) == {"resolve_config"}
+    again = shell("dvc repro", project, env)
+    assert ran(again) == {"resolve_config"}, again[-3000:]
+
+    dvc_project = repo_project(tmp_path / "dvc", SHARED_PARAMS)
+    shell("dvc repro pack", dvc_project, env)
+    assert tree_hashes(project, *DETERMINISTIC_OUTS) == tree_hashes(dvc_project, *DETERMINISTIC_OUTS)

@@ -12,8 +12,7 @@ import yaml
 
 from deeptalk.steps import DEFAULT_CHAIN
 from deeptalk.training.stages import BASELINES
-from tests.e2e._project import FAST_PARAMS, REPO, repo_project, run, tree_hashes
-from tests.e2e.conftest import SHARED_PARAMS
+from tests.e2e._project import FAST_PARAMS, REPO, run
 
 SHORT = {"steps": 4, "batch_size": 2}
 FAST_TRAINING = {"training": {s: SHORT for s in ("text_pretrain", "s1", "s2a", "s2b", "s3", "plain")}}
@@ -72,17 +71,3 @@ def test_readme_dvc_commands_on_a_fresh_clone_then_the_flow_agrees(tmp_path):
     flow = run(["python", "-m", "flows.pipeline"], project, extra_env=env, timeout=1800)
     for step in DEFAULT_CHAIN:
         assert re.search(rf"{step}\s+[\d.]+ s\s+Cached", flow), (step, flow[-4000:])
-
-
-@pytest.mark.slow
-def test_after_the_flow_dvc_reports_the_chain_up_to_date_and_reproduces_nothing(trained_project, tmp_path):
-    """The session's project trained by `python -m flows run` (tests/e2e/conftest.py): DVC agrees it is current,
-    and a DVC-only project with the same parameters computes byte-identical data."""
-    project, _, env = trained_project
-    assert status_stages(shell("dvc status dvc.yaml", project, env)) == {"resolve_config"}
-    again = shell("dvc repro", project, env)
-    assert ran(again) == {"resolve_config"}, again[-3000:]
-
-    dvc_project = repo_project(tmp_path / "dvc", SHARED_PARAMS)
-    shell("dvc repro pack", dvc_project, env)
-    assert tree_hashes(project, *DETERMINISTIC_OUTS) == tree_hashes(dvc_project, *DETERMINISTIC_OUTS)
