@@ -2,22 +2,21 @@
 
 One code path for three launch modes: a plain ``python`` process (tests, the tiny profile on CPU), ``torchrun``
 and the ``deepspeed`` launcher (``deepspeed --num_gpus N --module deeptalk.training …``; it also passes
-``--local_rank=N``). Without the rendezvous variables DeepSpeed
-falls back to MPI discovery and fails on machines without mpi4py (STACK.md), so a single process fills them in.
+``--local_rank=N``). Without a launcher DeepSpeed would fall back to MPI discovery and fail on machines without
+mpi4py (STACK.md), so a single process fills in its rank variables and joins an in-memory process group that
+DeepSpeed adopts: no rendezvous address, so no port is invented (one picked now and bound later can be taken in
+between, and ``os.environ`` would hand it to every child process as if a launcher had set it).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
-
-log = logging.getLogger(__name__)
 
 _REQUIRED = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -61,7 +60,7 @@ def parse_local_rank(argv: list[str] | None = None) -> int | None:
 
 
 def ensure_env(local_rank: int | None = None) -> bool:
-    """Fill in single-process rendezvous variables where a launcher did not set them; True when it did."""
+    """Fill in a single process's rank variables where no launcher set the rendezvous; True when none did."""
     if local_rank is not None:
         os.environ["LOCAL_RANK"] = str(local_rank)
     missing = [k for k in _REQUIRED if k not in os.environ]
@@ -69,16 +68,8 @@ def ensure_env(local_rank: int | None = None) -> bool:
         return False
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {missing} are not set: use a launcher")
-    defaults = {
-        "RANK": "0",
-        "WORLD_SIZE": "1",
-        "LOCAL_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-    }
-    for key in missing:
-        os.environ[key] = defaults[key]
-    log.debug("single-process rendezvous: %s", {k: os.environ[k] for k in _REQUIRED})
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(key, value)
     return True
 
 
@@ -98,9 +89,7 @@ def init(local_rank: int | None = None, device: str = "auto") -> DistInfo:
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.getcwd(), ".venv", "torch_extensions"))
     single = ensure_env(local_rank)
     backend = "nccl" if cuda else "gloo"
-    if single and not torch.distributed.is_initialized():
-        # One process needs no rendezvous: an in-memory store, so no port is picked now and bound later (a
-        # parallel run could take it in between: EADDRINUSE). DeepSpeed adopts the existing group.
+    if single and not torch.distributed.is_initialized():  # one process: an in-memory store DeepSpeed adopts
         torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1,
                                              timeout=collective_timeout())
     if not torch.distributed.is_initialized() or not deepspeed.comm.is_initialized():

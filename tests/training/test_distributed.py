@@ -15,14 +15,16 @@ def test_local_rank_from_the_deepspeed_launcher():
     assert distributed.parse_local_rank(["--stage", "s2a"]) is None
 
 
-def test_single_process_env_is_filled_in(monkeypatch):
+def test_single_process_fills_its_ranks_but_invents_no_rendezvous(monkeypatch):
     for key in KEYS:
         monkeypatch.delenv(key, raising=False)
-    distributed.ensure_env()
+    assert distributed.ensure_env() is True
     import os
 
-    assert [os.environ[k] for k in KEYS[:4]] == ["0", "1", "0", "127.0.0.1"]
-    assert 0 < int(os.environ["MASTER_PORT"]) < 65536
+    assert [os.environ[k] for k in KEYS[:3]] == ["0", "1", "0"]
+    # a port picked here would be inherited by every child process as if a launcher had set it
+    assert "MASTER_ADDR" not in os.environ and "MASTER_PORT" not in os.environ
+    assert distributed.ensure_env() is True  # a second stage in the same process is still a single process
 
 
 def test_launcher_env_is_kept_and_incomplete_multiprocess_env_rejected(monkeypatch):
