@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[2]
 KEY = "container-key"
 HEADERS = {"authorization": f"Bearer {KEY}"}
 MAX_CONCURRENCY = 3  # set through $DEEPTALK_SERVICE, read back from /info
+# the data, training and orchestration stacks: not installed in the image (bentofile.yaml)
+NOT_SERVED = ["pandas", "pyarrow", "great_expectations", "prefect", "dvc", "deepspeed", "sklearn", "faster_whisper"]
 MAX_IMAGE_BYTES = 2.2e9  # 1.8 GB measured; BentoML's default apt step (+640 MB) or a CUDA torch would exceed it
 
 
@@ -158,6 +160,9 @@ def test_runs_as_a_non_root_user_with_the_cpu_torch(served):
     assert served.tool("exec", served.container, "python", "-c", probe).stdout.split() == ["None", "2.13.0+cpu"]
     size = int(served.tool("image", "inspect", "--format", "{{.Size}}", served.image).stdout.strip())
     assert size < MAX_IMAGE_BYTES, f"image is {size / 1e9:.2f} GB"
+    # the service answers (the tests below) without the data, training and orchestration stacks
+    present = f"import importlib.util as u; print([m for m in {NOT_SERVED!r} if u.find_spec(m)])"
+    assert served.tool("exec", served.container, "python", "-c", present).stdout.strip() == "[]"
 
 
 def test_reports_health_and_readiness_for_an_orchestrator(served):
