@@ -39,7 +39,7 @@ HEADERS = {"authorization": f"Bearer {KEY}"}
 MAX_CONCURRENCY = 3  # set through $DEEPTALK_SERVICE, read back from /info
 # the data, training and orchestration stacks: not installed in the image (bentofile.yaml)
 NOT_SERVED = ["pandas", "pyarrow", "great_expectations", "prefect", "dvc", "deepspeed", "sklearn", "faster_whisper"]
-MAX_IMAGE_BYTES = 2.2e9  # 1.8 GB measured; BentoML's default apt step (+640 MB) or a CUDA torch would exceed it
+MAX_IMAGE_BYTES = 1.9e9  # 1.61 GB measured; BentoML's default apt step (+640 MB) or a CUDA torch would exceed it
 
 
 def container_tool() -> str:
