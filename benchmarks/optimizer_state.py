@@ -25,7 +25,7 @@ from deeptalk.audio_input import AudioInputConfig  # noqa: E402
 from deeptalk.model.config import BackboneConfig, LossConfig, SpeechLMConfig  # noqa: E402
 from deeptalk.model.expert_rows import separate_trainable_experts  # noqa: E402
 from deeptalk.model.experts import ExpertSplit  # noqa: E402
-from deeptalk.model.freezing import ParamGroup as G  # noqa: E402
+from deeptalk.model.switches import ParamGroup as G  # noqa: E402
 from deeptalk.model.freezing import apply_trainable, count_trainable  # noqa: E402
 from deeptalk.model.speech_lm import SpeechLM  # noqa: E402
 from deeptalk.runtime import setup_threads  # noqa: E402

@@ -43,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from deeptalk.model import SpeechLM
-    from deeptalk.model.experts import RoutingMode
+    from deeptalk.model.switches import RoutingMode
 
     model = SpeechLM.from_pretrained(args.model).eval()
     model.set_routing(RoutingMode.NONE)

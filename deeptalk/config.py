@@ -18,8 +18,7 @@ import yaml
 
 from deeptalk.audio_input import AudioInputConfig
 from deeptalk.codec.config import CodecConfig
-from deeptalk.data.config import DataConfig
-from deeptalk.data.packing import PackingConfig
+from deeptalk.data.config import DataConfig, PackingConfig
 from deeptalk.evaluation.config import EvalConfig
 from deeptalk.inference.config import ServiceConfig
 from deeptalk.model.config import BackboneConfig

@@ -313,7 +313,7 @@ def profile_model(model, batches, desc: str = "profile") -> ExpertLoad:
     accumulating the top-k counts and gate probabilities at speech and at text positions."""
     from tqdm.auto import tqdm
 
-    from deeptalk.model.experts import RoutingMode
+    from deeptalk.model.switches import RoutingMode
 
     layers = model.moe_layers()
     load = ExpertLoad(len(layers), layers[0].num_experts, int(model.backbone.config.num_experts_per_tok))

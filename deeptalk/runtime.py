@@ -16,8 +16,10 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ def setup_threads(threads: int = 0, sharers: int | None = None) -> int:
     Adam that runs the offloaded optimizer step (it links its own libgomp, which ``torch.set_num_threads`` does
     not reach, and torchrun would otherwise leave it at 1).
     """
+    import torch  # here, not at import: the project's configuration reads this module without needing torch
+
     env = int(os.environ.get("DEEPTALK_THREADS") or 0)
     n = env or threads or (default_threads() if sharers is None else threads_per_sharer(sharers, free_cores()))
     torch.set_num_threads(n)
@@ -117,6 +121,8 @@ def check_device_setting(setting: str, where: str = "device") -> str:
 def resolve_device(setting: str = "auto", where: str = "device") -> torch.device:
     """The torch device of ``setting``: ``auto`` is CUDA when a GPU is visible, else the CPU. Asking for CUDA on a
     machine without one is an error naming the setting, never a silent fall-back to hours of CPU work."""
+    import torch
+
     setting = check_device_setting(setting, where)
     if setting == "auto":
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")

@@ -41,7 +41,7 @@ def score(model_dir: str, tokenizer, held, n_tok: int, device: str = "cpu") -> t
     each part took, wall and CPU (QA: greedy answers + answer NLL; sentences: NLL). CPU seconds (all threads)
     are the cost to compare on a shared machine, where wall time depends on the other jobs."""
     from deeptalk.model import SpeechLM
-    from deeptalk.model.experts import RoutingMode
+    from deeptalk.model.switches import RoutingMode
 
     model = SpeechLM.from_pretrained(model_dir).to(device).eval()
     model.set_routing(RoutingMode.NONE)

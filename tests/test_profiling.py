@@ -136,7 +136,8 @@ def test_expert_load_counts_and_outputs(tmp_path):
 
 
 def test_profile_model_counts_every_position_top_k_times(tmp_path):
-    from deeptalk.model.experts import ExpertSplit, RoutingMode
+    from deeptalk.model.experts import ExpertSplit
+    from deeptalk.model.switches import RoutingMode
     from deeptalk.profiling import profile_model
     from tests.training.helpers import save_tiny_model, synthetic_batches, tiny_cfg
 

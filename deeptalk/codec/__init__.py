@@ -1,7 +1,22 @@
-"""Audio codecs: waveform ⇄ K=7 code streams in SNAC's layout (embedded k-means codec, or SNAC)."""
+"""Audio codecs: waveform ⇄ K=7 code streams in SNAC's layout (embedded k-means codec, or SNAC).
 
-from deeptalk.codec.base import Codec, StreamingDecoder
-from deeptalk.codec.config import CodecConfig
-from deeptalk.codec.registry import load_codec
+Exports resolve lazily so ``deeptalk.config`` (which needs only ``deeptalk.codec.config``) does not pay for
+importing torch.
+"""
 
-__all__ = ["Codec", "CodecConfig", "StreamingDecoder", "load_codec"]
+from importlib import import_module
+
+_EXPORTS = {
+    "Codec": "deeptalk.codec.base",
+    "StreamingDecoder": "deeptalk.codec.base",
+    "CodecConfig": "deeptalk.codec.config",
+    "load_codec": "deeptalk.codec.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'deeptalk.codec' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name]), name)

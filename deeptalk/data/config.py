@@ -1,4 +1,5 @@
-"""Corpus parameters: how many samples of each task and split, which voices speak, how facts are split."""
+"""Corpus parameters (how many samples of each task and split, which voices speak, how facts are split) and
+packing's (how samples become training sequences: ``deeptalk.data.packing``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Self
 
 from deeptalk.data.schema import SPLITS, TASKS
 from deeptalk.presets import preset
+from deeptalk.tokens import check_answer_layout
 
 SPEECH_TASKS = tuple(
     t for t in TASKS if t != "text"
@@ -99,3 +101,44 @@ class DataConfig:
     def for_profile(cls, profile: str) -> Self:
         """The ``data`` section of ``configs/profiles/<profile>.yaml``."""
         return preset(cls, "data", profile)
+
+
+PROMPT_FORMATS = ("specials", "chat_template")
+
+
+@dataclass(frozen=True)
+class PackingConfig:
+    """Sequence-level choices of the reference's data loader (``data_util.py``)."""
+
+    max_length: int = 512  # positions per sequence; longer conversations lose their oldest turns first
+    user_speech_prob: float = 0.7  # reference: RQA user turns use their audio when random() > 0.3
+    random_speech_tasks: tuple[str, ...] = ("rqa",)  # tasks whose user turns draw speech vs text
+    # the spoken-answer layout the pack step writes into layout.json (TokenLayout.answer_layout); packing,
+    # training and generation follow the layout they are given, not this field
+    answer_layout: str = "text_first"
+    # role markers the pack step writes into layout.json: "specials" (new USER/ASSISTANT/BOT/EOT rows, the
+    # reference's) or "chat_template" (the imported LLM's own chat template: HFTextTokenizer.chat_markers)
+    prompt_format: str = "specials"
+    # Spoken QA that inherits typed QA (TASU, arXiv 2511.03310): with a hearing interface the LM reads what a
+    # CTC head heard as text, so a typed question of ``heard_text_tasks`` is packed, with this probability, as
+    # a heard spoken turn (BOA, its words with ``heard_text_wer`` simulated word errors, EOA; answered as AQA).
+    heard_text_prob: float = 0.0
+    heard_text_wer: float = 0.3
+    heard_text_tasks: tuple[str, ...] = ("tqa",)
+
+    def __post_init__(self) -> None:
+        check_answer_layout(self.answer_layout)
+        if not 0.0 <= self.heard_text_prob <= 1.0 or not 0.0 <= self.heard_text_wer <= 1.0:
+            raise ValueError(f"heard_text_prob / heard_text_wer must lie in [0, 1], got "
+                             f"{self.heard_text_prob} / {self.heard_text_wer}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {self.prompt_format!r}; choose one of {PROMPT_FORMATS}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8 positions, got {self.max_length}")
+        if not 0.0 <= self.user_speech_prob <= 1.0:
+            raise ValueError(f"user_speech_prob must lie in [0, 1], got {self.user_speech_prob}")
+
+    @classmethod
+    def for_profile(cls, profile: str) -> PackingConfig:
+        """The ``packing`` section of ``configs/profiles/<profile>.yaml``."""
+        return preset(cls, "packing", profile)

@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deeptalk.batch import AudioSegments, SpeechBatch, pad_frames
+from deeptalk.data.config import PackingConfig
 from deeptalk.data.packing import (
     PackedSample,
-    PackingConfig,
     TokenizedSample,
     load_layout,
     pack_tokenized,

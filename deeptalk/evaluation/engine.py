@@ -31,7 +31,7 @@ def load_engine(cfg: ProjectConfig, model_dir: str | Path, max_audio_frames: int
     from deeptalk.codec import load_codec
     from deeptalk.data.text_tokenizer import load_tokenizer
     from deeptalk.model import SpeechLM
-    from deeptalk.model.experts import RoutingMode
+    from deeptalk.model.switches import RoutingMode
 
     model_dir = Path(model_dir)
     if not (model_dir / "speech_lm.json").is_file():

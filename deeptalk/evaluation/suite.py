@@ -37,7 +37,7 @@ class Evaluation:
 
 def text_ability_of(model_dir: str | Path, cfg: ProjectConfig, held: HeldOut, tokenizer: Any) -> TextAbility:
     from deeptalk.model import SpeechLM
-    from deeptalk.model.experts import RoutingMode
+    from deeptalk.model.switches import RoutingMode
 
     from deeptalk.runtime import resolve_device
 

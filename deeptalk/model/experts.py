@@ -1,4 +1,4 @@
-"""The expert split (which routed experts are "speech" experts, per MoE layer) and the routing modes.
+"""The expert split (which routed experts are "speech" experts, per MoE layer) and its routing masks.
 
 The split is data: produced by expert-load profiling, saved as JSON, handed to the model and validated
 against it at build time. Entry ``i`` belongs to the ``i``-th MoE layer in depth order (DeepSeek-V2-Lite:
@@ -10,22 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import torch
 
-
-class RoutingMode(str, Enum):
-    """Which expert group the routers may choose from (a stage-level switch, as in the reference).
-
-    The mask is global, not per token: under ``SPEECH_ONLY`` every token (speech or text) is routed among the
-    speech experts only. Masked experts get logits of −inf before the softmax and the top-k.
-    """
-
-    NONE = "none"
-    SPEECH_ONLY = "speech_only"
-    TEXT_ONLY = "text_only"
+from deeptalk.model.switches import RoutingMode
 
 
 @dataclass(frozen=True)

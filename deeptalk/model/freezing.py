@@ -31,29 +31,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from enum import Enum
 
 import torch
 from torch import nn
 
 from deeptalk.model.backbone import decoder_layers
 from deeptalk.model.experts import ExpertSplit
+from deeptalk.model.switches import ParamGroup
 
 log = logging.getLogger(__name__)
-
-
-class ParamGroup(str, Enum):
-    EMBEDDINGS = "embeddings"
-    NEW_EMBEDDING_ROWS = "new_embedding_rows"
-    PROJECTOR = "projector"
-    ATTENTION = "attention"
-    DENSE_LAYER0 = "dense_layer0"
-    SPEECH_EXPERTS = "speech_experts"
-    TEXT_EXPERTS = "text_experts"
-    SHARED_EXPERTS = "shared_experts"
-    ROUTERS = "routers"
-    NORMS = "norms"
-    ADDED_EXPERTS = "added_experts"
 
 
 class _Plan:

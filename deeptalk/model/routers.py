@@ -29,6 +29,8 @@ from torch import nn
 from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2TopkRouter
 from transformers.models.qwen2_moe.modeling_qwen2_moe import Qwen2MoeTopKRouter
 
+from deeptalk.model.switches import MASKED_GATES
+
 
 @dataclass
 class RouterOutput:
@@ -42,7 +44,6 @@ class RouterOutput:
 
 
 RoutingSink = Callable[[RouterOutput], None]
-MASKED_GATES = ("served", "renormalised")  # see the module docstring
 
 
 class MaskableRouterMixin:

@@ -34,7 +34,8 @@ from deeptalk.model.audio_encoder import AudioProjector, build_audio_encoder, en
 from deeptalk.model.hearing import CTCHead, HeardUnits, hear
 from deeptalk.model.backbone import MoELayer, build_backbone, load_backbone, moe_layers, resize_vocab
 from deeptalk.model.config import LossConfig, SpeechLMConfig
-from deeptalk.model.experts import ExpertSplit, RoutingMode
+from deeptalk.model.experts import ExpertSplit
+from deeptalk.model.switches import RoutingMode
 from deeptalk.model.loss import combine_losses, sequence_aux_loss, stream_losses, stream_losses_from_hidden
 from deeptalk.model.routers import RouterOutput, RoutingRecorder, attach_sink
 

@@ -26,7 +26,8 @@ from torch import nn
 from deeptalk.batch import SpeechBatch
 from deeptalk.identity import code_digests, json_digest, tree_digest
 from deeptalk.tokens import TokenLayout
-from deeptalk.model.experts import ExpertSplit, RoutingMode
+from deeptalk.model.experts import ExpertSplit
+from deeptalk.model.switches import RoutingMode
 from deeptalk.profiling import ExpertLoad, modality_masks
 from deeptalk.training import distributed
 from deeptalk.training.loop import LoopConfig, StepResult, train, zero_stage_of

@@ -26,9 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deeptalk.data.schema import TASKS
-from deeptalk.model.experts import RoutingMode
-from deeptalk.model.freezing import ParamGroup as G
-from deeptalk.model.routers import MASKED_GATES
+from deeptalk.model.switches import MASKED_GATES, RoutingMode
+from deeptalk.model.switches import ParamGroup as G
 
 # Where a phase's expert split comes from.
 SPLIT_NONE = "none"  # no split (routing unrestricted, no expert-group freezing)

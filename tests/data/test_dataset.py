@@ -20,8 +20,8 @@ from deeptalk.data.dataset import (
     write_sequences,
 )
 from deeptalk.data.features import SpeechFeatureExtractor
+from deeptalk.data.config import PackingConfig
 from deeptalk.data.packing import (
-    PackingConfig,
     answer_start,
     pack_tokenized,
     save_layout,

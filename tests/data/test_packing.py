@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from deeptalk.data.config import PackingConfig
 from deeptalk.data.packing import (
     AudioRef,
-    PackingConfig,
     answer_start,
     layout_for,
     load_layout,

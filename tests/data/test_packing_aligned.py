@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
+from deeptalk.data.config import PackingConfig
 from deeptalk.data.packing import (
-    PackingConfig,
     TokenizedSample,
     TokenizedTurn,
     aligned_rows,

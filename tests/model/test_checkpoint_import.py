@@ -14,7 +14,8 @@ from deeptalk.data.text_tokenizer import HFTextTokenizer
 from deeptalk.evaluation.text_ability import collate_ids, source_agreement
 from deeptalk.model.backbone import checkpoint_vocab_rows
 from deeptalk.model.config import BackboneConfig, SpeechLMConfig
-from deeptalk.model.freezing import ParamGroup, apply_trainable
+from deeptalk.model.freezing import apply_trainable
+from deeptalk.model.switches import ParamGroup
 from deeptalk.model.speech_lm import SpeechLM
 from deeptalk.testing.mini_checkpoints import build_deepseek_v2_lite
 

@@ -10,7 +10,8 @@ import torch
 
 from deeptalk.model.experts import ExpertSplit
 from deeptalk.model.expert_rows import RowTrainableExperts, separate_trainable_experts
-from deeptalk.model.freezing import ParamGroup, apply_trainable, count_trainable
+from deeptalk.model.freezing import apply_trainable, count_trainable
+from deeptalk.model.switches import ParamGroup
 from deeptalk.model.speech_lm import SpeechLM
 
 from .conftest import LAYOUT, build_tiny

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deeptalk.model.experts import ExpertSplit, RoutingMode
+from deeptalk.model.experts import ExpertSplit
+from deeptalk.model.switches import RoutingMode
 from deeptalk.model.speech_lm import SpeechLM
 
 from .conftest import build_tiny, random_batch, tiny_config

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deeptalk.model.experts import ExpertSplit, RoutingMode
-from deeptalk.model.freezing import ParamGroup, apply_trainable, count_trainable
+from deeptalk.model.experts import ExpertSplit
+from deeptalk.model.freezing import apply_trainable, count_trainable
+from deeptalk.model.switches import ParamGroup, RoutingMode
 
 from .conftest import LAYOUT, build_tiny, random_batch
 

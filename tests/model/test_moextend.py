@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deeptalk.model.freezing import ParamGroup, apply_trainable
+from deeptalk.model.freezing import apply_trainable
+from deeptalk.model.switches import ParamGroup
 from deeptalk.model.moextend import add_speech_experts
 from deeptalk.model.speech_lm import SpeechLM
 

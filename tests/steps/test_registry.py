@@ -56,3 +56,17 @@ def test_resolve_config_refuses_pipeline_files_this_config_makes_stale(tmp_path,
         main(["resolve-config"])
     assert not (tmp_path / ".deeptalk").exists()
     assert "models/stages/s2b" in render(load_config(tmp_path / "params.yaml"))["dvc.yaml"]
+
+
+def test_the_registry_and_the_configuration_load_without_torch():
+    """Every DVC stage is a process (``python -m deeptalk step …``, ``resolve-config`` on each ``dvc repro``): what
+    it reads before its step's own code runs must not pay for torch, transformers and DeepSeek-V2's modelling
+    (~6 s per process before the stage table's switches lived in deeptalk.model.switches)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, deeptalk.config, deeptalk.steps.record, deeptalk.__main__; "
+             "deeptalk.config.load_config('params.yaml'); "
+             "print(sorted(m for m in ('torch', 'transformers', 'deepspeed', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

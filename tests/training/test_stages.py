@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deeptalk.model.experts import ExpertSplit, RoutingMode
-from deeptalk.model.freezing import ParamGroup as G
+from deeptalk.model.experts import ExpertSplit
+from deeptalk.model.switches import ParamGroup as G
+from deeptalk.model.switches import RoutingMode
 from deeptalk.profiling import random_like
 from deeptalk.training import runner
 from deeptalk.training.config import TrainingConfig
