@@ -2,9 +2,9 @@
 runs, and the gate verdict as an artifact.
 
 The library never imports Prefect. The project's loggers (``deeptalk.*``, and ``flows.*`` of these shells: the
-file exchange of a step on another machine) are forwarded to the API here, and progress
-is read from the progress bars the library already draws (tqdm: training shows step, loss and ETA; codec
-fitting its iterations): :func:`active_bars` turns them into plain data, :class:`ProgressWatch` publishes them.
+file exchange of a step on another machine) are forwarded to the API here, and progress is read from the progress
+bars the library already draws (tqdm: training shows step, loss and ETA; codec fitting its iterations):
+:func:`active_bars` turns them into plain data, :class:`ProgressWatch` publishes them.
 """
 
 from __future__ import annotations
