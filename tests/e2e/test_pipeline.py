@@ -1,6 +1,6 @@
 """The whole pipeline through its real shells: `python -m flows run` (Prefect flow → packaged bento → served
 over HTTP; the session's shared trained project, tests/e2e/conftest.py), then a gate that fails stops packaging,
-leaves the packaged model untouched and reads as a short verdict."""
+leaves the packaged model untouched and reads as a short verdict; DVC finds what the flow computed current."""
 
 import json
 
