@@ -4,19 +4,11 @@ Exports resolve lazily so ``deeptalk.config`` (which needs only ``deeptalk.codec
 importing torch.
 """
 
-from importlib import import_module
+from deeptalk.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "Codec": "deeptalk.codec.base",
     "StreamingDecoder": "deeptalk.codec.base",
     "CodecConfig": "deeptalk.codec.config",
     "load_codec": "deeptalk.codec.registry",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'deeptalk.codec' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+})

@@ -4,9 +4,9 @@ Exports resolve lazily so ``deeptalk.config`` (which needs only ``deeptalk.model
 importing transformers.
 """
 
-from importlib import import_module
+from deeptalk.lazy import lazy_exports
 
-_EXPORTS = {
+__getattr__, __all__ = lazy_exports(__name__, {
     "BackboneConfig": "deeptalk.model.config",
     "LossConfig": "deeptalk.model.config",
     "SpeechLMConfig": "deeptalk.model.config",
@@ -18,12 +18,4 @@ _EXPORTS = {
     "SpeechLM": "deeptalk.model.speech_lm",
     "SpeechLMOutput": "deeptalk.model.speech_lm",
     "add_speech_experts": "deeptalk.model.moextend",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'deeptalk.model' has no attribute {name!r}")
-    return getattr(import_module(_EXPORTS[name]), name)
+})
