@@ -116,3 +116,15 @@ def with_key(case: Case, key: str | None) -> dict:
     if key and case.auth:
         kwargs["headers"] = {**kwargs.get("headers", {}), "authorization": f"Bearer {key}"}
     return kwargs
+
+
+def wrong_statuses(base_url: str, key: str | None) -> list[tuple[str, int, str]]:
+    """Send every case to a running server; ``(case, status, body)`` of each that did not get its status."""
+    import httpx
+
+    wrong = []
+    for case in CASES:
+        r = httpx.request(case.method, f"{base_url}{case.path}", timeout=60, **with_key(case, key))
+        if r.status_code != case.status:
+            wrong.append((case.name, r.status_code, r.text[:200]))
+    return wrong
